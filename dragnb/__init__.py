@@ -1,0 +1,1 @@
+"""dragnb: DragDiffusion on diffusers models, stage by stage."""

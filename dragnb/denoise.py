@@ -1,0 +1,67 @@
+"""Stage 4: DDIM denoising from the edited z_t back to an image, with reference-latent control.
+
+With control on, [original z_t, edited z_t] are denoised together as one batch and the edited branch's
+decoder self-attention reads the original branch's keys and values (:mod:`dragnb.attention`).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .attention import reference_control
+from .config import DenoiseSettings, InversionSettings
+from .inversion import decode_latent, schedule
+from .models import Model
+
+
+@dataclass
+class DenoiseResult:
+    """The edited image at the model's size, and its latent."""
+
+    image: torch.Tensor  # (1, 3, H, W) in [-1, 1]
+    latent: torch.Tensor  # edited z_0 (1, 4, h, w)
+    reference_image: torch.Tensor | None  # the original branch decoded, when control was on
+    controlled_layers: list[str]  # attention layers under reference-latent control
+    seconds: float = 0.0
+    interrupted: bool = False
+    key: str = ""
+
+
+@torch.no_grad()
+def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | None, text: torch.Tensor,
+            settings: DenoiseSettings = DenoiseSettings(), inversion: InversionSettings = InversionSettings(),
+            guidance_scale: float = 1.0, progress: bool = False) -> DenoiseResult:
+    """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control."""
+    start = time.perf_counter()
+    unet, scheduler = model.pipe.unet, model.pipe.scheduler
+    control = settings.reference_control and zt_original is not None
+    z = torch.cat([zt_original, zt_edited]) if control else zt_edited  # (B, 4, h, w), B = 2 with control
+    guided = len(text) == 2
+    text_b = text.repeat_interleave(len(z), dim=0)  # [uncond x B, cond x B] or [cond x B]
+    active = [False]
+    interrupted = False
+    timesteps = schedule(scheduler, inversion)
+    with (reference_control(unet, settings.control_blocks, branches=len(z), active=active)
+          if control else nullcontext([])) as controlled:
+        try:
+            for i, t in enumerate(tqdm(timesteps, desc="denoise", disable=not progress, leave=False)):
+                active[0] = i >= settings.control_from_step
+                zz = torch.cat([z, z]) if guided else z
+                eps = unet(zz, t, text_b).sample
+                if guided:
+                    eps_u, eps_c = eps.chunk(2)
+                    eps = eps_u + guidance_scale * (eps_c - eps_u)
+                z = scheduler.step(eps, t, z).prev_sample
+        except KeyboardInterrupt:
+            interrupted = True
+    images = decode_latent(model, z)
+    return DenoiseResult(image=images[-1:].float().cpu(), latent=z[-1:].cpu(),
+                         reference_image=images[:1].float().cpu() if control else None,
+                         controlled_layers=list(controlled), seconds=time.perf_counter() - start,
+                         interrupted=interrupted)
+

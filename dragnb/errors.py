@@ -1,0 +1,17 @@
+"""Errors a user can act on: each names the argument at fault and says how to fix it."""
+
+
+class DragnbError(Exception):
+    """Base class of the errors dragnb raises for bad input, missing weights and the like."""
+
+
+class InputError(DragnbError, ValueError):
+    """A user-supplied argument is wrong: ``argument`` names it, the message says how to fix it."""
+
+    def __init__(self, argument: str, message: str):
+        self.argument = argument
+        super().__init__(f"{argument}: {message}")
+
+
+class ModelError(DragnbError, OSError):
+    """Model weights are missing, unreachable or corrupt."""

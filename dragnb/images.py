@@ -1,0 +1,131 @@
+"""Images and masks in and out: any PIL mode, any size, no silent cropping.
+
+The model sees the image resized (never cropped) to a size it can take: the side lengths are scaled so
+the longer side is the model's resolution, then rounded to the UNet's size multiple. The edit is
+resized back to the original size at the end, so aspect ratio is kept up to that rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+
+def to_rgb_array(image, argument: str = "image") -> np.ndarray:
+    """Any PIL image, path or array -> (H, W, 3) uint8 RGB.
+
+    RGBA and LA are composited over white (what a viewer shows); grayscale is replicated; 16-bit and float
+    images are rescaled to 8 bit by their type's range.
+    """
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(argument, f"no file at {str(path)!r}; give the path of a PNG or JPEG image")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                image = im.copy()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise InputError(argument, f"{str(path)!r} is not a readable image ({exc}); re-export it as PNG or JPEG") from None
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(image, dtype=np.float64)
+            scale = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            image = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        elif image.mode == "F":
+            arr = np.asarray(image, dtype=np.float64)
+            image = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8))
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise InputError(argument, f"expected an (H, W), (H, W, 3) or (H, W, 4) array, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.dtype == np.uint16:
+        arr = (arr.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+    if arr.shape[2] == 4:
+        return to_rgb_array(Image.fromarray(arr.astype(np.uint8), "RGBA"), argument)
+    return arr.astype(np.uint8)
+
+
+def model_size(image_size: tuple[int, int], resolution: int, multiple: int) -> tuple[int, int]:
+    """(H, W) the model takes for an image of ``image_size``: longer side -> ``resolution``, sides -> ``multiple``."""
+    h, w = image_size
+    scale = resolution / max(h, w)
+    return tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (h, w))  # type: ignore[return-value]
+
+
+def to_model_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, h, w) float in [-1, 1] at the model size (bicubic, antialiased)."""
+    pil = Image.fromarray(image)
+    if pil.size != (size[1], size[0]):
+        pil = pil.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+    x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 127.5 - 1.0)  # (h, w, 3)
+    return x.permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, 3, h, w)
+
+
+def from_model_tensor(x: torch.Tensor) -> np.ndarray:
+    """(1, 3, h, w) or (3, h, w) in [-1, 1] -> (h, w, 3) uint8."""
+    x = x.detach().float().cpu()
+    if x.ndim == 4:
+        x = x[0]
+    return ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+def resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (h, w, 3) uint8 image to (H, W) = ``size`` (bicubic)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BICUBIC))
+
+
+def load_mask(mask, image_size: tuple[int, int], argument: str = "mask") -> np.ndarray | None:
+    """A user mask (path, PIL image or array; nonzero = editable) -> (H, W) bool, or None when empty.
+
+    An absent or all-zero mask means the whole image is editable and the mask term is dropped (METHOD.md).
+    The mask must have the image's size: resizing it silently could move the editable region.
+    """
+    if mask is None:
+        return None
+    if isinstance(mask, (str, Path)):
+        path = Path(mask)
+        if not path.is_file():
+            raise InputError(argument, f"no file at {str(path)!r}; give a PNG whose nonzero pixels are editable")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                mask = im.copy()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise InputError(argument, f"{str(path)!r} is not a readable image ({exc})") from None
+    if isinstance(mask, Image.Image):
+        mask = np.asarray(mask.convert("RGBA") if mask.mode in ("P", "PA") else mask)
+    arr = np.asarray(mask)
+    if arr.ndim == 3:
+        arr = arr[..., 3] if arr.shape[2] == 4 and arr[..., 3].min() < arr[..., 3].max() else arr[..., :3].max(axis=2)
+    if arr.ndim != 2:
+        raise InputError(argument, f"expected a 2-D mask, got shape {arr.shape}")
+    if arr.shape != tuple(image_size):
+        raise InputError(argument, f"mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but the image is "
+                         f"{image_size[1]}x{image_size[0]}; paint the mask on this image or resize it to match")
+    out = arr > 0
+    return out if out.any() else None
+
+
+def mask_to_latent(mask: np.ndarray, latent_size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) bool, 1 = editable -> (1, 1, h, w) float on the latent grid (nearest, as the reference)."""
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, H, W)
+    return F.interpolate(m, size=latent_size, mode="nearest")

@@ -1,0 +1,116 @@
+"""Stage 2: DDIM inversion of the image latent z_0 to the optimised step z_t (METHOD.md, "optimised step").
+
+Notation (as diffusers' scheduling_ddim.py): ``t`` timestep, ``ᾱ_t`` = ``alphas_cumprod[t]``,
+ε = UNet noise prediction. One inverse step from t_prev to t (deterministic DDIM, η = 0):
+    x̂_0 = (x_{t_prev} - sqrt(1 - ᾱ_{t_prev}) ε(x_{t_prev}, t)) / sqrt(ᾱ_{t_prev})
+    x_t = sqrt(ᾱ_t) x̂_0 + sqrt(1 - ᾱ_t) ε
+with ᾱ before the first step = ``alphas_cumprod[0]`` (``set_alpha_to_one=False``), exactly diffusers'
+``DDIMInverseScheduler.step`` and the reference code's ``inv_step``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+from tqdm.auto import tqdm
+
+from .config import InversionSettings
+from .models import Model
+
+
+@dataclass
+class InversionResult:
+    """Every latent of the inversion, z_0 first."""
+
+    latents: list[torch.Tensor]  # [z_0, z_{t_1}, ..., z_t], each (1, 4, h, w)
+    timesteps: list[int]  # timestep of each latent after z_0 (z_0 itself is "before the first step")
+    seconds: float = 0.0
+    interrupted: bool = False
+    key: str = ""
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def z0(self) -> torch.Tensor:
+        return self.latents[0]
+
+    @property
+    def zt(self) -> torch.Tensor:
+        """The inverted latent z_t that the drag optimises."""
+        return self.latents[-1]
+
+    @property
+    def t(self) -> int:
+        """Timestep of z_t (681 for SD 1.5 at strength 0.7)."""
+        return self.timesteps[-1]
+
+
+@torch.no_grad()
+def encode_image(model: Model, image: torch.Tensor) -> torch.Tensor:
+    """z_0 = mean of the VAE posterior x scaling factor. image: (1, 3, H, W) in [-1, 1] -> (1, 4, H/f, W/f)."""
+    vae = model.pipe.vae
+    return vae.encode(image.to(model.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode_latent(model: Model, z: torch.Tensor) -> torch.Tensor:
+    """(B, 4, h, w) latent -> (B, 3, H, W) image in [-1, 1]."""
+    vae = model.pipe.vae
+    return vae.decode(z.to(vae.dtype) / vae.config.scaling_factor).sample.clamp(-1, 1)
+
+
+def schedule(scheduler: DDIMScheduler, settings: InversionSettings) -> torch.Tensor:
+    """Set the DDIM schedule and return the timesteps still to denoise from z_t (first = t)."""
+    scheduler.set_timesteps(settings.num_steps)
+    return scheduler.timesteps[settings.num_steps - settings.inverted_steps:]
+
+
+def inverse_scheduler(scheduler: DDIMScheduler, num_steps: int) -> DDIMInverseScheduler:
+    """diffusers' inverse DDIM with the forward scheduler's betas and ᾱ before the first step = ᾱ_0."""
+    inverse = DDIMInverseScheduler.from_config(scheduler.config, set_alpha_to_one=False)
+    inverse.set_timesteps(num_steps)
+    return inverse
+
+
+def guided_noise(model: Model, z: torch.Tensor, t, text: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """ε with classifier-free guidance when ``text`` holds [uncond, cond]. z: (1, 4, h, w)."""
+    if len(text) == 1:
+        return model.pipe.unet(z, t, text).sample
+    eps_u, eps_c = model.pipe.unet(torch.cat([z, z]), t, text).sample.chunk(2)
+    return eps_u + guidance_scale * (eps_c - eps_u)
+
+
+@torch.no_grad()
+def invert(model: Model, z0: torch.Tensor, text: torch.Tensor, settings: InversionSettings = InversionSettings(),
+           progress: bool = False) -> InversionResult:
+    """DDIM-invert z_0 for ``settings.inverted_steps`` steps; ``text`` from :func:`dragnb.models.encode_prompt`."""
+    start = time.perf_counter()
+    forward = model.pipe.scheduler
+    remaining = schedule(forward, settings)
+    inverse = inverse_scheduler(forward, settings.num_steps)
+    # The inverse walks the forward schedule backwards: 1, 21, ..., t for SD 1.5 (leading spacing, offset 1).
+    steps = list(reversed(remaining.tolist()))
+    result = InversionResult(latents=[z0], timesteps=[])
+    z = z0
+    try:
+        for t in tqdm(steps, desc="DDIM inversion", disable=not progress, leave=False):
+            eps = guided_noise(model, z, t, text, settings.guidance_scale)
+            z = inverse.step(eps, t, z).prev_sample  # (1, 4, h, w), at timestep t
+            result.latents.append(z)
+            result.timesteps.append(int(t))
+    except KeyboardInterrupt:
+        result.interrupted = True
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def denoise_latent(model: Model, zt: torch.Tensor, text: torch.Tensor, settings: InversionSettings,
+                   guidance_scale: float = 1.0) -> torch.Tensor:
+    """Plain DDIM from z_t back to z_0 (no control); the inverse of :func:`invert`, for checking it."""
+    z = zt
+    for t in schedule(model.pipe.scheduler, settings):
+        z = model.pipe.scheduler.step(guided_noise(model, z, t, text, guidance_scale), t, z).prev_sample
+    return z

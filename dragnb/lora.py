@@ -1,0 +1,152 @@
+"""Stage 1: fine-tune a LoRA on the UNet so the model reconstructs the one input image (METHOD.md, "LoRA").
+
+peft adds rank-r adapters to the attention projections; the loss is the usual denoising MSE at a random
+t ~ U[0, T) on random resize-crops of the image, with the user's prompt. The adapter is kept as a
+diffusers-format state dict, so it saves as safetensors that ``pipe.load_lora_weights`` reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from tqdm.auto import tqdm
+
+from .config import LoraSettings
+from .errors import ModelError
+from .models import Model, encode_prompt
+
+ADAPTER = "dragnb"
+
+
+@dataclass
+class LoraResult:
+    """The trained adapter and how training went."""
+
+    state_dict: dict[str, torch.Tensor]  # diffusers format, keys prefixed "unet.", on the CPU
+    losses: list[float] = field(default_factory=list)  # denoising MSE per step
+    seconds: float = 0.0
+    interrupted: bool = False  # Ctrl-C stopped training early; the adapter holds the steps done
+    key: str = ""  # cache key: image, prompt, model, settings
+
+
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """Crop a random box of area fraction in ``scale`` (aspect in [3/4, 4/3]) and resize back. x: (1, 3, H, W)."""
+    _, _, h, w = x.shape
+    u = torch.rand(3, generator=generator).tolist()
+    area = (scale[0] + (scale[1] - scale[0]) * u[0]) * h * w
+    aspect = float(torch.exp(torch.tensor(-0.2877 + 0.5754 * u[1])))  # log-uniform in [3/4, 4/3]
+    ch = min(h, max(1, int(round((area / aspect) ** 0.5))))
+    cw = min(w, max(1, int(round((area * aspect) ** 0.5))))
+    top = int(u[2] * (h - ch + 1))
+    left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    crop = x[:, :, top:top + ch, left:left + cw]
+    return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSettings = LoraSettings(),
+               progress: bool = False, callback: Callable[[int, float], bool | None] | None = None) -> LoraResult:
+    """Fine-tune a LoRA on ``image`` (1, 3, H, W) in [-1, 1]; leaves the adapter active on the UNet.
+
+    ``callback(step, loss)`` is called after every step; returning True stops training. Ctrl-C also stops
+    it and returns the adapter as trained so far.
+    """
+    pipe = model.pipe
+    unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
+    device = model.device
+    generator = torch.Generator().manual_seed(settings.seed)
+    remove_lora(pipe)
+    unet.requires_grad_(False)
+    torch.manual_seed(settings.seed)  # peft draws the adapters' initial weights from the global generator
+    unet.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
+                                target_modules=list(settings.target_modules)), adapter_name=ADAPTER)
+    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+        p.data = p.data.float()
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    text = encode_prompt(model, prompt).repeat(settings.batch_size, 1, 1)  # (B, 77, D)
+    image = image.to(device, vae.dtype)
+    result = LoraResult(state_dict={})
+    start = time.perf_counter()
+    unet.train()
+    try:
+        for step in tqdm(range(settings.steps), desc="LoRA", disable=not progress, leave=False):
+            batch = torch.cat([random_resized_crop(image, settings.crop_scale, generator)
+                               for _ in range(settings.batch_size)])  # (B, 3, H, W)
+            with torch.no_grad():
+                dist = vae.encode(batch).latent_dist
+                z0 = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator).to(device)) \
+                    * vae.config.scaling_factor  # (B, 4, h, w)
+            noise = torch.randn(z0.shape, generator=generator).to(device)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=generator).to(device)
+            noisy = scheduler.add_noise(z0, noise, t)
+            target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
+            pred = unet(noisy, t, text).sample
+            loss = F.mse_loss(pred.float(), target.float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            result.losses.append(loss.item())
+            if callback is not None and callback(step, result.losses[-1]):
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        unet.eval()
+        unet.requires_grad_(False)
+    result.seconds = time.perf_counter() - start
+    unet._dragnb_lora_key = None  # the caller names the adapter it now carries
+    result.state_dict = {f"unet.{k}": v.detach().cpu().clone() for k, v in
+                         convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=ADAPTER)).items()}
+    return result
+
+
+def remove_lora(pipe: StableDiffusionPipeline) -> None:
+    """Take every LoRA adapter off the UNet, leaving the base weights."""
+    if getattr(pipe.unet, "peft_config", None):
+        pipe.unload_lora_weights()
+    pipe.unet._dragnb_lora_key = None
+
+
+def apply_lora(model: Model, lora: LoraResult | None) -> None:
+    """Make ``lora`` the UNet's only adapter (None: the base model). Cheap when it is already active."""
+    pipe = model.pipe
+    key = None if lora is None else lora.key
+    if getattr(pipe.unet, "_dragnb_lora_key", None) == key and key is not None:
+        return
+    remove_lora(pipe)
+    if lora is not None:
+        pipe.unet.load_lora_adapter({k: v.clone() for k, v in lora.state_dict.items()}, prefix="unet",
+                                    adapter_name=ADAPTER)
+        pipe.unet.requires_grad_(False)
+        pipe.unet._dragnb_lora_key = key
+
+
+def save_lora(lora: LoraResult, folder: str | Path) -> Path:
+    """Write ``pytorch_lora_weights.safetensors`` in ``folder``, loadable by ``pipe.load_lora_weights(folder)``."""
+    folder = Path(folder)
+    unet_layers = {k.removeprefix("unet."): v for k, v in lora.state_dict.items()}
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=unet_layers, safe_serialization=True)
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def load_lora(folder: str | Path, key: str = "") -> LoraResult:
+    """Read an adapter written by :func:`save_lora` (or any diffusers UNet LoRA file) as a :class:`LoraResult`."""
+    from safetensors.torch import load_file
+
+    path = Path(folder)
+    path = path / "pytorch_lora_weights.safetensors" if path.is_dir() else path
+    try:
+        state = load_file(path)
+    except Exception as exc:  # safetensors raises several types for truncated or foreign files
+        raise ModelError(f"lora: cannot read {str(path)!r} ({exc}); delete it so the LoRA is trained again") from None
+    return LoraResult(state_dict=state, key=key)

@@ -1,0 +1,121 @@
+"""Load a Stable-Diffusion-1.x/2.x-family pipeline by hub id or local folder, configured for DragDiffusion.
+
+The same code path loads SD 1.5, its fine-tunes, SD 2.x and the embedded tiny model shipped in ``data/``.
+The scheduler is replaced by DDIM with the reference code's settings (METHOD.md), keeping the model's own
+betas and prediction type.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+from .config import Settings, model_defaults
+from .errors import ModelError
+
+EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "data" / "tiny-scenes"
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def default_device() -> torch.device:
+    """CUDA, then Apple MPS, then CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def ddim_scheduler(config) -> DDIMScheduler:
+    """DDIM as the reference configures it: leading spacing, offset 1, no clipping, no alpha-to-one."""
+    return DDIMScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                                     timestep_spacing="leading")
+
+
+@dataclass
+class Model:
+    """A loaded pipeline plus what dragnb needs to know about it."""
+
+    pipe: StableDiffusionPipeline
+    name: str  # hub id or folder it came from (part of every cache key)
+    settings: Settings  # the model's own defaults (its dragnb_defaults.json), else the reference's
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.unet.device
+
+    @property
+    def vae_scale(self) -> int:
+        """Image pixels per latent pixel (8 for SD 1.5)."""
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this for the UNet's down/up sampling to line up."""
+        return self.vae_scale * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
+
+    @property
+    def resolution(self) -> int:
+        """The image side the model was trained at (512 for SD 1.5)."""
+        return int(self.pipe.unet.config.sample_size) * self.vae_scale
+
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device | None = None,
+               dtype: torch.dtype = torch.float32, offline: bool | None = None) -> Model:
+    """Load an SD-family diffusers pipeline.
+
+    ``name_or_path``: a local folder in the diffusers layout, or a hub id (e.g. ``SD15``); None = the embedded
+    tiny model. ``offline``: never touch the network (default: the ``HF_HUB_OFFLINE`` environment variable).
+    Raises :class:`ModelError` saying how to get the weights when they are missing or unreadable.
+    """
+    name = str(EMBEDDED_MODEL if name_or_path is None else name_or_path)
+    device = torch.device(device) if device is not None else default_device()
+    if offline is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    path = Path(name).expanduser()
+    local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1
+    if local:
+        if not path.is_dir():
+            hint = ("the embedded model is missing from data/: restore it with `git checkout data/` or retrain it "
+                    "with `python -m dragnb train-tiny`" if path == EMBEDDED_MODEL else
+                    "give a folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, "
+                    f"tokenizer/, scheduler/), or a hub id such as {SD15!r}")
+            raise ModelError(f"model: no model folder at {name!r}; {hint}")
+        if not (path / "model_index.json").is_file():
+            raise ModelError(f"model: {name!r} has no model_index.json, so it is not a diffusers pipeline folder; "
+                             "save one with `pipe.save_pretrained(folder)` or download one with "
+                             f"`hf download {SD15} --local-dir {name}`")
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(path) if local else name, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
+            local_files_only=offline or local)
+    except OSError as exc:
+        if local:
+            raise ModelError(f"model: could not read the weights in {name!r} ({exc}); the folder is incomplete or "
+                             "corrupt, re-download or re-save it") from None
+        raise ModelError(f"model: {name!r} is not available ({exc.__class__.__name__}: {str(exc)[:200]}). "
+                         f"Download it once with `hf download {name}` (or `huggingface-cli download {name}`) on a "
+                         "machine with internet access and a hub login if the model is gated, then run again, or "
+                         "pass the local folder instead") from None
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"model: the weights in {name!r} are corrupt or do not match their config "
+                         f"({exc.__class__.__name__}: {str(exc)[:300]}); re-download or re-save the model") from None
+    pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+    return Model(pipe=pipe, name=name, settings=model_defaults(path if local else None))
+
+
+@torch.no_grad()
+def encode_prompt(model: Model, prompt: str, guidance_scale: float = 1.0) -> torch.Tensor:
+    """Text embeddings c: (1, 77, D), or (2, 77, D) = [unconditional, conditional] when guidance > 1."""
+    cond, uncond = model.pipe.encode_prompt(prompt, model.device, 1, guidance_scale > 1.0, negative_prompt="")
+    return torch.cat([uncond, cond]) if guidance_scale > 1.0 else cond

@@ -1,0 +1,85 @@
+"""Read a single-shape image back into words: which colour, which shape, which background.
+
+Used to score prompt adherence of generated samples by segmentation (not by eye): the background colour is
+the median of the image border (top and bottom halves separately, for split backgrounds), the shape is the
+largest blob of pixels that differ from the background, its colour is the nearest palette colour of the
+blob's median, and its kind comes from how much of its bounding box it fills
+(triangle 0.5, circle pi/4 = 0.79, square 1.0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dragnb.scenes import COLOURS, SHAPES
+
+_PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)  # (10, 3)
+_NAMES = list(COLOURS)
+_FILL = {"triangle": 0.5, "circle": np.pi / 4, "square": 1.0}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a single-shape image shows, as words, with the evidence."""
+
+    colour: str | None  # nearest palette colour of the shape, None when no shape was found
+    kind: str | None  # circle / square / triangle by bounding-box fill ratio
+    background: tuple[str, ...]  # (colour,) or (top, bottom)
+    area: int  # shape pixels
+    fill: float  # area / bounding-box area
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    """Palette name nearest (Euclidean RGB) to ``rgb`` (3,)."""
+    d = ((_PALETTE - np.asarray(rgb, dtype=np.float32)[None]) ** 2).sum(1)
+    return _NAMES[int(d.argmin())]
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Largest 4-connected component of a boolean (H, W) mask (flood fill; images here are small)."""
+    h, w = mask.shape
+    labels = np.zeros((h, w), dtype=np.int32)
+    best, best_size, current = 0, 0, 0
+    for r0, c0 in zip(*np.nonzero(mask)):
+        if labels[r0, c0]:
+            continue
+        current += 1
+        stack, size = [(r0, c0)], 0
+        labels[r0, c0] = current
+        while stack:
+            r, c = stack.pop()
+            size += 1
+            for rr, cc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if 0 <= rr < h and 0 <= cc < w and mask[rr, cc] and not labels[rr, cc]:
+                    labels[rr, cc] = current
+                    stack.append((rr, cc))
+        if size > best_size:
+            best, best_size = current, size
+    return labels == best if best else np.zeros_like(mask, dtype=bool)
+
+
+def read_single_shape(image, threshold: float = 60.0) -> Reading:
+    """Segment a single-shape image (PIL or uint8 (H, W, 3)) and name its colour, shape and background."""
+    a = np.asarray(image, dtype=np.float32)[..., :3]  # (H, W, 3)
+    h, w, _ = a.shape
+    top = np.concatenate([a[0, :], a[: h // 2, 0], a[: h // 2, -1]])  # border pixels of the top half
+    bottom = np.concatenate([a[-1, :], a[h // 2 :, 0], a[h // 2 :, -1]])
+    top_c, bottom_c = np.median(top, 0), np.median(bottom, 0)
+    top_n, bottom_n = nearest_colour(top_c), nearest_colour(bottom_c)
+    background = (top_n,) if top_n == bottom_n else (top_n, bottom_n)
+    bg = np.empty_like(a)
+    bg[: h // 2] = top_c
+    bg[h // 2 :] = bottom_c
+    differs = np.abs(a - bg).max(-1) > threshold  # (H, W)
+    blob = largest_component(differs)
+    area = int(blob.sum())
+    if area < 4:
+        return Reading(None, None, background, area, 0.0)
+    rows, cols = np.nonzero(blob)
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    fill = area / box
+    kind = min(SHAPES, key=lambda k: abs(_FILL[k] - fill))
+    colour = nearest_colour(np.median(a[blob], 0))
+    return Reading(colour, kind, background, area, float(fill))

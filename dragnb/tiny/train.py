@@ -1,0 +1,554 @@
+"""Train the embedded tiny SD-family model from scratch on the scene world; resumable; exports the diffusers layout.
+
+    python -m dragnb.tiny.train --out data/tiny-scenes --work runs/tiny [--minutes-vae 22 --minutes-unet 75]
+
+Stages (each resumes from ``<work>/`` where it stopped, optimiser state and EMA included):
+  0. tokenizer: a word-level CLIP BPE vocabulary (every word of the grammar is one token), trained with
+     ``tokenizers`` and saved as vocab.json + merges.txt;
+  1. a pool of rendered scenes (64x64) and their prompts, cached in ``<work>/pool.npz``;
+  2. VAE: AutoencoderKL f = 4 (64 px -> 16x16x4), L1 + MSE + a colour term (MSE of 4x4 means, so a hue
+     shift of a flat region costs as much as an edge error) + a tiny KL; held-out PSNR and hue checks logged;
+  3. latents: the pool encoded once (posterior means), ``scaling_factor`` = 1 / their std;
+  4. UNet2DConditionModel + 2-layer CLIPTextModel, epsilon prediction on SD 1.5's DDPM schedule, min-SNR-5
+     loss weights (more weight on the high-noise steps that decide colour, shape and layout), 10 % empty
+     prompts for classifier-free guidance, EMA 0.997, lr 1e-3 held constant and cosine-decayed in the
+     last 15 % of the phase's minutes;
+  5. every ``--check-minutes``: export the EMA model to ``--out`` (usable before training ends), sample
+     single-shape prompts from the exported folder with DDIM 25 steps at guidance 4, score them by
+     segmentation (:mod:`dragnb.tiny.adherence`) and log the figures.
+
+Budgets are minutes of training-step time per phase (checks and checkpoints come on top), so a resumed run
+continues its schedule exactly. The log is ``<work>/log.jsonl``, one JSON object a line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TRAIN_SEED_BASE = 10_000_000  # training scenes use seeds from here; held-out checks use seeds below 1e6
+HOLDOUT_SEED_BASE = 500_000
+IMAGE_SIZE = 64
+MAX_TOKENS = 32  # longest prompt of the grammar is 20 tokens with <bos>/<eos>; SD 1.5 pads to 77
+GRAMMAR_WORDS = ["a", "on", "and", "background", ","]
+
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,  # 3 levels: f = 4
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(16, 32, 64),
+    layers_per_block=1,
+    latent_channels=4,  # as SD 1.5
+    norm_num_groups=16,
+    sample_size=IMAGE_SIZE,
+)
+UNET_CONFIG = dict(
+    sample_size=IMAGE_SIZE // 4,  # 16x16 latents
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D",) * 3,  # cross-attention at every level: conditioning is the hard part
+    up_block_types=("CrossAttnUpBlock2D",) * 3,  # up_blocks[-2] outputs 16x16: the drag feature block
+    cross_attention_dim=128,
+    attention_head_dim=4,  # diffusers' legacy name: the number of heads
+    norm_num_groups=16,
+)
+TEXT_CONFIG = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=MAX_TOKENS,
+    projection_dim=128,
+)
+SCHEDULER_CONFIG = dict(  # SD 1.5's DDIM
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+    timestep_spacing="leading",
+)
+MODEL_DEFAULTS = {
+    "lora": {"steps": 40},
+    "inversion": {},
+    "drag": {"lr": 0.03, "lam": 1.0, "feature_blocks": [-2]},
+    "denoise": {},
+    "notes": (
+        "Embedded tiny model (64 px, 16x16x4 latents). drag.lam 1.0: the mask term is a sum over latent "
+        "elements and this model has 16x fewer than SD 1.5 (0.1 x ~10-16). drag.lr 0.03: 0.01 reached too few "
+        "targets in 80 steps, 0.05 smeared shapes. feature_blocks [-2]: up_blocks[1] outputs 16x16, which beat "
+        "the 8x8 block. lora.steps 40: the image is simple and a LoRA step is most of an edit's time. "
+        "Starting values from the first experiments; to be tuned with the scene benchmark."
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------- utilities
+class Log:
+    """Append JSON lines to ``<work>/log.jsonl`` and echo a short line to stdout."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, **record) -> None:
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
+
+
+def save_atomic(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def lr_at(frac: float, step: int, base: float, warmup: int = 100, decay_from: float = 0.85) -> float:
+    """Linear warmup, constant, then cosine to 5 % of ``base`` over the last ``1 - decay_from`` of the phase."""
+    lr = base * min(1.0, (step + 1) / warmup)
+    if frac > decay_from:
+        p = min(1.0, (frac - decay_from) / (1 - decay_from))
+        lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+    return lr
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+# --------------------------------------------------------------------------------------- stage 0: tokenizer
+def build_tokenizer(folder: Path):
+    """Word-level CLIP BPE: train merges with ``tokenizers`` so every word of the grammar is one token."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    from dragnb.scenes import COLOURS, SHAPES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "vocab.json").exists():
+        words = GRAMMAR_WORDS + list(COLOURS) + list(SHAPES)
+        tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
+        tok.normalizer = normalizers.Lowercase()
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = trainers.BpeTrainer(
+            vocab_size=2000,
+            special_tokens=["<|startoftext|>", "<|endoftext|>"],  # ids 0, 1
+            end_of_word_suffix="</w>",
+            min_frequency=1,
+            show_progress=False,
+        )
+        tok.train_from_iterator([" ".join(words)] * 10, trainer)
+        tok.model.save(str(folder))  # vocab.json, merges.txt
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder), model_max_length=MAX_TOKENS)
+    for word in GRAMMAR_WORDS:
+        assert len(tokenizer(word).input_ids) == 3, f"{word!r} is not one token"
+    return tokenizer
+
+
+def make_models(vocab_size: int):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vae = AutoencoderKL(**VAE_CONFIG)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    text_config = CLIPTextConfig(vocab_size=vocab_size, bos_token_id=0, eos_token_id=1, pad_token_id=1, **TEXT_CONFIG)
+    text_encoder = CLIPTextModel(text_config)
+    scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
+    return vae, unet, text_encoder, scheduler
+
+
+# ------------------------------------------------------------------------------------------ stage 1: pool
+def scene_pool(work: Path, n: int, log: Log):
+    """(images uint8 (N, 64, 64, 3), prompts list[str]) of training scenes, rendered once and cached."""
+    from dragnb.scenes import render, sample_scene
+
+    path = work / "pool.npz"
+    if path.exists():
+        data = np.load(path, allow_pickle=False)
+        if len(data["images"]) >= n:
+            return data["images"][:n], [str(p) for p in data["prompts"][:n]]
+    t0 = time.time()
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    prompts = []
+    for i in range(n):
+        scene = sample_scene(TRAIN_SEED_BASE + i)
+        images[i] = np.asarray(render(scene, IMAGE_SIZE))
+        prompts.append(scene.prompt)
+    np.savez(path, images=images, prompts=np.array(prompts))
+    log(phase="pool", n=n, seconds=round(time.time() - t0, 1))
+    return images, prompts
+
+
+def holdout_scenes(n: int, n_shapes: int | None = None, offset: int = 0):
+    from dragnb.scenes import sample_scene
+
+    return [sample_scene(HOLDOUT_SEED_BASE + offset + i, n_shapes) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------- stage 2: VAE
+def to_tensor(images: np.ndarray):
+    import torch
+
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # (B, 3, H, W) in [-1, 1]
+
+
+def to_uint8(x) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
+
+
+def evaluate_vae(vae, n: int = 128) -> dict:
+    """Held-out PSNR, and hue: fraction of shapes whose mean colour stays within 20 RGB units (max channel)."""
+    import torch
+
+    from dragnb.scenes import render, shape_mask
+
+    scenes = holdout_scenes(n)
+    originals = np.stack([np.asarray(render(s, IMAGE_SIZE)) for s in scenes])
+    with torch.no_grad():
+        recon = []
+        for i in range(0, n, 32):
+            x = to_tensor(originals[i : i + 32])
+            recon.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample))
+    recon = np.concatenate(recon)
+    psnrs = [psnr(a, b) for a, b in zip(originals, recon)]
+    shifts = []
+    for scene, a, b in zip(scenes, originals, recon):
+        for i in range(len(scene.shapes)):
+            m = shape_mask(scene, i, IMAGE_SIZE)
+            shifts.append(float(np.abs(a[m].astype(float).mean(0) - b[m].astype(float).mean(0)).max()))
+    return {
+        "psnr_mean": float(np.mean(psnrs)),
+        "psnr_min": float(np.min(psnrs)),
+        "hue_ok": float(np.mean(np.array(shifts) <= 20)),
+        "hue_shift_max": float(np.max(shifts)),
+    }
+
+
+def train_vae(vae, images: np.ndarray, args, work: Path, log: Log) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    path = work / "vae.pt"
+    opt = torch.optim.Adam(vae.parameters(), lr=args.lr_vae)
+    state = {"step": 0, "elapsed": 0.0, "done": False}
+    rng = np.random.default_rng(1)
+    gen = torch.Generator().manual_seed(1)
+    if path.exists():
+        ck = torch.load(path, weights_only=False)
+        vae.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        rng.bit_generator.state = ck["rng"]
+        gen.set_state(ck["gen"])
+        log(phase="vae", event="resumed", step=state["step"], elapsed_min=state["elapsed"] / 60)
+    if state["done"]:
+        return
+    budget = args.minutes_vae * 60
+    last_ckpt = last_eval = time.time()
+    sums, count = {}, 0
+
+    def checkpoint():
+        save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state,
+                     "rng": rng.bit_generator.state, "gen": gen.get_state()}, path)
+
+    vae.train()
+    while state["elapsed"] < budget:
+        t0 = time.time()
+        lr = lr_at(state["elapsed"] / budget, state["step"], args.lr_vae, decay_from=0.8)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = rng.integers(0, len(images), args.batch_vae)
+        x = to_tensor(images[idx])  # (B, 3, 64, 64)
+        flip = torch.from_numpy(rng.random(args.batch_vae) < 0.5)
+        x[flip] = x[flip].flip(-1)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)  # (B, 4, 16, 16)
+        y = vae.decode(z).sample
+        l1 = (y - x).abs().mean()
+        mse = F.mse_loss(y, x)
+        colour = F.mse_loss(F.avg_pool2d(y, 4), F.avg_pool2d(x, 4))  # flat-region colour, hue shifts
+        kl = post.kl().mean() / (16 * 16 * 4)
+        loss = l1 + mse + colour + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        state["step"] += 1
+        state["elapsed"] += time.time() - t0
+        for k, v in (("loss", loss), ("l1", l1), ("mse", mse), ("colour", colour), ("kl", kl)):
+            sums[k] = sums.get(k, 0.0) + float(v)
+        count += 1
+        if state["step"] % 50 == 0:
+            log(phase="vae", step=state["step"], elapsed_min=state["elapsed"] / 60, lr=lr,
+                **{k: v / count for k, v in sums.items()})
+            sums, count = {}, 0
+        if time.time() - last_eval > args.check_minutes * 60 / 2:
+            vae.eval()
+            log(phase="vae", step=state["step"], event="eval", **evaluate_vae(vae))
+            vae.train()
+            last_eval = time.time()
+        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    vae.eval()
+    log(phase="vae", step=state["step"], event="final_eval", **evaluate_vae(vae, 256))
+    state["done"] = True
+    checkpoint()
+
+
+# --------------------------------------------------------------------------------------- stage 3: latents
+def encode_pool(vae, images: np.ndarray, work: Path, log: Log):
+    """(latents (N, 4, 16, 16) unscaled posterior means, scaling_factor = 1 / std), cached."""
+    import torch
+
+    path = work / "latents.pt"
+    if path.exists():
+        ck = torch.load(path, weights_only=False)
+        return ck["latents"], ck["scaling_factor"]
+    t0 = time.time()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), 128):
+            out.append(vae.encode(to_tensor(images[i : i + 128])).latent_dist.mean)
+    latents = torch.cat(out)
+    scaling = float(1.0 / latents.std())
+    save_atomic({"latents": latents, "scaling_factor": scaling}, path)
+    log(phase="latents", n=len(latents), scaling_factor=scaling, mean=float(latents.mean()),
+        seconds=round(time.time() - t0, 1))
+    return latents, scaling
+
+
+# ------------------------------------------------------------------------------------ export and adherence
+def export(vae, unet, text_encoder, tokenizer, scheduler, out: Path, tokenizer_dir: Path, summary: dict) -> None:
+    """Write the diffusers layout of SD 1.5 to ``out`` (via a sibling temporary folder, then swapped in)."""
+    from diffusers import StableDiffusionPipeline
+
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    for name in ("vocab.json", "merges.txt"):  # the SD 1.5 tokenizer files, beside transformers' tokenizer.json
+        shutil.copy(tokenizer_dir / name, tmp / "tokenizer" / name)
+    cfg_path = tmp / "tokenizer" / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model_max_length"] = MAX_TOKENS
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    (tmp / "dragnb_defaults.json").write_text(json.dumps(MODEL_DEFAULTS, indent=2) + "\n")
+    (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def adherence(model_dir: Path, n: int = 48, steps: int = 25, guidance: float = 4.0, seed: int = 0) -> dict:
+    """Sample single-shape held-out prompts from the exported folder; score colour/shape/background by segmentation."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from dragnb.tiny.adherence import read_single_shape
+
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    scenes = holdout_scenes(n, n_shapes=1, offset=100_000)
+    gen = torch.Generator().manual_seed(seed)
+    images = pipe([s.prompt for s in scenes], num_inference_steps=steps, guidance_scale=guidance,
+                  generator=gen, output_type="np").images  # (n, 64, 64, 3) in [0, 1]
+    colour = shape = background = 0
+    for scene, img in zip(scenes, images):
+        r = read_single_shape((img * 255).round().astype(np.uint8))
+        colour += r.colour == scene.shapes[0].colour
+        shape += r.kind == scene.shapes[0].kind
+        background += r.background == scene.background
+    return {"colour": colour / n, "shape": shape / n, "background": background / n, "n": n}
+
+
+# ------------------------------------------------------------------------------------------- stage 4: UNet
+def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, prompts, args, work, log) -> None:
+    import torch
+
+    path = work / "unet.pt"
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr_unet, weight_decay=1e-2)
+    ema = [p.detach().clone() for p in params]
+    state = {"step": 0, "elapsed": 0.0, "done": False, "checks": []}
+    rng = np.random.default_rng(2)
+    gen = torch.Generator().manual_seed(2)
+    if path.exists():
+        ck = torch.load(path, weights_only=False)
+        unet.load_state_dict(ck["unet"])
+        text_encoder.load_state_dict(ck["text_encoder"])
+        opt.load_state_dict(ck["opt"])
+        for e, v in zip(ema, ck["ema"]):
+            e.copy_(v)
+        state = ck["state"]
+        rng.bit_generator.state = ck["rng"]
+        gen.set_state(ck["gen"])
+        log(phase="unet", event="resumed", step=state["step"], elapsed_min=state["elapsed"] / 60)
+    if state["done"]:
+        return
+
+    ids = tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                    return_tensors="pt").input_ids  # (N, T)
+    empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids  # (1, T)
+    z0_all = latents * scaling  # (N, 4, 16, 16)
+    alphas_cumprod = scheduler.alphas_cumprod  # (1000,)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    loss_weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 weights for epsilon prediction
+    budget = args.minutes_unet * 60
+
+    def checkpoint():
+        save_atomic({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
+                     "ema": ema, "state": state, "rng": rng.bit_generator.state, "gen": gen.get_state(),
+                     "scaling_factor": scaling}, path)
+
+    def ema_models():
+        """Copies of the UNet and text encoder holding the EMA weights."""
+        import copy
+
+        u, te = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+        with torch.no_grad():
+            for p, e in zip(list(u.parameters()) + list(te.parameters()), ema):
+                p.copy_(e)
+        return u, te
+
+    def check():
+        u, te = ema_models()
+        vae.register_to_config(scaling_factor=scaling)
+        summary = {"unet_step": state["step"], "unet_minutes": state["elapsed"] / 60, "checks": state["checks"]}
+        export(vae, u, te, tokenizer, scheduler, Path(args.out), work / "tokenizer", summary)
+        t0 = time.time()
+        result = adherence(Path(args.out))
+        state["checks"].append({"step": state["step"], **result})
+        summary["checks"] = state["checks"]
+        (Path(args.out) / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log(phase="unet", event="adherence", step=state["step"], elapsed_min=state["elapsed"] / 60,
+            seconds=round(time.time() - t0, 1), **result)
+
+    unet.train()
+    text_encoder.train()
+    last_ckpt = last_check = time.time()
+    first_export_done = (Path(args.out) / "model_index.json").exists() and state["step"] > 0
+    sums, count = {}, 0
+    while state["elapsed"] < budget:
+        t0 = time.time()
+        lr = lr_at(state["elapsed"] / budget, state["step"], args.lr_unet, warmup=200)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.from_numpy(rng.integers(0, len(z0_all), args.batch_unet))
+        z0 = z0_all[idx]  # (B, 4, 16, 16)
+        tokens = ids[idx].clone()  # (B, T)
+        drop = torch.from_numpy(rng.random(args.batch_unet) < 0.1)
+        tokens[drop] = empty
+        t = torch.randint(0, 1000, (args.batch_unet,), generator=gen)  # (B,)
+        noise = torch.randn(z0.shape, generator=gen)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise  # q(z_t | z_0)
+        cond = text_encoder(tokens)[0]  # (B, T, 128)
+        pred = unet(zt, t, cond).sample  # (B, 4, 16, 16)
+        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))  # (B,)
+        loss = (per * loss_weight[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + state["step"]) / (10 + state["step"]))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        state["step"] += 1
+        state["elapsed"] += time.time() - t0
+        sums["loss"] = sums.get("loss", 0.0) + float(loss)
+        sums["mse"] = sums.get("mse", 0.0) + float(per.mean())
+        count += 1
+        if state["step"] % 25 == 0:
+            log(phase="unet", step=state["step"], elapsed_min=state["elapsed"] / 60, lr=lr,
+                **{k: v / count for k, v in sums.items()})
+            sums, count = {}, 0
+        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+            if not first_export_done:  # an early usable model for integration, right after the first checkpoint
+                check()
+                first_export_done = True
+                last_check = time.time()
+        if time.time() - last_check > args.check_minutes * 60:
+            check()
+            checkpoint()
+            last_check = last_ckpt = time.time()
+    state["done"] = True
+    check()
+    checkpoint()
+
+
+# --------------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m dragnb.tiny.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="data/tiny-scenes", help="model folder to export (diffusers layout)")
+    p.add_argument("--work", default="runs/tiny", help="checkpoints, caches and log.jsonl")
+    p.add_argument("--minutes-vae", type=float, default=22.0, help="VAE training-step minutes")
+    p.add_argument("--minutes-unet", type=float, default=75.0, help="UNet training-step minutes")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-scenes", type=int, default=30000, help="training pool size")
+    p.add_argument("--batch-vae", type=int, default=32)
+    p.add_argument("--batch-unet", type=int, default=64)
+    p.add_argument("--lr-vae", type=float, default=1e-3)
+    p.add_argument("--lr-unet", type=float, default=1e-3)
+    p.add_argument("--ema", type=float, default=0.997)
+    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--check-minutes", type=float, default=10.0, help="export + adherence check interval")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    log = Log(work / "log.jsonl")
+    log(phase="start", argv=" ".join(sys.argv[1:] if argv is None else argv), threads=args.threads)
+
+    tokenizer = build_tokenizer(work / "tokenizer")
+    vae, unet, text_encoder, scheduler = make_models(len(tokenizer))
+    log(phase="models", vae_params=sum(p.numel() for p in vae.parameters()),
+        unet_params=sum(p.numel() for p in unet.parameters()),
+        text_params=sum(p.numel() for p in text_encoder.parameters()), vocab=len(tokenizer))
+    images, prompts = scene_pool(work, args.n_scenes, log)
+    train_vae(vae, images, args, work, log)
+    vae.eval().requires_grad_(False)
+    latents, scaling = encode_pool(vae, images, work, log)
+    vae.register_to_config(scaling_factor=scaling)
+    train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, prompts, args, work, log)
+    log(phase="done", out=str(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Each stage on the tiny random model: LoRA, inversion, features, drag, attention control, denoising."""
+
+import dataclasses
+
+import pytest
+import torch
+from diffusers import DDIMInverseScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+from dragnb.attention import reference_control, self_attention_names
+from dragnb.config import DenoiseSettings, DragSettings, InversionSettings, LoraSettings
+from dragnb.denoise import denoise
+from dragnb.drag import drag
+from dragnb.features import features_only, tap_up_blocks, unet_with_features
+from dragnb.generate import generate
+from dragnb.images import to_model_tensor
+from dragnb.inversion import denoise_latent, encode_image, inverse_scheduler, invert, schedule
+from dragnb.lora import apply_lora, load_lora, remove_lora, save_lora, train_lora
+from dragnb.models import encode_prompt
+from dragnb.testing import SD15_UNET_CONFIG
+
+
+def test_lora_trains_saves_and_loads_in_diffusers(tiny_model, blob_image, tmp_path):
+    image = to_model_tensor(blob_image, (64, 64))
+    z, text = torch.randn(1, 4, 16, 16), encode_prompt(tiny_model, "a red disc")
+    remove_lora(tiny_model.pipe)
+    base = tiny_model.pipe.unet(z, 500, text).sample
+    result = train_lora(tiny_model, image, "a red disc", LoraSettings(steps=6, lr=1e-2))
+    tuned = tiny_model.pipe.unet(z, 500, text).sample
+    assert len(result.losses) == 6 and not result.interrupted
+    assert not torch.allclose(base, tuned, atol=1e-4)  # the adapter changes the UNet
+    assert all(k.startswith("unet.") and ("lora" in k) for k in result.state_dict)
+    save_lora(result, tmp_path / "lora")
+    # diffusers' own loader reads the file and reproduces the adapter exactly
+    remove_lora(tiny_model.pipe)
+    tiny_model.pipe.load_lora_weights(tmp_path / "lora")
+    torch.testing.assert_close(tiny_model.pipe.unet(z, 500, text).sample, tuned)
+    remove_lora(tiny_model.pipe)
+    apply_lora(tiny_model, dataclasses.replace(load_lora(tmp_path / "lora"), key="x"))
+    torch.testing.assert_close(tiny_model.pipe.unet(z, 500, text).sample, tuned)
+    remove_lora(tiny_model.pipe)
+    torch.testing.assert_close(tiny_model.pipe.unet(z, 500, text).sample, base)
+
+
+def test_lora_callback_stops(tiny_model, blob_image):
+    result = train_lora(tiny_model, to_model_tensor(blob_image, (64, 64)), "", LoraSettings(steps=10),
+                        callback=lambda step, loss: step == 2)
+    assert len(result.losses) == 3
+    remove_lora(tiny_model.pipe)
+
+
+def test_inverse_step_is_diffusers_and_closed_form(tiny_model):
+    scheduler = tiny_model.pipe.scheduler
+    schedule(scheduler, InversionSettings())
+    inverse = inverse_scheduler(scheduler, 50)
+    assert isinstance(inverse, DDIMInverseScheduler)
+    x, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    a = scheduler.alphas_cumprod
+    for t_prev, t in [(None, 1), (1, 21), (661, 681)]:
+        a_prev = a[0] if t_prev is None else a[t_prev]  # set_alpha_to_one=False: ᾱ before step 1 is ᾱ_0
+        x0 = (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
+        expected = a[t].sqrt() * x0 + (1 - a[t]).sqrt() * eps
+        torch.testing.assert_close(inverse.step(eps, t, x).prev_sample, expected)
+
+
+def test_inversion_then_denoising_reconstructs(tiny_model, blob_image):
+    remove_lora(tiny_model.pipe)
+    assert encode_image(tiny_model, to_model_tensor(blob_image, (64, 64))).shape == (1, 4, 16, 16)
+    z0 = torch.randn(1, 4, 16, 16)  # unit scale, as a trained VAE's scaled latents are
+    text = encode_prompt(tiny_model, "a red disc")
+    settings = InversionSettings()
+    result = invert(tiny_model, z0, text, settings)
+    assert len(result.latents) == 36 and result.t == 681 and result.timesteps[0] == 1
+    assert not torch.allclose(result.zt, z0)
+    back = denoise_latent(tiny_model, result.zt, text, settings)
+    error = (back - z0).pow(2).mean() / z0.pow(2).mean()
+    assert error < 5e-3, f"relative reconstruction error {error:.2e}"  # random UNet: ~1e-3 (29 dB)
+    short = InversionSettings(strength=0.3)
+    back_short = denoise_latent(tiny_model, invert(tiny_model, z0, text, short).zt, text, short)
+    assert (back_short - z0).pow(2).mean() / z0.pow(2).mean() < error  # fewer steps, smaller error
+
+
+def test_features_through_hooks_on_tiny_unet(tiny_model):
+    unet = tiny_model.pipe.unet
+    z, text = torch.randn(1, 4, 16, 16), encode_prompt(tiny_model, "x")
+    eps, feat = unet_with_features(unet, z, 681, text, (-2,), (32, 32))
+    assert eps.shape == (1, 4, 16, 16) and feat.shape == (1, 64, 32, 32)  # up_blocks[0] of 2: 64 channels
+    torch.testing.assert_close(eps, unet(z, 681, text).sample)  # hooks do not change the output
+    torch.testing.assert_close(features_only(unet, z, 681, text, (-2,), (32, 32)), feat)
+    both = features_only(unet, z, 681, text, (0, 1), (8, 8))
+    assert both.shape == (1, 96, 8, 8)
+    assert all(not m._forward_hooks for m in unet.up_blocks)  # hooks removed
+    with pytest.raises(ValueError, match="up blocks 0..1"):
+        features_only(unet, z, 681, text, (5,), (8, 8))
+
+
+def test_sd15_unet_config_feature_block():
+    """The real SD 1.5 UNet architecture (random weights) at a 16x16 latent: up_blocks[2] = 640 channels, 1/8."""
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET_CONFIG).eval()
+    z, text = torch.randn(1, 4, 16, 16), torch.randn(1, 77, 768)
+    with torch.no_grad(), tap_up_blocks(unet, (-2,)) as captured:
+        unet(z, 681, text)
+    assert captured[2].shape == (1, 640, 16, 16)  # -2 resolves to up_blocks[2]; latent size = image / 8
+    with torch.no_grad():
+        feat = features_only(unet, z, 681, text, (-2,), (64, 64))  # image 128 -> supervision grid 64
+    assert feat.shape == (1, 640, 64, 64)
+    assert len(self_attention_names(unet, (-2, -1))) == 6  # up_blocks[2], [3]: 3 transformers each
+
+
+def _drag_inputs(tiny_model):
+    torch.manual_seed(0)
+    zt = torch.randn(1, 4, 16, 16)
+    tiny_model.pipe.scheduler.set_timesteps(50)
+    return zt, 681, encode_prompt(tiny_model, "x")
+
+
+def test_drag_reports_each_step_and_does_not_mutate(tiny_model):
+    remove_lora(tiny_model.pipe)
+    zt, t, text = _drag_inputs(tiny_model)
+    before = zt.clone()
+    handles, targets = torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 20.0]])
+    seen = []
+    result = drag(tiny_model, zt, t, text, handles, targets, None, DragSettings(max_steps=4, lr=0.05),
+                  callbacks=[seen.append], keep_latents=True)
+    assert torch.equal(zt, before) and handles.tolist() == [[10.0, 10.0]]
+    assert [s.step for s in seen] == [0, 1, 2, 3] and result.history == seen
+    assert result.stop_reason == "max_steps" and not result.mask_used
+    assert all(s.mask_loss == 0.0 and s.motion_loss > 0 for s in seen)
+    assert torch.equal(seen[0].latent, zt) and not torch.equal(result.latent, zt)
+    assert result.trajectory.shape == (5, 1, 2) and result.feature_size == (32, 32)
+
+
+def test_drag_mask_term_and_callback_stop(tiny_model):
+    zt, t, text = _drag_inputs(tiny_model)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 2:8, 2:12] = 1
+    result = drag(tiny_model, zt, t, text, torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 20.0]]), mask,
+                  DragSettings(max_steps=10, lr=0.05), callbacks=[lambda s: s.step == 2])
+    assert result.stop_reason == "callback" and len(result.history) == 3 and result.mask_used
+    assert result.history[0].mask_loss == 0.0 and result.history[2].mask_loss > 0
+
+
+def test_drag_stops_when_reached(tiny_model):
+    zt, t, text = _drag_inputs(tiny_model)
+    result = drag(tiny_model, zt, t, text, torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 11.0]]), None,
+                  DragSettings(max_steps=10))
+    assert result.stop_reason == "reached" and result.history == [] and torch.equal(result.latent, zt)
+
+
+def test_drag_non_finite_returns_last_good_state(tiny_model):
+    zt, t, text = _drag_inputs(tiny_model)
+    unet = tiny_model.pipe.unet
+    calls = {"n": 0}
+
+    def poison(module, args, output):  # the 4th UNet call (3rd iteration) produces NaN features
+        calls["n"] += 1
+        if calls["n"] == 4:
+            return output * float("nan")
+
+    handle = unet.up_blocks[0].register_forward_hook(poison)
+    try:
+        seen = []
+        result = drag(tiny_model, zt, t, text, torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 20.0]]), None,
+                      DragSettings(max_steps=10, lr=0.05), callbacks=[seen.append], keep_latents=True)
+    finally:
+        handle.remove()
+    assert result.stop_reason == "non-finite" and len(result.history) == 2
+    assert torch.isfinite(result.latent).all() and not torch.equal(result.latent, zt)
+
+
+def test_drag_ctrl_c_returns_partial(tiny_model):
+    zt, t, text = _drag_inputs(tiny_model)
+
+    def interrupt(step):
+        if step.step == 1:
+            raise KeyboardInterrupt
+
+    result = drag(tiny_model, zt, t, text, torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 20.0]]), None,
+                  DragSettings(max_steps=10, lr=0.05), callbacks=[interrupt])
+    assert result.stop_reason == "interrupted" and len(result.history) == 2 and torch.isfinite(result.latent).all()
+
+
+def test_generated_mode_with_guidance(tiny_model):
+    gen = generate(tiny_model, "a red disc", guidance_scale=3.0, num_steps=10, seed=1)
+    assert len(gen.latents) == 11 and gen.image.shape == (1, 3, 64, 64)
+    settings = InversionSettings(num_steps=10, strength=0.6)
+    zt, t = gen.latent_at(settings)
+    assert t == gen.timesteps[4]
+    tiny_model.pipe.scheduler.set_timesteps(10)
+    text = encode_prompt(tiny_model, "a red disc", 3.0)
+    result = drag(tiny_model, zt, t, text, torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 20.0]]), None,
+                  DragSettings(max_steps=2), guidance_scale=3.0, keep_features=True)
+    assert result.history[0].features.shape[1] == 128  # [uncond | cond] features concatenated
+
+
+def test_reference_control_processors(tiny_model):
+    unet = tiny_model.pipe.unet
+    before = dict(unet.attn_processors)
+    z, text = torch.randn(2, 4, 16, 16), encode_prompt(tiny_model, "x").repeat(2, 1, 1)
+    with torch.no_grad():
+        plain = unet(z, 500, text).sample
+        with reference_control(unet, (-2, -1)) as names:
+            controlled = unet(z, 500, text).sample
+            same = unet(torch.cat([z[:1], z[:1]]), 500, text).sample
+    assert names and all(".attn1." in n and n.startswith("up_blocks.") for n in names)
+    assert {k: type(v) for k, v in unet.attn_processors.items()} == {k: type(v) for k, v in before.items()}
+    torch.testing.assert_close(controlled[0], plain[0], atol=1e-5, rtol=1e-4)  # original branch untouched
+    assert not torch.allclose(controlled[1], plain[1], atol=1e-5)  # edited branch reads the original's K/V
+    torch.testing.assert_close(same[0], same[1], atol=1e-5, rtol=1e-4)
+
+
+def test_denoise_with_and_without_control(tiny_model):
+    zt_o = torch.randn(1, 4, 16, 16)
+    zt_e = zt_o + 0.3 * torch.randn(1, 4, 16, 16)
+    text = encode_prompt(tiny_model, "x")
+    inv = InversionSettings(num_steps=10)
+    on = denoise(tiny_model, zt_e, zt_o, text, DenoiseSettings(), inv)
+    off = denoise(tiny_model, zt_e, zt_o, text, DenoiseSettings(reference_control=False), inv)
+    assert on.image.shape == (1, 3, 64, 64) and on.reference_image is not None and off.reference_image is None
+    assert on.controlled_layers and not off.controlled_layers
+    assert not torch.allclose(on.latent, off.latent)
+    torch.testing.assert_close(off.latent, denoise_latent(tiny_model, zt_e, text, inv))
