@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train-tiny", help="train the embedded tiny model (see dragnb/tiny/train.py)",
                            add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
+    if importlib.util.find_spec("dragnb.bench") is not None:  # the evaluation harness (python -m dragnb bench)
+        from .bench import register as register_bench
+
+        register_bench(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "drag":
@@ -102,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             from .tiny.train import main as train_main
 
             return int(train_main(args.rest) or 0)
+        if hasattr(args, "run"):  # subcommands registered by other modules carry their own entry point
+            return int(args.run(args) or 0)
     except DragnbError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
