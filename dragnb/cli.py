@@ -34,7 +34,7 @@ def _drag_parser(sub) -> None:
 def _run_drag(args) -> int:
     from PIL import Image
 
-    from .config import apply_overrides
+    from .config import Settings, apply_overrides
     from .dragbench import read_sample
     from .images import load_mask, to_rgb_array
     from .models import EMBEDDED_MODEL, load_model
@@ -66,13 +66,20 @@ def _run_drag(args) -> int:
         raise InputError("--out", f"folder {str(out.parent)!r} does not exist; create it first")
     if args.model is None and not EMBEDDED_MODEL.is_dir():
         raise InputError("--model", "the embedded model is not in data/ yet; pass --model NAME_OR_PATH")
+    try:
+        apply_overrides(Settings(), args.overrides)  # check them before loading any weights
+    except ValueError as exc:
+        raise InputError("--set", str(exc)) from None
+    if args.quiet:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
     tick = time.perf_counter()
     model = load_model(args.model, device=args.device, offline=args.offline or None)
     load_seconds = time.perf_counter() - tick
-    try:
-        settings = apply_overrides(model.settings, args.overrides)
-    except ValueError as exc:
-        raise InputError("--set", str(exc)) from None
+    settings = apply_overrides(model.settings, args.overrides)
     session = DragSession(model, image, prompt, settings, cache_dir=args.cache_dir, progress=not args.quiet)
     session.set_points(points)
     session.mask = mask
