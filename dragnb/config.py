@@ -59,7 +59,7 @@ class DragSettings:
     stop_distance: float = 2.0  # a handle within this many feature pixels of its target has arrived
     optimizer: Literal["adam", "sgd"] = "adam"  # [paper: plain gradient step]
     loss_reduction: Literal["reference", "paper"] = "reference"  # reference: (2r1+1)^2 * mean; paper: sum over patch/C
-    track_from: Literal["initial", "previous"] = "initial"  # compare against F_0 at the initial handle (reference)
+    track_from: Literal["initial", "previous"] = "initial"  # match F_0(h_i^0) (reference) or F at the last handle
     seed: int = 42  # the reference seeds the drag with 42
     autocast: bool = False  # fp16 autocast + grad scaler on CUDA, as the reference; fp32 elsewhere
 

@@ -124,6 +124,8 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
             _, feat, x_prev = forward(z)
             if step > 0:
                 handles = track_points(feat.detach(), references, handles, settings.r2)
+                if settings.track_from == "previous":  # DragGAN-style variant: follow the latest appearance
+                    references = point_features(feat.detach(), handles)
             distances = torch.linalg.norm(targets - handles, dim=1)
             if bool((distances < settings.stop_distance).all()):
                 result.stop_reason = "reached"

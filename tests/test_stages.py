@@ -220,3 +220,15 @@ def test_denoise_with_and_without_control(tiny_model):
     assert on.controlled_layers and not off.controlled_layers
     assert not torch.allclose(on.latent, off.latent)
     torch.testing.assert_close(off.latent, denoise_latent(tiny_model, zt_e, text, inv))
+
+
+def test_paper_variants_run(tiny_model):
+    """The seed paper's variants: plain gradient step, paper normalisation, tracking from the last handle."""
+    zt, t, text = _drag_inputs(tiny_model)
+    args = (tiny_model, zt, t, text, torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 20.0]]), None)
+    ref = drag(*args, DragSettings(max_steps=2, lr=0.05))
+    paper = drag(*args, DragSettings(max_steps=2, lr=0.05, optimizer="sgd", loss_reduction="paper",
+                                     track_from="previous"))
+    assert len(paper.history) == 2
+    assert paper.history[0].motion_loss == pytest.approx(ref.history[0].motion_loss * 64, rel=1e-4)  # x C
+    assert not torch.allclose(paper.latent, ref.latent)
