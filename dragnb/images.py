@@ -17,6 +17,19 @@ from PIL import Image, UnidentifiedImageError
 from .errors import InputError
 
 
+def open_image(path: str | Path, argument: str, what: str) -> Image.Image:
+    """Read an image file fully, turning a missing or unreadable file into an :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(argument, f"no file at {str(path)!r}; {what}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(argument, f"{str(path)!r} is not a readable image ({exc}); re-export it as PNG") from None
+
+
 def to_rgb_array(image, argument: str = "image") -> np.ndarray:
     """Any PIL image, path or array -> (H, W, 3) uint8 RGB.
 
@@ -24,15 +37,7 @@ def to_rgb_array(image, argument: str = "image") -> np.ndarray:
     images are rescaled to 8 bit by their type's range.
     """
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise InputError(argument, f"no file at {str(path)!r}; give the path of a PNG or JPEG image")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                image = im.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise InputError(argument, f"{str(path)!r} is not a readable image ({exc}); re-export it as PNG or JPEG") from None
+        image = open_image(image, argument, "give the path of a PNG or JPEG image")
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(image, dtype=np.float64)
@@ -102,15 +107,7 @@ def load_mask(mask, image_size: tuple[int, int], argument: str = "mask") -> np.n
     if mask is None:
         return None
     if isinstance(mask, (str, Path)):
-        path = Path(mask)
-        if not path.is_file():
-            raise InputError(argument, f"no file at {str(path)!r}; give a PNG whose nonzero pixels are editable")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                mask = im.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise InputError(argument, f"{str(path)!r} is not a readable image ({exc})") from None
+        mask = open_image(mask, argument, "give a PNG whose nonzero pixels are editable")
     if isinstance(mask, Image.Image):
         mask = np.asarray(mask.convert("RGBA") if mask.mode in ("P", "PA") else mask)
     arr = np.asarray(mask)
