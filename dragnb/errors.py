@@ -15,3 +15,12 @@ class InputError(DragnbError, ValueError):
 
 class ModelError(DragnbError, OSError):
     """Model weights are missing, unreachable or corrupt."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a stage that the next stages cannot do without; ``partial`` holds what was done."""
+
+    def __init__(self, stage: str, partial: dict):
+        self.stage = stage
+        self.partial = partial
+        super().__init__(f"{stage} was interrupted; the results so far are in .partial ({', '.join(partial)})")

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from .config import Settings
 from .denoise import DenoiseResult, denoise
 from .drag import DragCallback, DragResult, DragStep, drag
-from .errors import InputError
+from .errors import InputError, Interrupted
 from .generate import GeneratedImage
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
 from .inversion import InversionResult, encode_image, invert
@@ -179,7 +179,8 @@ class DragSession:
                 if disk is not None and not result.interrupted:
                     save_lora(result, disk)
                     (disk / "losses.json").write_text(json.dumps(result.losses))
-            self._cache["lora"] = {key: result}
+            if not result.interrupted:  # a half-trained adapter is returned, never reused silently
+                self._cache["lora"] = {key: result}
         apply_lora(self.model, result)  # type: ignore[arg-type]
         return result  # type: ignore[return-value]
 
@@ -206,7 +207,8 @@ class DragSession:
                 tensors = {f"z{i}": z.detach().cpu().contiguous() for i, z in enumerate(result.latents)}
                 tensors["timesteps"] = torch.tensor(result.timesteps)
                 save_file(tensors, disk)
-        self._cache["inversion"] = {key: result}
+        if not result.interrupted:
+            self._cache["inversion"] = {key: result}
         return result
 
     def _start_latent(self) -> tuple[torch.Tensor, int]:
@@ -216,7 +218,7 @@ class DragSession:
             return z.to(self.model.device), t
         inversion = self.run_inversion()
         if inversion.interrupted:
-            raise KeyboardInterrupt("inversion was interrupted; run again to finish it")
+            raise Interrupted("inversion", {"inversion": inversion})
         self.model.pipe.scheduler.set_timesteps(self.settings.inversion.num_steps)
         return inversion.zt, inversion.t
 
@@ -270,7 +272,11 @@ class DragSession:
 
     def run(self, callbacks: Sequence[DragCallback] = (), keep_latents: bool = False,
             keep_features: bool = False, lora_callback=None) -> EditResult:
-        """All four stages, each skipped when its cached result still holds."""
+        """All four stages, each skipped when its cached result still holds.
+
+        Ctrl-C during the drag returns an edit from the last good latent (``drag.stop_reason`` says so);
+        during LoRA or inversion it raises :class:`dragnb.errors.Interrupted` holding the partial results.
+        """
         seconds, cached = {}, {}
         results = {}
         for stage, call in (("lora", lambda: self.run_lora(lora_callback)), ("inversion", self.run_inversion),
@@ -278,6 +284,8 @@ class DragSession:
             cached[stage] = self.is_cached(stage)
             tick = time.perf_counter()
             results[stage] = call()
+            if getattr(results[stage], "interrupted", False):  # Ctrl-C: stop here, hand back what is done
+                raise Interrupted(stage, results)
             seconds[stage] = 0.0 if cached[stage] else time.perf_counter() - tick
         cached["denoise"] = self._denoise_key(results["drag"]) in self._cache["denoise"]
         tick = time.perf_counter()

@@ -145,3 +145,21 @@ def test_cli_corrupt_image_and_missing_model(tmp_path, capsys):
     assert run_cli("--image", tmp_path / "ok.png", "--points", "1,2,3,4", "--model", tmp_path / "none",
                    "--out", tmp_path / "o.png") == 2
     assert "no model folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_lora_hands_back_partial_results(tiny_model, blob_image):
+    session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, lora=LoraSettings(steps=10)))
+    session.set_points([(10, 10, 50, 10)])
+
+    def interrupt(step, loss):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    from dragnb.errors import Interrupted
+
+    with pytest.raises(Interrupted) as info:
+        session.run(lora_callback=interrupt)
+    partial = info.value.partial["lora"]
+    assert info.value.stage == "lora" and partial.interrupted and len(partial.losses) == 3  # steps 0-2 done
+    assert not session.is_cached("lora")  # a half-trained adapter is not reused
+    assert len(session.run().lora.losses) == 10
