@@ -1,0 +1,265 @@
+"""The benchmark harness end to end on a small DragBench-shaped tree built here from generated images:
+skipped samples, outputs, resume, sweeps, fidelity wiring, and the same summary from 2 processes as from 1."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dragnb import bench, metrics
+from dragnb.cli import main
+from dragnb.dragbench import write_sample
+from dragnb.points import make_points
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--device", "cpu", "--set", "lora.steps=2", "--set", "drag.max_steps=3", "--set", "inversion.num_steps=10",
+        "--set", "dift.ensemble_size=2", "--quiet"]
+
+
+def disc_image(cx: int, cy: int, colour=(220, 30, 30)) -> np.ndarray:
+    yy, xx = np.mgrid[:64, :64]
+    img = np.full((64, 64, 3), 128, np.uint8)
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < 100] = colour
+    return img
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """discs/{a,b} (b with a mask and two pairs), scenes/scene_000000 (known answer), and three broken samples."""
+    root = tmp_path_factory.mktemp("bench") / "data"
+    write_sample(root / "discs" / "a", disc_image(24, 24), "a red disc", make_points([(24, 24, 36, 30)], (64, 64)),
+                 None)
+    mask = np.zeros((64, 64), bool)
+    mask[10:50, 10:60] = True
+    write_sample(root / "discs" / "b", disc_image(40, 30, (30, 30, 220)), "a blue disc",
+                 make_points([(40, 30, 30, 30), (20, 40, 22, 44)], (64, 64)), mask)
+    try:
+        from dragnb.scenebench import write_cases
+
+        write_cases(root / "scenes", n=1, seed=0, size=64)
+    except ImportError:  # the scene benchmark is optional here
+        write_sample(root / "scenes" / "scene_000000", disc_image(30, 30), "",
+                     make_points([(30, 30, 40, 30)], (64, 64)), None)
+    broken = root / "discs" / "broken_pickle"
+    broken.mkdir(parents=True)
+    Image.fromarray(disc_image(20, 20)).save(broken / "original_image.png")
+    (broken / "meta_data.pkl").write_bytes(b"not a pickle")
+    outside = root / "discs" / "point_outside"
+    outside.mkdir()
+    Image.fromarray(disc_image(20, 20)).save(outside / "original_image.png")
+    with open(outside / "meta_data.pkl", "wb") as f:
+        pickle.dump({"prompt": "", "points": [[10, 10], [99, 10]], "mask": np.zeros((64, 64), np.uint8)}, f)
+    (root / "discs" / "no_image").mkdir()
+    with open(root / "discs" / "no_image" / "meta_data.pkl", "wb") as f:
+        pickle.dump({"prompt": "", "points": [[1, 1], [2, 2]]}, f)
+    (root / "discs" / "notes").mkdir()  # neither file: not a sample
+    return root
+
+
+def bench_args(tree: Path, out: Path, tiny_dir: Path, *extra: str) -> list[str]:
+    return ["bench", "--data", str(tree), "--out", str(out), "--model", str(tiny_dir), "--dift-model", "same",
+            "--seeds", "0,1", "--no-fidelity", *FAST, *extra]
+
+
+@pytest.fixture(scope="module")
+def single(tree, tiny_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "single"
+    assert main(bench_args(tree, out, tiny_dir)) == 0
+    return out
+
+
+def test_outputs_and_skipped_samples(single, tree, capsys):
+    summary = json.loads((single / "summary.json").read_text())
+    assert summary["samples"]["used"] == 3 and summary["samples"]["skipped"] == 4
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary["samples"]["skipped_reasons"]}
+    assert "meta_data.pkl" in reasons["broken_pickle"] and "cannot read" in reasons["broken_pickle"]
+    assert "outside" in reasons["point_outside"] and "meta_data.pkl" in reasons["point_outside"]
+    assert "original_image.png" in reasons["no_image"] and "neither" in reasons["notes"]
+    # every setting, versions and seeds are written next to the numbers
+    assert summary["seeds"] == [0, 1] and summary["versions"]["torch"] == torch.__version__
+    assert summary["settings"]["lora"]["steps"] == 2 and summary["metrics"]["dift"]["t"] == 261
+    assert summary["metrics"]["image_fidelity"] is False
+    # the DragBench result tree: one dragged image and one record per sample and seed
+    for seed in (0, 1):
+        for key in ("discs/a", "discs/b", "scenes/scene_000000"):
+            folder = single / f"seed_{seed}" / key
+            assert Image.open(folder / "dragged_image.png").size == (64, 64)
+            record = json.loads((folder / "record.json").read_text())
+            assert record["edit"]["settings"]["lora"]["seed"] == seed  # seed s offsets the LoRA and drag seeds
+            assert record["edit"]["settings"]["drag"]["seed"] == 42 + seed
+            assert len(record["metrics"]["distances"]) == len(record["edit"]["points"]) // 2
+    assert (single / "md_vs_fidelity.png").read_bytes()[:4] == b"\x89PNG"
+    assert any((single / "cache" / "lora").iterdir())
+
+
+def test_summary_numbers_follow_the_records(single):
+    summary = json.loads((single / "summary.json").read_text())
+    rows = list(csv.DictReader(open(single / "pairs.csv")))
+    assert len(rows) == 2 * 4  # (1 + 2 + 1 pairs) x 2 seeds
+    res = summary["results"]["base"]
+    per_seed = []
+    for seed in (0, 1):
+        d = [float(r["distance"]) for r in rows if r["seed"] == str(seed)]
+        assert res["per_seed"][str(seed)]["overall"]["mean_distance"] == pytest.approx(np.mean(d))
+        per_seed.append(np.mean(d))
+    assert res["overall"]["mean_distance"]["mean"] == pytest.approx(np.mean(per_seed))
+    assert res["overall"]["mean_distance"]["std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-12)
+    discs = [float(r["distance"]) for r in rows if r["seed"] == "0" and r["category"] == "discs"]
+    assert res["per_seed"]["0"]["categories"]["discs"]["mean_distance"] == pytest.approx(np.mean(discs))
+    assert res["categories"]["discs"]["mean_distance"]["per_seed"][0] == pytest.approx(np.mean(discs))
+    if "known_answer" in res["categories"]["scenes"]:  # the scene benchmark's placement error is plugged in
+        assert res["categories"]["scenes"]["known_answer"]["placement_error_px"]["mean"] >= 0
+
+
+def test_resume_redoes_only_unfinished_edits(single, tree, tiny_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(single, out)
+    (out / "seed_1" / "discs" / "a" / "record.json").unlink()  # as if interrupted there
+    record = out / "seed_0" / "discs" / "b" / "record.json"
+    stale = json.loads(record.read_text())
+    stale["digest"] = "other settings"
+    record.write_text(json.dumps(stale))
+    assert main(bench_args(tree, out, tiny_dir)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timing"]["edits_run_by_this_process"] == 2 and summary["timing"]["edits_resumed"] == 4
+    before = json.loads((single / "summary.json").read_text())
+    assert summary["results"] == before["results"]  # deterministic: the redone edits score the same
+
+
+def test_manual_shards_merge_to_the_same_summary(single, tree, tiny_dir, tmp_path):
+    """``--shard 1/2`` takes samples 1, 3, ... (here discs/b); with shard 0's records already there it merges."""
+    import shutil
+
+    out = tmp_path / "sharded"
+    shutil.copytree(single, out, ignore=shutil.ignore_patterns("summary.json"))
+    for seed in (0, 1):
+        shutil.rmtree(out / f"seed_{seed}" / "discs" / "b")  # shard 1's share, not done yet
+    assert main(bench_args(tree, out, tiny_dir, "--merge-only")) == 2  # refuses to summarise a partial run
+    assert main(bench_args(tree, out, tiny_dir, "--shard", "1/2")) == 0
+    merged = json.loads((out / "summary.json").read_text())
+    assert merged["timing"]["edits_run_by_this_process"] == 2  # discs/b with seeds 0 and 1, nothing else
+    assert merged["results"] == json.loads((single / "summary.json").read_text())["results"]
+
+
+def test_scoring_an_existing_result_tree(single, tree, tiny_dir, tmp_path):
+    """``--score``: another method's DragBench outputs get the same metrics (here: our own seed-0 results)."""
+    import shutil
+
+    results = tmp_path / "other_method"
+    shutil.copytree(single / "seed_0", results)
+    (results / "discs" / "a" / "dragged_image.png").unlink()  # a result the other method did not produce
+    args = ["bench", "--data", str(tree), "--out", str(tmp_path / "scored"), "--score", str(results),
+            "--dift-model", str(tiny_dir), "--no-fidelity", *FAST]
+    assert main(args) == 0
+    scored = json.loads((tmp_path / "scored" / "summary.json").read_text())
+    assert any("no dragged_image.png" in s["reason"] for s in scored["samples"]["skipped_reasons"])
+    ours = json.loads((single / "seed_0" / "discs" / "b" / "record.json").read_text())["metrics"]
+    theirs = json.loads((tmp_path / "scored" / "seed_0" / "discs" / "b" / "record.json").read_text())["metrics"]
+    assert theirs["distances"] == ours["distances"] and theirs["matched_xy"] == ours["matched_xy"]
+    assert scored["settings"] is None and scored["scored_results"] == str(results)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_accelerate_processes_merge_to_the_single_process_summary(single, tree, tiny_dir, tmp_path):
+    """``accelerate launch`` with 2 CPU processes (``--multi_gpu`` forms the CPU process group without GPUs)."""
+    out = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": str(REPO),
+           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), "-m", "dragnb", *bench_args(tree, out, tiny_dir)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = json.loads((out / "summary.json").read_text())
+    assert merged["processes"] == 2
+    assert merged["results"] == json.loads((single / "summary.json").read_text())["results"]
+    records = sorted(p.relative_to(out) for p in out.glob("seed_*/*/*/record.json"))
+    assert len(records) == 6
+
+
+def test_sweep_with_injected_fidelity(tree, tiny_dir, tmp_path, monkeypatch):
+    """A 2 x 1 grid, Image Fidelity through a stand-in distance network: table, plot, LoRA shared by the grid."""
+    monkeypatch.setattr(metrics, "lpips_alex", lambda device=None: lambda a, b: (a - b).abs().mean() / 4)
+    out = tmp_path / "sweep"
+    args = ["bench", "--data", str(tree), "--out", str(out), "--model", str(tiny_dir), "--dift-model", "same",
+            "--categories", "discs", "--sweep", "drag.max_steps=1,3", "--sweep", "drag.lr=0.05", *FAST]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    names = [c["name"] for c in summary["configs"]]
+    assert names == ["drag.max_steps=1 drag.lr=0.05", "drag.max_steps=3 drag.lr=0.05"]
+    for name in names:
+        fid = summary["results"][name]["overall"]["image_fidelity"]["mean"]
+        assert 0 < fid <= 1
+    table = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [r["drag.max_steps"] for r in table] == ["1", "3"]
+    assert "| drag.max_steps |" in (out / "sweep.md").read_text()
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "drag.max_steps=1__drag.lr=0.05" / "seed_0" / "discs" / "a" / "dragged_image.png").is_file()
+    assert len(list((out / "cache" / "lora").iterdir())) == 2  # one LoRA per sample, shared by both settings
+    rows = list(csv.DictReader(open(out / "pairs.csv")))
+    assert {r["image_fidelity"] for r in rows} != {""}
+
+
+def test_bad_input_is_reported(tree, tiny_dir, tmp_path, capsys):
+    assert main(["bench", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(bench_args(tree, tmp_path / "o", tiny_dir, "--set", "drag.nope=1")) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(bench_args(tree, tmp_path / "o", tiny_dir, "--sweep", "drag.lr")) == 2
+    assert main(["bench", "--data", str(tree), "--out", str(tmp_path / "o"), "--seeds", "0,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_missing_lpips_stops_before_any_edit(tree, tiny_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "lpips", None)
+    out = tmp_path / "nolpips"
+    args = [a for a in bench_args(tree, out, tiny_dir) if a != "--no-fidelity"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "pip install lpips torchvision" in err and "--no-fidelity" in err
+    assert not list(out.glob("seed_*/*/*/record.json"))
+
+
+def test_sweep_parsing():
+    configs = bench.parse_sweeps(["drag.lr=0.01,0.03", "inversion.strength=0.6,0.7"])
+    assert [c.assignments for c in configs] == [("drag.lr=0.01", "inversion.strength=0.6"),
+                                                ("drag.lr=0.01", "inversion.strength=0.7"),
+                                                ("drag.lr=0.03", "inversion.strength=0.6"),
+                                                ("drag.lr=0.03", "inversion.strength=0.7")]
+    blocks = bench.parse_sweeps(["drag.feature_blocks=-2|-2,-1"])
+    assert [c.assignments for c in blocks] == [("drag.feature_blocks=-2",), ("drag.feature_blocks=-2,-1",)]
+    assert bench.parse_sweeps([]) == [bench.BenchConfig("base")]
+
+
+def test_compare_script(single, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_compare", REPO / "scripts" / "bench_compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    assert compare.main([str(single), str(single)]) == 0
+    changed = json.loads((single / "summary.json").read_text())
+    changed["results"]["base"]["overall"]["mean_distance"]["mean"] += 1.0
+    changed["settings"]["drag"]["lr"] = 0.5
+    (tmp_path / "summary.json").write_text(json.dumps(changed))
+    assert compare.main([str(single), str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "settings.drag.lr" in out and "different (largest difference 1" in out
