@@ -7,6 +7,7 @@ decoder self-attention reads the original branch's keys and values (:mod:`dragnb
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -35,8 +36,12 @@ class DenoiseResult:
 @torch.no_grad()
 def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | None, text: torch.Tensor,
             settings: DenoiseSettings = DenoiseSettings(), inversion: InversionSettings = InversionSettings(),
-            guidance_scale: float = 1.0, progress: bool = False) -> DenoiseResult:
-    """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control."""
+            guidance_scale: float = 1.0, progress: bool = False,
+            callback: Callable[[int, int], object] | None = None) -> DenoiseResult:
+    """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control.
+
+    ``callback(done, total)`` is called after every step (for progress bars).
+    """
     start = time.perf_counter()
     unet, scheduler = model.pipe.unet, model.pipe.scheduler
     control = settings.reference_control and zt_original is not None
@@ -57,6 +62,8 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
                     eps_u, eps_c = eps.chunk(2)
                     eps = eps_u + guidance_scale * (eps_c - eps_u)
                 z = scheduler.step(eps, t, z).prev_sample
+                if callback is not None:
+                    callback(i + 1, len(timesteps))
         except KeyboardInterrupt:
             interrupted = True
     images = decode_latent(model, z)

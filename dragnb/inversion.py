@@ -11,6 +11,7 @@ with ᾱ before the first step = ``alphas_cumprod[0]`` (``set_alpha_to_one=False
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -84,8 +85,11 @@ def guided_noise(model: Model, z: torch.Tensor, t, text: torch.Tensor, guidance_
 
 @torch.no_grad()
 def invert(model: Model, z0: torch.Tensor, text: torch.Tensor, settings: InversionSettings = InversionSettings(),
-           progress: bool = False) -> InversionResult:
-    """DDIM-invert z_0 for ``settings.inverted_steps`` steps; ``text`` from :func:`dragnb.models.encode_prompt`."""
+           progress: bool = False, callback: Callable[[int, int], object] | None = None) -> InversionResult:
+    """DDIM-invert z_0 for ``settings.inverted_steps`` steps; ``text`` from :func:`dragnb.models.encode_prompt`.
+
+    ``callback(done, total)`` is called after every step (for progress bars).
+    """
     start = time.perf_counter()
     forward = model.pipe.scheduler
     remaining = schedule(forward, settings)
@@ -100,6 +104,8 @@ def invert(model: Model, z0: torch.Tensor, text: torch.Tensor, settings: Inversi
             z = inverse.step(eps, t, z).prev_sample  # (1, 4, h, w), at timestep t
             result.latents.append(z)
             result.timesteps.append(int(t))
+            if callback is not None:
+                callback(len(result.timesteps), len(steps))
     except KeyboardInterrupt:
         result.interrupted = True
     result.seconds = time.perf_counter() - start

@@ -112,6 +112,7 @@ class DragSession:
         self.guidance_scale = 1.0
         self._cache: dict[str, dict[str, object]] = {stage: {} for stage in STAGES}
         self._stop = False
+        self.progress_callback: Callable[[str, int, int], object] | None = None  # (stage, done, total)
         self._image_digest = _digest(self.source.tobytes(), list(self.source.shape))
 
     @classmethod
@@ -132,6 +133,12 @@ class DragSession:
     def set_mask(self, mask) -> None:
         """The editable region (H, W), nonzero = editable; None or all zero = the whole image."""
         self.mask = load_mask(mask, self.image_size)
+
+    def _report(self, stage: str):
+        """A (done, total) callback forwarding to ``progress_callback`` as (stage, done, total)."""
+        if self.progress_callback is None:
+            return None
+        return lambda done, total: self.progress_callback(stage, done, total)
 
     def request_stop(self) -> None:
         """Ask a running drag to stop after its current iteration (e.g. from a Stop button)."""
@@ -172,8 +179,15 @@ class DragSession:
                 meta = disk / "losses.json"
                 result.losses = json.loads(meta.read_text()) if meta.is_file() else []
             else:
+                report = self._report("lora")
+
+                def on_step(step: int, loss: float) -> bool | None:
+                    if report is not None:
+                        report(step + 1, self.settings.lora.steps)
+                    return callback(step, loss) if callback is not None else None
+
                 result = train_lora(self.model, self.image_tensor, self.prompt, self.settings.lora,
-                                    progress=self.progress, callback=callback)
+                                    progress=self.progress, callback=on_step)
                 result.key = key
                 self.model.pipe.unet._dragnb_lora_key = key  # train_lora left this adapter active
                 if disk is not None and not result.interrupted:
@@ -200,7 +214,8 @@ class DragSession:
                                      timesteps=tensors["timesteps"].tolist(), key=key)
         else:
             z0 = encode_image(self.model, self.image_tensor)
-            result = invert(self.model, z0, self._text(), self.settings.inversion, progress=self.progress)
+            result = invert(self.model, z0, self._text(), self.settings.inversion, progress=self.progress,
+                            callback=self._report("inversion"))
             result.key = key
             if disk is not None and not result.interrupted:
                 disk.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +256,11 @@ class DragSession:
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
         self._stop = False
 
-        def stop_requested(_: DragStep) -> bool:
+        report = self._report("drag")
+
+        def stop_requested(step: DragStep) -> bool:
+            if report is not None:
+                report(step.step + 1, self.settings.drag.max_steps)
             return self._stop
 
         result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
@@ -262,7 +281,7 @@ class DragSession:
         original, _ = self._start_latent()
         result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
                          self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
-                         progress=self.progress)
+                         progress=self.progress, callback=self._report("denoise"))
         result.key = key
         self._cache["denoise"] = {key: result}
         return result

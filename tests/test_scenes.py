@@ -81,3 +81,16 @@ def test_non_square_rendering():
     img = render(scene, (96, 64))
     assert img.size == (96, 64)
     assert shape_mask(scene, 0, (96, 64)).shape == (64, 96)
+
+
+def test_single_shape_reader_reads_rendered_scenes_back():
+    from dragnb.tiny.adherence import read_single_shape
+
+    for seed in range(30):
+        scene = sample_scene(seed, n_shapes=1)
+        reading = read_single_shape(render(scene))
+        assert (reading.colour, reading.kind, reading.background) == (
+            scene.shapes[0].colour,
+            scene.shapes[0].kind,
+            scene.background,
+        ), scene.prompt

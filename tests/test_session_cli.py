@@ -163,3 +163,14 @@ def test_ctrl_c_during_lora_hands_back_partial_results(tiny_model, blob_image):
     assert info.value.stage == "lora" and partial.interrupted and len(partial.losses) == 3  # steps 0-2 done
     assert not session.is_cached("lora")  # a half-trained adapter is not reused
     assert len(session.run().lora.losses) == 10
+
+
+def test_progress_callback_reports_every_stage(tiny_model, blob_image):
+    session = DragSession(tiny_model, blob_image, "", FAST)
+    session.set_points([(10, 10, 50, 10)])
+    seen = []
+    session.progress_callback = lambda stage, done, total: seen.append((stage, done, total))
+    result = session.run()
+    stages = [s for s, _, _ in seen]
+    assert stages == ["lora"] * 2 + ["inversion"] * 35 + ["drag"] * len(result.drag.history) + ["denoise"] * 35
+    assert seen[-1] == ("denoise", 35, 35) and seen[36] == ("inversion", 35, 35)
