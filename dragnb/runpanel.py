@@ -1,0 +1,372 @@
+"""The run panel: settings as widgets, Run / Stop, a progress bar per stage and a live view of the drag.
+
+The panel drives a :class:`~dragnb.session.DragSession` from a :class:`~dragnb.widgets.DragEditor`. Run
+starts the session in a worker thread, so the kernel stays free to process Stop (and any other widget
+event) while the stages run; :meth:`RunPanel.run` does the same work in the calling thread for scripts and
+tests. The session is kept between runs, so stages whose inputs did not change come from its cache.
+
+The live view (handles moving on the editor's canvas, loss terms plotting) is throttled by a time budget:
+it draws only while the time spent drawing stays below ``live_fraction`` of the drag's elapsed time, and
+``panel.live_stats`` records what it cost. Results are plain data: ``panel.result`` (an
+:class:`~dragnb.session.EditResult`), ``panel.received`` (the points and mask the run used),
+``panel.history`` (per-iteration handles and loss terms).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import traceback
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from ipycanvas import Canvas
+
+from .config import Settings
+from .drag import DragStep
+from .errors import InputError
+from .models import Model
+from .points import grid_to_image
+from .session import DragSession, EditResult
+from .widgets import HANDLE_COLOUR, TARGET_COLOUR, DragEditor, draw_dot, drawing, fit_to
+
+STAGE_LABELS = {"lora": "1 LoRA", "inversion": "2 inversion", "drag": "3 drag", "denoise": "4 denoise"}
+LOSS_COLOURS = {"motion": "#e07000", "mask": "#20a040", "total": "#303030"}
+
+
+class _StageMeter:
+    """Counts UNet calls to show progress of the stages that report none (inversion, denoising).
+
+    A forward pre-hook sees every UNet call: LoRA calls run in training mode and the drag's with gradients
+    (their callbacks report them); the remaining calls are the inversion's (exactly ``inverted_steps`` of
+    them, when it is not cached), the drag's one reference pass, then the denoising steps.
+    """
+
+    def __init__(self, panel: RunPanel, session: DragSession):
+        self.panel = panel
+        self.inversion_needed = session.generated is None and not session.is_cached("inversion")
+        self.drag_needed = not session.is_cached("drag")
+        self.total = session.settings.inversion.inverted_steps
+        self.inverted = self.denoised = 0
+        self.drag_started = False
+
+    def __call__(self, module, args) -> None:
+        if module.training:
+            return
+        if torch.is_grad_enabled():
+            self.drag_started = True
+            return
+        if self.inversion_needed and self.inverted < self.total:
+            self.inverted += 1
+            self.panel._set_progress("inversion", self.inverted, self.total)
+        elif self.drag_needed and not self.drag_started:
+            return  # the drag's reference pass F_0
+        else:
+            self.denoised += 1
+            self.panel._set_progress("denoise", self.denoised, self.total)
+
+
+class RunPanel(widgets.VBox):
+    """Run / Stop buttons, the main settings, a progress bar per stage, a live view and the result.
+
+    ``settings``: the starting values of the widgets (default: the model's own defaults). ``live_fraction``:
+    the most of the drag loop's time the live view may take; ``live_interval``: the least seconds between
+    two live redraws.
+    """
+
+    def __init__(self, model: Model, editor: DragEditor, prompt: str | None = None, settings: Settings | None = None,
+                 cache_dir=None, live_fraction: float = 0.02, live_interval: float = 0.1):
+        self.model, self.editor = model, editor
+        self.base_settings = settings or model.settings
+        self.cache_dir = cache_dir
+        self.live_fraction, self.live_interval = live_fraction, live_interval
+        self.live = True  # draw the live view during the drag
+        self.keep_latents = False  # keep each iteration's latent (for viz.drag_animation)
+        self.keep_features = False  # keep each iteration's features (for viz.tracking_heatmaps)
+        self.session: DragSession | None = None
+        self.result: EditResult | None = None
+        self.received: dict | None = None
+        self.error: str | None = None
+        self.history: list[dict] = []
+        self.live_stats: dict = {}
+        self._thread: threading.Thread | None = None
+        self._session_image: np.ndarray | None = None
+        self._stop = False
+        s = self.base_settings
+
+        self.prompt = widgets.Text(value=editor.prompt if prompt is None else prompt, description="prompt",
+                                   layout=widgets.Layout(width="420px"))
+        self.drag_steps = widgets.IntSlider(value=s.drag.max_steps, min=1, max=300, description="drag steps")
+        self.lr = widgets.FloatLogSlider(value=s.drag.lr, base=10, min=-3, max=-0.5, step=0.05,
+                                         description="latent lr η", readout_format=".3g")
+        self.lam = widgets.FloatLogSlider(value=s.drag.lam, base=10, min=-3, max=1.5, step=0.05,
+                                          description="mask λ", readout_format=".3g")
+        self.strength = widgets.FloatSlider(value=s.inversion.strength, min=0.1, max=0.96, step=0.02,
+                                            description="inversion", readout_format=".2f")
+        n_blocks = len(model.pipe.unet.up_blocks)
+        options = [(f"up_blocks[{i}]", (i - n_blocks,)) for i in range(n_blocks)]
+        current = tuple(b if b < 0 else b - n_blocks for b in s.drag.feature_blocks)
+        if current not in [v for _, v in options]:
+            options.append((" + ".join(f"up_blocks[{b % n_blocks}]" for b in current), current))
+        self.block = widgets.Dropdown(options=options, value=current, description="features")
+        self.lora_steps = widgets.IntSlider(value=s.lora.steps, min=0, max=300, description="LoRA steps")
+        self.reference_control = widgets.Checkbox(value=s.denoise.reference_control,
+                                                  description="reference-latent control")
+        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.run_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.progress = {stage: widgets.IntProgress(value=0, min=0, max=1, description=label,
+                                                    style={"description_width": "160px"})
+                         for stage, label in STAGE_LABELS.items()}
+        self.status = widgets.HTML("ready")
+        ch, cw = editor.display_size
+        self.loss_canvas = Canvas(width=360, height=200)
+        self.result_canvas = Canvas(width=cw, height=ch)
+        for canvas, (h, w) in ((self.loss_canvas, (200, 360)), (self.result_canvas, (ch, cw))):
+            canvas.layout.width, canvas.layout.height = f"{w}px", f"{h}px"
+        controls = {"prompt": self.prompt, "steps": self.drag_steps, "lr": self.lr, "lam": self.lam,
+                    "strength": self.strength, "block": self.block, "lora-steps": self.lora_steps,
+                    "reference-control": self.reference_control, "run": self.run_button, "stop": self.stop_button,
+                    "status": self.status, "loss": self.loss_canvas, "result": self.result_canvas}
+        for name, control in controls.items():
+            control.add_class(f"dragnb-{name}")
+        for stage, bar in self.progress.items():
+            bar.add_class(f"dragnb-progress-{stage}")
+        settings_box = widgets.VBox([self.prompt, self.drag_steps, self.lr, self.lam, self.strength, self.block,
+                                     self.lora_steps, self.reference_control,
+                                     widgets.HBox([self.run_button, self.stop_button]), *self.progress.values(),
+                                     self.status])
+        results = widgets.HBox([self.result_canvas, self.loss_canvas])
+        results.add_class("dragnb-results")
+        super().__init__([widgets.HBox([editor, settings_box]), results])
+        self.add_class("dragnb-panel")
+        self._clear_loss()
+
+    # ---- settings -----------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        """The widgets' values over ``base_settings`` (dataclasses.replace, stage by stage)."""
+        s = self.base_settings
+        return dataclasses.replace(
+            s, lora=dataclasses.replace(s.lora, steps=int(self.lora_steps.value)),
+            inversion=dataclasses.replace(s.inversion, strength=round(float(self.strength.value), 4)),
+            drag=dataclasses.replace(s.drag, max_steps=int(self.drag_steps.value), lr=float(self.lr.value),
+                                     lam=float(self.lam.value), feature_blocks=tuple(self.block.value)),
+            denoise=dataclasses.replace(s.denoise, reference_control=bool(self.reference_control.value)))
+
+    # ---- running ------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Run in a worker thread (what the Run button does); returns at once."""
+        if self.running:
+            return
+        self._begin()  # before the thread starts, so a Stop pressed right after Run is never lost
+        self._thread = threading.Thread(target=self._work, name="dragnb-run", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> EditResult | None:
+        """Block until a started run ends; returns the result."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
+
+    def run(self) -> EditResult | None:
+        """Run in the calling thread; returns the result (None after an error, see ``panel.error``)."""
+        if self.running:
+            raise RuntimeError("a run is in progress: press Stop or call panel.wait() first")
+        self._begin()
+        self._work()
+        return self.result
+
+    def stop(self) -> None:
+        """Ask the run to stop: the drag ends after its current iteration and its partial result is denoised.
+
+        A LoRA in training finishes first (a LoRA stopped early would be cached as if complete).
+        """
+        self._stop = True
+        if self.session is not None:
+            self.session.request_stop()
+        if self.running:
+            self.status.value = "stopping…"
+
+    def _session(self) -> DragSession:
+        """The panel's session, kept across runs (so caches hold) while the image stays the same."""
+        if self.session is None or self._session_image is not self.editor.image:
+            self.session = DragSession(self.model, self.editor.image, self.prompt.value, self.settings,
+                                       cache_dir=self.cache_dir)
+            self._session_image = self.editor.image
+        session = self.session
+        session.prompt, session.settings = self.received["prompt"], self.settings
+        session.set_points(self.received["points"])
+        session.set_mask(self.received["mask"])
+        return session
+
+    def _begin(self) -> None:
+        """Reset the run's state and take the inputs (in the caller's thread)."""
+        self._stop = False
+        self.error = None
+        self.run_button.disabled, self.stop_button.disabled = True, False
+        self.received = {"points": self.editor.points, "mask": self.editor.mask, "prompt": self.prompt.value}
+        self.history = []
+        self.live_stats = {"view_seconds": 0.0, "draws": 0}
+        self.status.value = "starting…"
+
+    def _work(self) -> None:
+        self.editor.layers["live"].clear()
+        self._clear_loss()
+        handle = None
+        try:
+            session = self._session()
+            settings = session.settings
+            self._grid = (int(session.model_size[0] * settings.drag.feature_scale),
+                          int(session.model_size[1] * settings.drag.feature_scale))
+            for stage in self.progress:
+                cached = session.is_cached(stage) if stage != "denoise" else False
+                skipped = (stage == "lora" and settings.lora.steps == 0)
+                self._set_progress(stage, int(cached or skipped), 1, "cached" if cached else
+                                   "skipped" if skipped else None)
+            self.status.value = "running…"
+            meter = _StageMeter(self, session)
+            handle = self.model.pipe.unet.register_forward_pre_hook(meter)
+            tick = time.perf_counter()
+            self.result = session.run(callbacks=[self._on_step], lora_callback=self._on_lora_step,
+                                      keep_latents=self.keep_latents, keep_features=self.keep_features)
+            seconds = time.perf_counter() - tick
+            self._finish(self.result, seconds)
+        except KeyboardInterrupt:  # Ctrl-C / kernel interrupt during a run in the calling thread
+            self.status.value = "<b>interrupted</b>"
+            raise
+        except Exception as exc:  # shown in the panel; the kernel stays usable
+            self.result = None
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.status.value = f"<b>error</b>: {self.error}"
+            if not isinstance(exc, InputError):  # a user's mistake needs no traceback
+                traceback.print_exc()
+        finally:
+            if handle is not None:
+                handle.remove()
+            self.run_button.disabled, self.stop_button.disabled = False, True
+
+    def _set_progress(self, stage: str, value: int, total: int, note: str | None = None) -> None:
+        bar = self.progress[stage]
+        bar.max = max(1, total)
+        bar.value = min(value, bar.max)
+        bar.bar_style = "success" if value >= total else "info"
+        bar.description = f"{STAGE_LABELS[stage]}{' (' + note + ')' if note else ''}"
+
+    def _on_lora_step(self, step: int, loss: float) -> None:
+        self._set_progress("lora", step + 1, self.session.settings.lora.steps)
+        return None  # never stop a LoRA early: a stopped LoRA would be cached as if complete
+
+    def _on_step(self, step: DragStep) -> bool:
+        """The drag's callback: record the iteration, redraw within the time budget, say whether to stop."""
+        tick = time.perf_counter()
+        if not self.history:
+            self._drag_start = tick - step.seconds
+        self.history.append({"step": step.step, "motion": step.motion_loss, "mask": step.mask_loss,
+                             "total": step.loss, "distances": list(step.distances),
+                             "handles_xy": grid_to_image(step.handles, self.editor.image_size, self._grid),
+                             "seconds": step.seconds})
+        stats = self.live_stats
+        elapsed = tick - self._drag_start
+        if self.live and tick - stats.get("last_draw", 0.0) >= self.live_interval \
+                and stats["view_seconds"] <= self.live_fraction * elapsed:
+            try:
+                self._set_progress("drag", step.step + 1, self.session.settings.drag.max_steps)
+                self._draw_live()
+                stats["draws"] += 1
+            except Exception as exc:  # a view must never break the run it shows
+                stats["view_error"] = f"{type(exc).__name__}: {exc}"
+            stats["last_draw"] = time.perf_counter()
+        stats["view_seconds"] += time.perf_counter() - tick
+        return self._stop
+
+    def _finish(self, result: EditResult, seconds: float) -> None:
+        drag = result.drag
+        loop = sum(s.seconds for s in drag.history)
+        self.live_stats.update(loop_seconds=loop, fraction=self.live_stats["view_seconds"] / loop if loop else 0.0,
+                               steps=len(drag.history))
+        self.live_stats.pop("last_draw", None)
+        for stage in self.progress:
+            note = "cached" if result.cached.get(stage) else None
+            if stage == "drag":
+                note = note or f"{len(drag.history)} steps, {drag.stop_reason}"
+            self._set_progress(stage, 1, 1, note)
+        if self.history:
+            self._draw_live()
+        self.show_result(result)
+        reason = {"reached": "all handles reached their targets", "max_steps": "step limit reached",
+                  "callback": "stopped: partial result", "non-finite": "stopped: non-finite loss",
+                  "interrupted": "interrupted: partial result"}.get(drag.stop_reason, drag.stop_reason)
+        self.status.value = (f"<b>done</b> in {seconds:.1f} s · drag {len(drag.history)} steps ({reason}) · "
+                             f"live view {100 * self.live_stats['fraction']:.1f} % of the loop")
+
+    # ---- drawing ------------------------------------------------------------------------------------
+    def _draw_live(self) -> None:
+        """Handles and their paths so far on the editor's top layer; the loss terms on the loss canvas."""
+        editor, layer = self.editor, self.editor.layers["live"]
+        path = np.stack([h["handles_xy"] for h in self.history])  # (K, N, 2) image pixels
+        with drawing():
+            layer.clear()
+            draw_trajectories(layer, editor, path)
+            self._draw_loss()
+
+    def _clear_loss(self) -> None:
+        c = self.loss_canvas
+        with drawing():
+            c.clear()
+            c.fill_style = "white"
+            c.fill_rect(0, 0, c.width, c.height)
+            c.fill_style = "#444"
+            c.font = "12px sans-serif"
+            c.fill_text("loss terms per drag step, each scaled to its own maximum", 8, 14)
+
+    def _draw_loss(self) -> None:
+        """Each term over its own maximum (the mask term's sum can dwarf the motion term), maxima in the legend."""
+        c = self.loss_canvas
+        left, top, right, bottom = 8, 24, c.width - 8, c.height - 66
+        steps = max(2, int(self.session.settings.drag.max_steps))
+        values = {k: np.array([h[k] for h in self.history]) for k in LOSS_COLOURS}
+        self._clear_loss()
+        c.stroke_style = "#999"
+        c.line_width = 1
+        c.stroke_rect(left, top, right - left, bottom - top)
+        c.fill_style = "#444"
+        c.fill_text(f"step {len(self.history)} / {steps}", right - 90, bottom + 14)
+        for i, (name, v) in enumerate(values.items()):
+            peak = max(float(v.max()), 1e-12)
+            x = left + (right - left) * np.arange(len(v)) / (steps - 1)
+            y = bottom - (bottom - top) * v / peak
+            c.stroke_style = c.fill_style = LOSS_COLOURS[name]
+            c.line_width = 2
+            if len(v) > 1:
+                c.stroke_lines(np.stack([x, y], axis=1))
+            c.fill_text(f"{name}: {v[-1]:.3g} now, {peak:.3g} max", left, bottom + 14 * (i + 1))
+
+    def show_result(self, result: EditResult) -> None:
+        """The edited image with each handle's trajectory (white), final handle (red) and target (blue)."""
+        c, editor = self.result_canvas, self.editor
+        with drawing():
+            c.clear()
+            c.put_image_data(fit_to(result.image, editor.display_size), 0, 0)
+            draw_trajectories(c, editor, result.trajectory_xy(), result.points.targets)
+
+
+def draw_trajectories(layer, editor: DragEditor, path: np.ndarray, targets: np.ndarray | None = None) -> None:
+    """Each handle's path (K, N, 2) in image pixels as a line, its last position as a red dot."""
+    radius = max(3.0, editor.display_size[1] / 100)
+    for i in range(path.shape[1]):
+        pts = np.array([editor.image_to_canvas(x, y) for x, y in path[:, i]])
+        if targets is not None:
+            draw_dot(layer, editor.image_to_canvas(*targets[i]), radius, TARGET_COLOUR)
+        if len(pts) > 1:
+            layer.stroke_style = "#ffe000"
+            layer.line_width = 2
+            layer.stroke_lines(pts)
+        draw_dot(layer, tuple(pts[-1]), radius, HANDLE_COLOUR)

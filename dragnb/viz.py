@@ -1,0 +1,373 @@
+"""Matplotlib views of an edit and its stages. Each returns a :class:`matplotlib.figure.Figure` (or an
+animation) and never calls ``plt.show()``; figures are not registered with pyplot, so a notebook shows a
+figure once, when it is the cell's value.
+
+Views of a finished edit take an :class:`~dragnb.session.EditResult`. A few views compute what they show
+through the package's own stages: :func:`inversion_error` (invert, denoise, decode at several strengths),
+:func:`feature_maps` (noised latents through :func:`~dragnb.features.features_only`), :func:`predicted_frames`
+(the predicted x̂_0 of each kept drag latent). Points are image pixels (x, y) throughout (:mod:`dragnb.points`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import io
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.animation import FuncAnimation
+from matplotlib.figure import Figure as _Figure
+
+from .config import InversionSettings
+from .features import features_only
+from .images import from_model_tensor, model_size, to_model_tensor, to_rgb_array
+from .inversion import decode_latent, denoise_latent, encode_image, invert
+from .lora import LoraResult
+from .models import Model, encode_prompt
+from .points import grid_to_image, image_to_grid
+from .session import EditResult
+from .tracking import point_features, search_window
+
+HANDLE, TARGET, PATH = "#e02020", "#2050f0", "#ffd000"
+
+
+class Figure(_Figure):
+    """A matplotlib Figure that shows itself in Jupyter as a PNG whatever the backend (it is not pyplot's)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
+def _axes_off(ax, title: str = "") -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """Image pixels as data coordinates: pixel (x, y) is centred on (x, y), as points are drawn."""
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+
+
+def _tint(ax, mask: np.ndarray | None) -> None:
+    if mask is not None and mask.any():
+        overlay = np.zeros((*mask.shape, 4))
+        overlay[mask] = (1.0, 0.85, 0.0, 0.35)
+        ax.imshow(overlay, interpolation="nearest")
+
+
+def _arrows(ax, starts: np.ndarray, ends: np.ndarray) -> None:
+    for (x0, y0), (x1, y1) in zip(starts, ends):
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="->", color="white", lw=1.5, shrinkA=0, shrinkB=3))
+    ax.scatter(starts[:, 0], starts[:, 1], c=HANDLE, s=30, edgecolors="white", linewidths=0.8, zorder=3)
+    ax.scatter(ends[:, 0], ends[:, 1], c=TARGET, s=30, edgecolors="white", linewidths=0.8, zorder=3)
+
+
+# ---- a finished edit --------------------------------------------------------------------------------
+def compare(result: EditResult) -> Figure:
+    """Source with mask, handles, targets and arrows beside the result with where the handles ended."""
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    _show(a, result.source)
+    _tint(a, result.mask)
+    _arrows(a, result.points.handles, result.points.targets)
+    _axes_off(a, "source: handles (red) → targets (blue)")
+    _show(b, result.image)
+    _arrows(b, result.final_handles_xy, result.points.targets)
+    _axes_off(b, f"result: tracked handles after {len(result.drag.history)} steps ({result.drag.stop_reason})")
+    fig.suptitle(result.prompt or "(no prompt)", fontsize=10)
+    return fig
+
+
+def trajectories(result: EditResult, on: str = "result") -> Figure:
+    """Each handle's tracked path over the iterations, on the result (``on="result"``) or the source."""
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    ax = fig.subplots()
+    _show(ax, result.image if on == "result" else result.source)
+    path = result.trajectory_xy()  # (K + 1, N, 2)
+    for i in range(path.shape[1]):
+        ax.plot(path[:, i, 0], path[:, i, 1], "-", color=PATH, lw=1.5)
+        ax.scatter(path[:, i, 0], path[:, i, 1], c=np.arange(len(path)), cmap="viridis", s=10, zorder=3)
+    _arrows(ax, path[0], result.points.targets)
+    ax.scatter(path[-1, :, 0], path[-1, :, 1], marker="x", c="white", s=40, zorder=4)
+    _axes_off(ax, f"handle trajectories ({len(path) - 1} steps; colour = step, × = final)")
+    return fig
+
+
+def loss_curves(result: EditResult) -> Figure:
+    """Motion, mask and total loss per iteration, and each pair's handle-target distance (feature pixels)."""
+    history = result.drag.history
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    steps = [s.step for s in history]
+    for name, values in (("motion", [s.motion_loss for s in history]), ("mask", [s.mask_loss for s in history]),
+                         ("total", [s.loss for s in history])):
+        a.plot(steps, values, label=name, lw=1.5 if name != "total" else 1, ls="-" if name != "total" else "--")
+    a.set_xlabel("drag step k")
+    a.set_ylabel("loss")
+    a.set_title("loss terms per iteration", fontsize=10)
+    a.legend(fontsize=8)
+    distances = np.array([s.distances for s in history])  # (K, N)
+    for i in range(distances.shape[1] if distances.size else 0):
+        b.plot(steps, distances[:, i], label=f"pair {i}")
+    b.axhline(result.settings.drag.stop_distance, color="gray", ls=":", lw=1, label="stop distance")
+    b.set_xlabel("drag step k")
+    b.set_ylabel("‖g − h‖ (feature pixels)")
+    b.set_title("distance to target", fontsize=10)
+    b.legend(fontsize=8)
+    return fig
+
+
+def lora_loss(lora: LoraResult, smooth: int = 5) -> Figure:
+    """The LoRA denoising loss per step, raw and as a running mean of ``smooth`` steps."""
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    losses = np.asarray(lora.losses, dtype=float)
+    ax.plot(losses, color="#bbbbbb", lw=1, label="per step")
+    if len(losses) >= smooth > 1:
+        ax.plot(np.arange(smooth - 1, len(losses)), np.convolve(losses, np.ones(smooth) / smooth, "valid"),
+                color="#d04000", lw=2, label=f"mean of {smooth}")
+    ax.set_xlabel("LoRA step")
+    ax.set_ylabel("ε-prediction MSE")
+    ax.set_title(f"LoRA fine-tuning ({len(losses)} steps, {lora.seconds:.1f} s)", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ---- inversion ----------------------------------------------------------------------------------------
+def inversion_error_data(model: Model, image, prompt: str = "", strengths: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
+                         settings: InversionSettings | None = None) -> list[dict]:
+    """Invert the image to each strength, DDIM back, decode: relative latent error and image PSNR per t.
+
+    Uses the model as it is (with whatever LoRA is active). Returns one dict per strength with keys
+    ``strength, t, steps, latent_error, psnr, image`` (the reconstruction, (H, W, 3) uint8).
+    """
+    base = settings or model.settings.inversion
+    source = to_rgb_array(image)
+    x = to_model_tensor(source, model_size(source.shape[:2], model.resolution, model.size_multiple))
+    z0 = encode_image(model, x)
+    text = encode_prompt(model, prompt)
+    reference = from_model_tensor(decode_latent(model, z0))  # the VAE's own reconstruction: the ceiling
+    records = []
+    for strength in strengths:
+        s = InversionSettings(num_steps=base.num_steps, strength=float(strength), guidance_scale=base.guidance_scale)
+        inverted = invert(model, z0, text, s)
+        back = denoise_latent(model, inverted.zt, text, s)
+        decoded = from_model_tensor(decode_latent(model, back))
+        mse = float(np.mean((decoded.astype(float) - reference.astype(float)) ** 2))
+        records.append({"strength": float(strength), "t": inverted.t, "steps": s.inverted_steps,
+                        "latent_error": float((back - z0).pow(2).mean() / z0.pow(2).mean()),
+                        "psnr": 10 * np.log10(255.0 ** 2 / max(mse, 1e-10)), "image": decoded})
+    return records
+
+
+def inversion_error(records: list[dict]) -> Figure:
+    """Round-trip error (invert → denoise) against the inverted timestep t, from :func:`inversion_error_data`."""
+    fig = Figure(figsize=(4 + 1.6 * len(records), 3.4), layout="constrained")
+    grid = fig.add_gridspec(2, 2 + len(records))
+    ax = fig.add_subplot(grid[:, :2])
+    ts = [r["t"] for r in records]
+    ax.plot(ts, [r["latent_error"] for r in records], "o-", color="#d04000", label="latent rel. MSE")
+    ax.set_xlabel("inverted timestep t")
+    ax.set_ylabel("‖DDIM(inv(z₀)) − z₀‖² / ‖z₀‖²")
+    ax.set_yscale("log")
+    twin = ax.twinx()
+    twin.plot(ts, [r["psnr"] for r in records], "s--", color="#2050a0", label="image PSNR (dB)")
+    twin.set_ylabel("PSNR vs VAE reconstruction (dB)")
+    ax.set_title("DDIM inversion round trip", fontsize=10)
+    for i, r in enumerate(records):
+        sub = fig.add_subplot(grid[:, 2 + i])
+        sub.imshow(r["image"], interpolation="nearest")
+        _axes_off(sub, f"t={r['t']} ({r['steps']} steps)\n{r['psnr']:.1f} dB")
+    return fig
+
+
+# ---- features -----------------------------------------------------------------------------------------
+def pca_rgb(feature: torch.Tensor) -> np.ndarray:
+    """(1, C, h, w) or (C, h, w) features -> (h, w, 3) float in [0, 1]: the first three principal components."""
+    f = feature.detach().float().cpu()
+    f = f[0] if f.ndim == 4 else f
+    c, h, w = f.shape
+    x = f.reshape(c, h * w).T  # (hw, C)
+    x = x - x.mean(dim=0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)  # rows of v: principal directions
+    proj = (x @ v[:3].T).numpy()  # (hw, k), k <= 3
+    if proj.shape[1] < 3:
+        proj = np.pad(proj, ((0, 0), (0, 3 - proj.shape[1])))
+    lo, hi = np.percentile(proj, 1, axis=0), np.percentile(proj, 99, axis=0)
+    return np.clip((proj - lo) / np.maximum(hi - lo, 1e-8), 0, 1).reshape(h, w, 3)
+
+
+@torch.no_grad()
+def feature_maps(model: Model, image, prompt: str = "", blocks: Sequence[int] = (-2,),
+                 timesteps: Sequence[int] = (261, 681), feature_scale: float = 0.5, seed: int = 0) -> dict:
+    """Features F of ``image`` for each (block, t): z_0 noised to t with a fixed ε, one UNet pass per block.
+
+    Returns {(block, t): (1, C, h, w)} on the supervision grid (``feature_scale`` of the model image).
+    """
+    source = to_rgb_array(image)
+    size = model_size(source.shape[:2], model.resolution, model.size_multiple)
+    z0 = encode_image(model, to_model_tensor(source, size))
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0.device, z0.dtype)
+    text = encode_prompt(model, prompt)
+    grid = (int(size[0] * feature_scale), int(size[1] * feature_scale))
+    out = {}
+    for t in timesteps:
+        zt = model.pipe.scheduler.add_noise(z0, noise, torch.tensor([int(t)]))
+        for block in blocks:
+            out[(block, int(t))] = features_only(model.pipe.unet, zt, int(t), text, [block], grid).cpu()
+    return out
+
+
+def feature_pca(maps: dict, image=None) -> Figure:
+    """PCA→RGB of each feature map from :func:`feature_maps`: rows = blocks, columns = timesteps."""
+    blocks = sorted({b for b, _ in maps})
+    times = sorted({t for _, t in maps})
+    extra = image is not None
+    fig = Figure(figsize=(2.2 * (len(times) + extra), 2.3 * len(blocks)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(blocks), len(times) + extra, squeeze=False))
+    for i, b in enumerate(blocks):
+        if extra:
+            axes[i, 0].imshow(to_rgb_array(image), interpolation="nearest")
+            _axes_off(axes[i, 0], "image")
+        for j, t in enumerate(times):
+            f = maps[(b, t)]
+            ax = axes[i, j + extra]
+            ax.imshow(pca_rgb(f), interpolation="nearest")
+            _axes_off(ax, f"up block {b}, t={t}\n{f.shape[1]} ch, {f.shape[2]}×{f.shape[3]}")
+    return fig
+
+
+def correspond(feature_a: torch.Tensor, feature_b: torch.Tensor, points_xy, size_a: tuple[int, int],
+               size_b: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """For each point of image A (x, y), the best cosine match in image B's features (DIFT-style).
+
+    ``feature_*``: (1, C, h, w); ``size_*``: (H, W) of the images. Returns (N, 2) matched (x, y) in B's image
+    pixels and (N, h_b, w_b) cosine similarity maps.
+    """
+    grid_a, grid_b = tuple(feature_a.shape[-2:]), tuple(feature_b.shape[-2:])
+    rc = image_to_grid(np.asarray(points_xy, dtype=float).reshape(-1, 2), size_a, grid_a)
+    rc = rc.round().long().clamp(min=torch.zeros(2, dtype=torch.long), max=torch.tensor(grid_a) - 1)
+    queries = torch.nn.functional.normalize(point_features(feature_a.float(), rc), dim=1)  # (N, C)
+    keys = torch.nn.functional.normalize(feature_b[0].float().flatten(1), dim=0)  # (C, hw)
+    sims = (queries @ keys).reshape(-1, *grid_b)  # (N, h, w)
+    best = sims.flatten(1).argmax(dim=1)
+    best_rc = torch.stack([best // grid_b[1], best % grid_b[1]], dim=1).float()
+    return grid_to_image(best_rc, size_b, grid_b), sims.numpy()
+
+
+def correspondence(image_a, image_b, points_xy, matches_xy, sims: np.ndarray) -> Figure:
+    """Points on A, their matches on B, and each point's similarity map over B."""
+    a_img, b_img = to_rgb_array(image_a), to_rgb_array(image_b)
+    points_xy, n = np.asarray(points_xy, float).reshape(-1, 2), len(sims)
+    fig = Figure(figsize=(2.6 * (2 + n), 2.8), layout="constrained")
+    axes = fig.subplots(1, 2 + n)
+    colours = matplotlib.colormaps["tab10"](np.arange(n) % 10)
+    _show(axes[0], a_img)
+    axes[0].scatter(points_xy[:, 0], points_xy[:, 1], c=colours, s=50, edgecolors="white")
+    _axes_off(axes[0], "A: query points")
+    _show(axes[1], b_img)
+    axes[1].scatter(matches_xy[:, 0], matches_xy[:, 1], c=colours, s=50, edgecolors="white", marker="D")
+    _axes_off(axes[1], "B: best matches")
+    for i in range(n):
+        axes[2 + i].imshow(sims[i], cmap="magma")
+        _axes_off(axes[2 + i], f"cosine similarity, point {i}")
+    return fig
+
+
+# ---- point tracking -----------------------------------------------------------------------------------
+def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: int = 0) -> Figure:
+    """The L1 distance to F_0(h^0) over the search window Ω(h^{k-1}, r2) at chosen iterations k ≥ 1.
+
+    Needs the iterations' features: ``session.run(keep_features=True)``. The window's argmin (×) is where
+    tracking put the handle at step k; the arrow points to the target.
+    """
+    drag = result.drag
+    history = drag.history
+    steps = [k for k in steps if 1 <= k < len(history)]
+    if not steps or history[steps[0]].features is None or drag.initial_features is None:
+        raise ValueError("tracking_heatmaps needs features of steps >= 1: run with keep_features=True "
+                         "and at least 2 drag steps")
+    initial = point_features(drag.initial_features.cpu(), drag.initial_handles)[pair]  # F_0(h_i^0), (C,)
+    previous_mode = result.settings.drag.track_from == "previous"  # DragGAN-style: F_{k-1}(h^{k-1})
+    fig = Figure(figsize=(2.8 * len(steps), 3.1), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(steps)))
+    r2 = result.settings.drag.r2
+    for ax, k in zip(axes, steps):
+        previous = history[k - 1].handles[pair]
+        reference = (point_features(history[k - 1].features, history[k - 1].handles)[pair]
+                     if previous_mode and k >= 2 else initial)
+        window = search_window(history[k].features, reference, previous, r2)
+        top, left = window.origin
+        hh, ww = window.distances.shape
+        ax.imshow(window.distances.numpy(), cmap="viridis_r",
+                  extent=(left - 0.5, left + ww - 0.5, top + hh - 0.5, top - 0.5))
+        ax.scatter([window.best[1]], [window.best[0]], marker="x", c="red", s=60, label="argmin")
+        ax.scatter([float(previous[1])], [float(previous[0])], marker="o", facecolors="none", edgecolors="white",
+                   s=60, label="h^{k-1}")
+        target = drag.targets[pair]
+        d = target - previous
+        d = d / max(float(torch.linalg.norm(d)), 1e-6) * min(r2, float(torch.linalg.norm(target - previous)))
+        ax.annotate("", xy=(float(previous[1] + d[1]), float(previous[0] + d[0])),
+                    xytext=(float(previous[1]), float(previous[0])), arrowprops=dict(arrowstyle="->", color=TARGET))
+        ax.set_title(f"step {k}: ‖F_k(q) − {'F_k-1(h^k-1)' if previous_mode and k >= 2 else 'F_0(h⁰)'}‖₁",
+                     fontsize=9)
+        ax.set_xlabel("col (feature px)")
+        ax.set_ylabel("row")
+    axes[0].legend(fontsize=7, loc="lower left")
+    return fig
+
+
+# ---- animation ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def predicted_frames(model: Model, result: EditResult, every: int = 1) -> list[tuple[int, np.ndarray]]:
+    """x̂_0 predicted from each kept drag latent ẑ_t^k (one UNet pass + decode), as (k, (H, W, 3) uint8).
+
+    Needs ``session.run(keep_latents=True)``; uses the model as it is (the session leaves its LoRA active).
+    """
+    if result.inversion is None or not result.drag.history or result.drag.history[0].latent is None:
+        raise ValueError("predicted_frames needs the drag's latents: run with keep_latents=True on a real image")
+    t, scheduler = result.inversion.t, model.pipe.scheduler
+    text = encode_prompt(model, result.prompt)
+    history = result.drag.history
+    latents = [(s.step, s.latent) for s in history[::every]] + [(len(history), result.drag.latent)]  # + the final one
+    frames = []
+    for k, z in latents:
+        z = z.to(model.device)
+        eps = model.pipe.unet(z, t, text).sample
+        x0 = scheduler.step(eps, t, z).pred_original_sample  # x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
+        frames.append((k, from_model_tensor(decode_latent(model, x0))))
+    return frames
+
+
+def drag_animation(frames: list[tuple[int, np.ndarray]], result: EditResult, interval: int = 150) -> FuncAnimation:
+    """An animation of x̂_0 over the drag with the handles moving; ``.to_jshtml()`` or ``.save("x.gif")``."""
+    fig = Figure(figsize=(4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    path = result.trajectory_xy()  # (K + 1, N, 2) image pixels of the original image
+    h, w = result.image_size
+    first = frames[0][1]
+    sy, sx = first.shape[0] / h, first.shape[1] / w  # frames are at the model size
+    shown = ax.imshow(first, interpolation="nearest")
+    ax.scatter(result.points.targets[:, 0] * sx, result.points.targets[:, 1] * sy, c=TARGET, s=40, edgecolors="white")
+    handles = ax.scatter(path[0, :, 0] * sx, path[0, :, 1] * sy, c=HANDLE, s=40, edgecolors="white")
+    title = ax.set_title("", fontsize=10)
+    _axes_off(ax)
+
+    def update(i: int):
+        k, image = frames[i]
+        shown.set_data(image)
+        at = path[min(k, len(path) - 1)]  # (N, 2) handles at step k
+        handles.set_offsets(np.stack([at[:, 0] * sx, at[:, 1] * sy], axis=1))
+        title.set_text(f"predicted x̂₀ at drag step {k}")
+        return shown, handles, title
+
+    return FuncAnimation(fig, update, frames=len(frames), interval=interval, blit=False)

@@ -1,0 +1,231 @@
+"""The editor and run panel driven by synthetic frontend events (no browser): exact click -> pixel mapping for
+non-square images at any display size, points, undo, brush painting, DragBench pre-fill, settings, runs,
+cache reuse, Stop from another thread, and the live view's cost."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+from dragnb.config import settings_from_dict
+from dragnb.dragbench import write_sample
+from dragnb.errors import InputError
+from dragnb.points import make_points
+from dragnb.runpanel import RunPanel
+from dragnb.widgets import CorrespondenceView, DragEditor, disc, mask_runs
+
+
+def event(editor, kind, x, y):
+    """What ipycanvas's frontend sends: canvas-pixel coordinates of the top layer."""
+    editor.canvas[-1]._handle_frontend_event(None, {"event": kind, "x": float(x), "y": float(y)}, [])
+
+
+def click(editor, ix, iy, where=(0.5, 0.5)):
+    """Click image pixel (ix, iy) at a relative position inside it on the canvas."""
+    (h, w), (ch, cw) = editor.image_size, editor.display_size
+    event(editor, "mouse_down", (ix + where[0]) * cw / w, (iy + where[1]) * ch / h)
+    event(editor, "mouse_up", 0, 0)
+
+
+def image(h, w):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(30, 50), (50, 30), (64, 64), (7, 200)])
+@pytest.mark.parametrize("display_width", [64, 317, 1000])
+def test_clicks_map_to_the_image_pixel_under_them(shape, display_width):
+    editor = DragEditor(image(*shape), display_width=display_width)
+    h, w = shape
+    assert editor.display_size == (max(1, round(display_width * h / w)), display_width)
+    rng = np.random.default_rng(1)
+    pixels = [(0, 0), (w - 1, h - 1), (w - 1, 0), (0, h - 1)] + [tuple(p) for p in rng.integers(0, (w, h), (6, 2))]
+    expected = []
+    for i in range(0, len(pixels), 2):
+        # anywhere inside the pixel's canvas footprint (a displayed pixel may be smaller than a canvas pixel)
+        click(editor, *pixels[i], where=(0.5, 0.5))
+        click(editor, *pixels[i + 1], where=(0.02, 0.98) if display_width >= w else (0.5, 0.5))
+        expected.append((*pixels[i], *pixels[i + 1]))
+    assert editor.points == expected
+    for x, y in pixels:
+        assert editor.canvas_to_image(*editor.image_to_canvas(x, y)) == (x, y)
+    # clicks beyond the edge (the browser reports up to the border) clamp into the image
+    assert editor.canvas_to_image(-3, display_width * 10) == (0, h - 1)
+
+
+def test_points_alternate_undo_and_clear():
+    editor = DragEditor(image(40, 60))
+    click(editor, 5, 6)
+    assert editor.points == [] and editor.pending == (5, 6)  # a lone handle is not a pair yet
+    click(editor, 20, 30)
+    click(editor, 1, 2)
+    assert editor.points == [(5, 6, 20, 30)] and editor.pending == (1, 2)
+    editor.undo()  # drops the pending handle
+    assert editor.pending is None and editor.points == [(5, 6, 20, 30)]
+    editor.undo_button.click()  # drops the last target: its handle is pending again
+    assert editor.points == [] and editor.pending == (5, 6)
+    click(editor, 7, 8)
+    assert editor.points == [(5, 6, 7, 8)]
+    editor.clear_points_button.click()
+    assert editor.points == [] and editor.pending is None
+    assert make_points(DragEditor(image(40, 60), points=[(1, 2, 3, 4)]).points, (40, 60)).as_list() == [[1, 2], [3, 4]]
+
+
+def test_brush_paints_and_erases_the_mask():
+    editor = DragEditor(image(30, 50), display_width=317)
+    editor.mode.value = "paint"
+    editor.brush.value = 5
+    (h, w), (ch, cw) = editor.image_size, editor.display_size
+    event(editor, "mouse_down", 10.5 * cw / w, 12.5 * ch / h)
+    event(editor, "mouse_move", 30.5 * cw / w, 12.5 * ch / h)  # a fast stroke: the gap is filled
+    event(editor, "mouse_up", 30.5 * cw / w, 12.5 * ch / h)
+    expected = np.zeros((h, w), bool)
+    for col in range(10, 31):
+        for dr, dc in disc(2.5):
+            expected[12 + dr, col + dc] = True
+    assert (editor.mask == expected).all()
+    event(editor, "mouse_move", 40.5 * cw / w, 25.5 * ch / h)  # the button is up: no paint
+    assert (editor.mask == expected).all()
+    editor.mode.value = "erase"
+    editor.brush.value = 1
+    event(editor, "mouse_down", 20.5 * cw / w, 12.5 * ch / h)
+    event(editor, "mouse_out", 0, 0)
+    expected[12, 20] = False
+    assert (editor.mask == expected).all()
+    editor.mode.value = "points"  # clicks add points again, the mask stays
+    click(editor, 3, 3)
+    assert editor.pending == (3, 3) and (editor.mask == expected).all()
+    editor.clear_mask_button.click()
+    assert not editor.mask.any()
+    assert "no mask" in editor.info.value
+
+
+def test_mask_runs_tile_the_mask_exactly():
+    rng = np.random.default_rng(0)
+    mask = rng.random((13, 17)) > 0.5
+    rebuilt = np.zeros_like(mask)
+    for row, start, length in mask_runs(mask):
+        assert length > 0
+        rebuilt[row, start:start + length] = True
+    assert (rebuilt == mask).all() and len(mask_runs(np.zeros((3, 3), bool))) == 0
+
+
+def test_prefill_from_a_dragbench_sample(tmp_path):
+    img = image(24, 40)
+    mask = np.zeros((24, 40), bool)
+    mask[3:10, 5:30] = True
+    points = make_points([(4, 5, 20, 6), (30, 20, 35, 10)], (24, 40))
+    folder = write_sample(tmp_path / "s", img, "a thing", points, mask)
+    editor = DragEditor.from_sample(folder)
+    assert editor.points == [(4.0, 5.0, 20.0, 6.0), (30.0, 20.0, 35.0, 10.0)]
+    assert (editor.mask == mask).all() and editor.prompt == "a thing" and (editor.image == img).all()
+    editor.set_mask(None)
+    assert not editor.mask.any()
+    with pytest.raises(InputError):
+        editor.set_points([(0, 0, 40, 0)])  # x = 40 lies outside a 40-pixel-wide image
+
+
+def test_every_control_has_a_stable_css_class(tiny_model):
+    editor = DragEditor(image(16, 16))
+    panel = RunPanel(tiny_model, editor)
+    classes = {c for w in (editor.canvas, editor.mode, editor.brush, editor.undo_button, editor.clear_points_button,
+                           editor.clear_mask_button, panel.run_button, panel.stop_button, panel.drag_steps, panel.lr,
+                           panel.lam, panel.strength, panel.block, panel.lora_steps, panel.reference_control,
+                           panel.status, panel.result_canvas, panel.loss_canvas, *panel.progress.values())
+               for c in w._dom_classes}
+    assert {"dragnb-canvas", "dragnb-mode", "dragnb-brush", "dragnb-undo", "dragnb-clear-points", "dragnb-clear-mask",
+            "dragnb-run", "dragnb-stop", "dragnb-steps", "dragnb-lr", "dragnb-lam", "dragnb-strength", "dragnb-block",
+            "dragnb-lora-steps", "dragnb-reference-control", "dragnb-status", "dragnb-result", "dragnb-loss",
+            "dragnb-progress-lora", "dragnb-progress-inversion", "dragnb-progress-drag",
+            "dragnb-progress-denoise"} <= classes
+
+
+QUICK = {"lora": {"steps": 2}, "inversion": {"num_steps": 20, "strength": 0.5}, "drag": {"max_steps": 4}}
+
+
+def test_panel_settings_come_from_the_widgets(tiny_model):
+    base = settings_from_dict(QUICK, tiny_model.settings)
+    panel = RunPanel(tiny_model, DragEditor(image(16, 16)), settings=base)
+    assert panel.settings == base
+    panel.drag_steps.value, panel.lr.value, panel.lam.value = 9, 0.02, 0.5
+    panel.strength.value, panel.lora_steps.value, panel.reference_control.value = 0.6, 0, False
+    panel.block.value = (-1,)
+    s = panel.settings
+    assert s == dataclasses.replace(base, lora=dataclasses.replace(base.lora, steps=0),
+                                    inversion=dataclasses.replace(base.inversion, strength=0.6),
+                                    drag=dataclasses.replace(base.drag, max_steps=9, lr=0.02, lam=0.5,
+                                                             feature_blocks=(-1,)),
+                                    denoise=dataclasses.replace(base.denoise, reference_control=False))
+
+
+def test_panel_runs_reuses_cached_stages_and_shows_the_result(tiny_model, blob_image):
+    editor = DragEditor(blob_image, display_width=200)
+    click(editor, 24, 24)
+    click(editor, 40, 30)
+    editor.mode.value = "paint"
+    click(editor, 30, 28)
+    panel = RunPanel(tiny_model, editor, prompt="a red disc", settings=settings_from_dict(QUICK, tiny_model.settings))
+    result = panel.run()
+    assert panel.error is None and result is not None, panel.error
+    assert panel.received["points"] == [(24, 24, 40, 30)] and panel.received["mask"].sum() == editor.mask.sum() > 0
+    assert result.points.as_list() == [[24, 24], [40, 30]] and (result.mask == editor.mask).all()
+    assert result.image.shape == blob_image.shape and "done" in panel.status.value
+    assert all(bar.value == bar.max for bar in panel.progress.values())
+    assert len(panel.history) == len(result.drag.history) >= 1
+    assert not any(result.cached.values())
+    panel.drag_steps.value = 3  # only the drag changed: LoRA and inversion come from the cache
+    again = panel.run()
+    assert again.cached["lora"] and again.cached["inversion"] and not again.cached["drag"]
+    assert "cached" in panel.progress["inversion"].description
+    stats = panel.live_stats
+    assert stats["loop_seconds"] > 0 and stats["view_seconds"] < 0.25 * stats["loop_seconds"] + 0.05
+
+
+def test_stop_from_the_button_returns_the_partial_result(tiny_model, blob_image):
+    settings = settings_from_dict({**QUICK, "drag": {"max_steps": 300, "lr": 1e-4}}, tiny_model.settings)
+    editor = DragEditor(blob_image, points=[(10, 10, 60, 60)])
+    panel = RunPanel(tiny_model, editor, settings=settings)
+    panel.run_button.click()  # what the frontend's click does: the run goes to a worker thread
+    assert panel.running and panel.run_button.disabled
+    deadline = time.time() + 60
+    while len(panel.history) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    panel.stop_button.click()  # handled at once: this thread is free while the worker runs
+    result = panel.wait(timeout=60)
+    assert not panel.running and panel.error is None
+    assert result.drag.stop_reason == "callback" and 2 <= len(result.drag.history) < 300
+    assert result.image.shape == blob_image.shape and "partial" in panel.status.value
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+
+
+def test_stop_pressed_before_the_drag_starts_is_kept(tiny_model, blob_image):
+    settings = settings_from_dict({**QUICK, "drag": {"max_steps": 300, "lr": 1e-4}}, tiny_model.settings)
+    panel = RunPanel(tiny_model, DragEditor(blob_image, points=[(10, 10, 60, 60)]), settings=settings)
+    panel.run_button.click()
+    panel.stop_button.click()  # during LoRA or inversion: the drag stops after its first iteration
+    result = panel.wait(timeout=60)
+    assert result.drag.stop_reason == "callback" and len(result.drag.history) == 1
+
+
+def test_a_run_without_points_says_what_is_missing(tiny_model, blob_image):
+    editor = DragEditor(blob_image)
+    click(editor, 3, 3)  # a handle without its target is not a pair
+    panel = RunPanel(tiny_model, editor, settings=settings_from_dict(QUICK, tiny_model.settings))
+    assert panel.run() is None
+    assert "no handle/target pair" in panel.error and "error" in panel.status.value
+    assert not panel.run_button.disabled  # ready for the next try
+
+
+def test_correspondence_view_matches_clicks(blob_image):
+    import torch
+
+    feature = torch.randn(1, 8, 16, 16)
+    shifted = torch.roll(feature, shifts=(2, 3), dims=(2, 3))  # B = A moved by 3 columns, 2 rows (feature px)
+    view = CorrespondenceView(blob_image, blob_image, feature, shifted, display_width=128)
+    (h, w), (ch, cw) = view.a.image_size, view.a.display_size
+    view.a.canvas[-1]._handle_frontend_event(None, {"event": "mouse_down", "x": 20.5 * cw / w, "y": 16.5 * ch / h}, [])
+    ax, ay, bx, by = view.matches[-1]
+    assert (ax, ay) == (20, 16) and (bx, by) == (32.0, 24.0)  # 4 image px per feature px: (20+12, 16+8)
