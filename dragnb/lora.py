@@ -34,7 +34,7 @@ class LoraResult:
     state_dict: dict[str, torch.Tensor]  # diffusers format, keys prefixed "unet.", on the CPU
     losses: list[float] = field(default_factory=list)  # denoising MSE per step
     seconds: float = 0.0
-    interrupted: bool = False  # Ctrl-C stopped training early; the adapter holds the steps done
+    interrupted: bool = False  # Ctrl-C or the callback stopped training early; the adapter holds the steps done
     key: str = ""  # cache key: image, prompt, model, settings
 
 
@@ -57,7 +57,7 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
     """Fine-tune a LoRA on ``image`` (1, 3, H, W) in [-1, 1]; leaves the adapter active on the UNet.
 
     ``callback(step, loss)`` is called after every step; returning True stops training. Ctrl-C also stops
-    it and returns the adapter as trained so far.
+    it. Either way the adapter as trained so far is returned, marked ``interrupted``.
     """
     pipe = model.pipe
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
@@ -97,6 +97,7 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
             optimizer.step()
             result.losses.append(loss.item())
             if callback is not None and callback(step, result.losses[-1]):
+                result.interrupted = True  # stopped early: the adapter holds fewer steps than asked for
                 break
     except KeyboardInterrupt:
         result.interrupted = True

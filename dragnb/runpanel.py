@@ -21,12 +21,11 @@ import traceback
 
 import ipywidgets as widgets
 import numpy as np
-import torch
 from ipycanvas import Canvas
 
 from .config import Settings
 from .drag import DragStep
-from .errors import InputError
+from .errors import InputError, Interrupted
 from .models import Model
 from .points import grid_to_image
 from .session import DragSession, EditResult
@@ -34,38 +33,6 @@ from .widgets import HANDLE_COLOUR, TARGET_COLOUR, DragEditor, draw_dot, drawing
 
 STAGE_LABELS = {"lora": "1 LoRA", "inversion": "2 inversion", "drag": "3 drag", "denoise": "4 denoise"}
 LOSS_COLOURS = {"motion": "#e07000", "mask": "#20a040", "total": "#303030"}
-
-
-class _StageMeter:
-    """Counts UNet calls to show progress of the stages that report none (inversion, denoising).
-
-    A forward pre-hook sees every UNet call: LoRA calls run in training mode and the drag's with gradients
-    (their callbacks report them); the remaining calls are the inversion's (exactly ``inverted_steps`` of
-    them, when it is not cached), the drag's one reference pass, then the denoising steps.
-    """
-
-    def __init__(self, panel: RunPanel, session: DragSession):
-        self.panel = panel
-        self.inversion_needed = session.generated is None and not session.is_cached("inversion")
-        self.drag_needed = not session.is_cached("drag")
-        self.total = session.settings.inversion.inverted_steps
-        self.inverted = self.denoised = 0
-        self.drag_started = False
-
-    def __call__(self, module, args) -> None:
-        if module.training:
-            return
-        if torch.is_grad_enabled():
-            self.drag_started = True
-            return
-        if self.inversion_needed and self.inverted < self.total:
-            self.inverted += 1
-            self.panel._set_progress("inversion", self.inverted, self.total)
-        elif self.drag_needed and not self.drag_started:
-            return  # the drag's reference pass F_0
-        else:
-            self.denoised += 1
-            self.panel._set_progress("denoise", self.denoised, self.total)
 
 
 class RunPanel(widgets.VBox):
@@ -185,10 +152,8 @@ class RunPanel(widgets.VBox):
         return self.result
 
     def stop(self) -> None:
-        """Ask the run to stop: the drag ends after its current iteration and its partial result is denoised.
-
-        A LoRA in training finishes first (a LoRA stopped early would be cached as if complete).
-        """
+        """Ask the run to stop: the drag ends after its current iteration and its partial result is denoised;
+        a LoRA in training stops after its current step (and is not cached)."""
         self._stop = True
         if self.session is not None:
             self.session.request_stop()
@@ -220,7 +185,6 @@ class RunPanel(widgets.VBox):
     def _work(self) -> None:
         self.editor.layers["live"].clear()
         self._clear_loss()
-        handle = None
         try:
             session = self._session()
             settings = session.settings
@@ -232,13 +196,17 @@ class RunPanel(widgets.VBox):
                 self._set_progress(stage, int(cached or skipped), 1, "cached" if cached else
                                    "skipped" if skipped else None)
             self.status.value = "running…"
-            meter = _StageMeter(self, session)
-            handle = self.model.pipe.unet.register_forward_pre_hook(meter)
+            session.progress_callback = self._on_progress
             tick = time.perf_counter()
-            self.result = session.run(callbacks=[self._on_step], lora_callback=self._on_lora_step,
-                                      keep_latents=self.keep_latents, keep_features=self.keep_features)
+            self.result = session.run(callbacks=[self._on_step], keep_latents=self.keep_latents,
+                                      keep_features=self.keep_features)
             seconds = time.perf_counter() - tick
             self._finish(self.result, seconds)
+        except Interrupted as exc:  # Stop (or Ctrl-C) during LoRA or inversion: nothing to denoise yet
+            self.result = None
+            self.status.value = f"<b>stopped</b> during {exc.stage}; nothing was cached, Run starts it again"
+            if not self._stop:
+                raise
         except KeyboardInterrupt:  # Ctrl-C / kernel interrupt during a run in the calling thread
             self.status.value = "<b>interrupted</b>"
             raise
@@ -249,8 +217,6 @@ class RunPanel(widgets.VBox):
             if not isinstance(exc, InputError):  # a user's mistake needs no traceback
                 traceback.print_exc()
         finally:
-            if handle is not None:
-                handle.remove()
             self.run_button.disabled, self.stop_button.disabled = False, True
 
     def _set_progress(self, stage: str, value: int, total: int, note: str | None = None) -> None:
@@ -260,9 +226,10 @@ class RunPanel(widgets.VBox):
         bar.bar_style = "success" if value >= total else "info"
         bar.description = f"{STAGE_LABELS[stage]}{' (' + note + ')' if note else ''}"
 
-    def _on_lora_step(self, step: int, loss: float) -> None:
-        self._set_progress("lora", step + 1, self.session.settings.lora.steps)
-        return None  # never stop a LoRA early: a stopped LoRA would be cached as if complete
+    def _on_progress(self, stage: str, done: int, total: int) -> None:
+        """The session's per-step report; the drag's bar is updated by the throttled live view instead."""
+        if stage != "drag":
+            self._set_progress(stage, done, total)
 
     def _on_step(self, step: DragStep) -> bool:
         """The drag's callback: record the iteration, redraw within the time budget, say whether to stop."""

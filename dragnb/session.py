@@ -141,7 +141,8 @@ class DragSession:
         return lambda done, total: self.progress_callback(stage, done, total)
 
     def request_stop(self) -> None:
-        """Ask a running drag to stop after its current iteration (e.g. from a Stop button)."""
+        """Ask a running :meth:`run` to stop (e.g. from a Stop button): LoRA after its current step (raising
+        :class:`Interrupted`), the drag after its current iteration (the edit is made from that state)."""
         self._stop = True
 
     # ---- keys ---------------------------------------------------------------------------------------
@@ -158,7 +159,12 @@ class DragSession:
                 "denoise": _digest(drag_key, dataclasses.asdict(s.denoise))}
 
     def is_cached(self, stage: str) -> bool:
-        return self._keys()[stage] in self._cache[stage]
+        """Whether ``stage`` would come from the cache if run now."""
+        keys = self._keys()
+        if stage == "denoise":
+            dragged = self._cache["drag"].get(keys["drag"])
+            return dragged is not None and self._denoise_key(dragged) in self._cache["denoise"]
+        return keys[stage] in self._cache[stage]
 
     def _text(self) -> torch.Tensor:
         return encode_prompt(self.model, self.prompt, self.guidance_scale)
@@ -240,6 +246,10 @@ class DragSession:
     def run_drag(self, callbacks: Sequence[DragCallback] = (), keep_latents: bool = False,
                  keep_features: bool = False) -> DragResult:
         """Stage 3. Needs points (:meth:`set_points`)."""
+        self._stop = False
+        return self._drag(callbacks, keep_latents, keep_features)
+
+    def _drag(self, callbacks: Sequence[DragCallback], keep_latents: bool, keep_features: bool) -> DragResult:
         if self.points is None:
             raise InputError("points", "no handle/target points set; call set_points([(hx, hy, tx, ty), ...]) first")
         key = self._keys()["drag"]
@@ -254,7 +264,6 @@ class DragSession:
         targets = image_to_grid(self.points.targets, self.image_size, grid)
         latent_size = tuple(zt.shape[-2:])
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
-        self._stop = False
 
         report = self._report("drag")
 
@@ -298,8 +307,13 @@ class DragSession:
         """
         seconds, cached = {}, {}
         results = {}
-        for stage, call in (("lora", lambda: self.run_lora(lora_callback)), ("inversion", self.run_inversion),
-                            ("drag", lambda: self.run_drag(callbacks, keep_latents, keep_features))):
+        self._stop = False
+
+        def on_lora_step(step: int, loss: float) -> bool:
+            return bool(lora_callback is not None and lora_callback(step, loss)) or self._stop
+
+        for stage, call in (("lora", lambda: self.run_lora(on_lora_step)), ("inversion", self.run_inversion),
+                            ("drag", lambda: self._drag(callbacks, keep_latents, keep_features))):
             cached[stage] = self.is_cached(stage)
             tick = time.perf_counter()
             results[stage] = call()

@@ -174,3 +174,15 @@ def test_progress_callback_reports_every_stage(tiny_model, blob_image):
     stages = [s for s, _, _ in seen]
     assert stages == ["lora"] * 2 + ["inversion"] * 35 + ["drag"] * len(result.drag.history) + ["denoise"] * 35
     assert seen[-1] == ("denoise", 35, 35) and seen[36] == ("inversion", 35, 35)
+
+
+def test_stop_during_lora_and_denoise_cache_state(tiny_model, blob_image):
+    session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, lora=LoraSettings(steps=10)))
+    session.set_points([(10, 10, 50, 10)])
+    from dragnb.errors import Interrupted
+
+    with pytest.raises(Interrupted):  # a Stop pressed during LoRA holds until the drag, then stops LoRA
+        session.run(lora_callback=lambda step, loss: session.request_stop() if step == 1 else None)
+    assert not session.is_cached("lora")
+    session.run()
+    assert session.is_cached("drag") and session.is_cached("denoise")

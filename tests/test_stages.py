@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 import torch
-from diffusers import DDIMInverseScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import DDIMInverseScheduler, UNet2DConditionModel
 
 from dragnb.attention import reference_control, self_attention_names
 from dragnb.config import DenoiseSettings, DragSettings, InversionSettings, LoraSettings

@@ -3,8 +3,9 @@
 Used to score prompt adherence of generated samples by segmentation (not by eye): the background colour is
 the median of the image border (top and bottom halves separately, for split backgrounds), the shape is the
 largest blob of pixels that differ from the background, its colour is the nearest palette colour of the
-blob's median, and its kind comes from how much of its bounding box it fills
-(triangle 0.5, circle pi/4 = 0.79, square 1.0).
+blob's median, and its kind is the template (circle, square, upright triangle of the world, placed at the
+blob's centroid with the blob's area) that overlaps it best by IoU. The bounding-box fill ratio
+(triangle 0.5, circle pi/4 = 0.79, square 1.0) is kept as evidence; it reads rounded triangles as circles.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dragnb.scenes import COLOURS, SHAPES
+from dragnb.scenes import COLOURS, SHAPES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape, shape_coverage
 
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)  # (10, 3)
 _NAMES = list(COLOURS)
-_FILL = {"triangle": 0.5, "circle": np.pi / 4, "square": 1.0}
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Reading:
     background: tuple[str, ...]  # (colour,) or (top, bottom)
     area: int  # shape pixels
     fill: float  # area / bounding-box area
+    iou: float = 0.0  # overlap with the best template
 
 
 def nearest_colour(rgb: np.ndarray) -> str:
@@ -60,6 +61,26 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == best if best else np.zeros_like(mask, dtype=bool)
 
 
+_AREA_PER_SIZE2 = {  # shape area / size^2 for the world's shapes (size in pixels of the shorter side)
+    "circle": np.pi,
+    "square": (2 * SQUARE_HALF) ** 2,
+    "triangle": 3 * np.sqrt(3) / 4 * TRIANGLE_RADIUS**2,
+}
+
+
+def template_ious(blob: np.ndarray) -> dict[str, float]:
+    """IoU of a boolean (H, W) blob with each shape kind placed at its centroid with its area."""
+    h, w = blob.shape
+    rows, cols = np.nonzero(blob)
+    cx, cy = (cols.mean() + 0.5) / w, (rows.mean() + 0.5) / h
+    out = {}
+    for kind in SHAPES:
+        size = np.sqrt(blob.sum() / _AREA_PER_SIZE2[kind]) / min(w, h)
+        template = shape_coverage(Scene((Shape(kind, "white", cx, cy, size),), ("black",)), 0, (w, h)) >= 0.5
+        out[kind] = float((template & blob).sum() / max(1, (template | blob).sum()))
+    return out
+
+
 def read_single_shape(image, threshold: float = 60.0) -> Reading:
     """Segment a single-shape image (PIL or uint8 (H, W, 3)) and name its colour, shape and background."""
     a = np.asarray(image, dtype=np.float32)[..., :3]  # (H, W, 3)
@@ -80,6 +101,7 @@ def read_single_shape(image, threshold: float = 60.0) -> Reading:
     rows, cols = np.nonzero(blob)
     box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
     fill = area / box
-    kind = min(SHAPES, key=lambda k: abs(_FILL[k] - fill))
+    ious = template_ious(blob)
+    kind = max(ious, key=ious.get)
     colour = nearest_colour(np.median(a[blob], 0))
-    return Reading(colour, kind, background, area, float(fill))
+    return Reading(colour, kind, background, area, float(fill), ious[kind])

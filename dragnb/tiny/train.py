@@ -12,7 +12,8 @@ Stages (each resumes from ``<work>/`` where it stopped, optimiser state and EMA 
   3. latents: the pool encoded once (posterior means), ``scaling_factor`` = 1 / their std;
   4. UNet2DConditionModel + 2-layer CLIPTextModel, epsilon prediction on SD 1.5's DDPM schedule, min-SNR-5
      loss weights (more weight on the high-noise steps that decide colour, shape and layout), 10 % empty
-     prompts for classifier-free guidance, EMA 0.997, lr 1e-3 held constant and cosine-decayed in the
+     prompts for classifier-free guidance, offset noise 0.1 (SD 1.5's schedule leaks the latent mean at
+     t = 999, so plain noise lets the model copy the background from the leak and ignore its word), EMA 0.997, lr 1e-3 held constant and cosine-decayed in the
      last 15 % of the phase's minutes;
   5. every ``--check-minutes``: export the EMA model to ``--out`` (usable before training ends), sample
      single-shape prompts from the exported folder with DDIM 25 steps at guidance 4, score them by
@@ -487,7 +488,9 @@ def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, 
         drop = torch.from_numpy(rng.random(args.batch_unet) < 0.1)
         tokens[drop] = empty
         t = torch.randint(0, 1000, (args.batch_unet,), generator=gen)  # (B,)
-        noise = torch.randn(z0.shape, generator=gen)
+        noise = torch.randn(z0.shape, generator=gen)  # (B, 4, 16, 16)
+        if args.offset_noise:  # per-channel constant noise: flat backgrounds must come from the text, not the leak
+            noise = noise + args.offset_noise * torch.randn(z0.shape[0], z0.shape[1], 1, 1, generator=gen)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise  # q(z_t | z_0)
         cond = text_encoder(tokens)[0]  # (B, T, 128)
@@ -563,6 +566,9 @@ def parse_args(argv=None):
                    help="after the UNet: fine-tune the VAE decoder alone (latents unchanged) for this many minutes")
     p.add_argument("--lr-decoder", type=float, default=5e-4)
     p.add_argument("--ema", type=float, default=0.997)
+    p.add_argument("--offset-noise", type=float, default=0.1,
+                   help="std of per-channel constant noise added in UNet training (0: off); SD 1.5's schedule leaks "
+                        "the mean of z_0 at t = 999, so without it the background ignores the prompt")
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--check-minutes", type=float, default=10.0, help="export + adherence check interval")
     return p.parse_args(argv)
