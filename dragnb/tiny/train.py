@@ -432,8 +432,8 @@ def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, 
         rng.bit_generator.state = ck["rng"]
         gen.set_state(ck["gen"])
         log(phase="unet", event="resumed", step=state["step"], elapsed_min=state["elapsed"] / 60)
-    if state["done"]:
-        return
+    if state["done"] and state["elapsed"] >= args.minutes_unet * 60:
+        return  # a larger --minutes-unet extends a finished run (its lr schedule follows the new budget)
 
     ids = tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                     return_tensors="pt").input_ids  # (N, T)
