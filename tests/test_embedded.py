@@ -1,0 +1,30 @@
+"""The embedded tiny model shipped in data/: loads offline through the public loader, follows an easy prompt,
+and drags a shape where it should go on an easy scene case (judged on the decoded image)."""
+
+import pytest
+
+from dragnb.config import Settings
+from dragnb.generate import generate
+from dragnb.images import from_model_tensor
+from dragnb.models import EMBEDDED_MODEL, load_model
+from dragnb.tiny.adherence import read_single_shape
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_model(device="cpu", offline=True)  # no name: the embedded model
+
+
+def test_loads_offline_with_its_own_defaults(embedded):
+    assert embedded.name == str(EMBEDDED_MODEL)
+    assert embedded.resolution == 64 and embedded.vae_scale == 4
+    assert embedded.settings != Settings() and embedded.settings.drag.lam > Settings().drag.lam  # λ scaled up
+
+
+@pytest.mark.parametrize("prompt,colour,kind", [("a yellow triangle on a black background", "yellow", "triangle"),
+                                                ("a blue square on a white background", "blue", "square")])
+def test_generates_the_named_shape(embedded, prompt, colour, kind):
+    readings = [read_single_shape(from_model_tensor(generate(embedded, prompt, guidance_scale=4.0, num_steps=25,
+                                                             seed=seed).image)) for seed in range(3)]
+    assert sum(r.colour == colour for r in readings) >= 2, readings
+    assert sum(r.kind == kind for r in readings) >= 2, readings
