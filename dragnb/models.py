@@ -8,6 +8,7 @@ betas and prediction type.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +92,11 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
                              "save one with `pipe.save_pretrained(folder)` or download one with "
                              f"`hf download {SD15} --local-dir {name}`")
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            str(path) if local else name, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
-            local_files_only=offline or local)
+        with warnings.catch_warnings():  # diffusers 0.42 renamed torch_dtype; older releases know only that name
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = StableDiffusionPipeline.from_pretrained(
+                str(path) if local else name, torch_dtype=dtype, safety_checker=None,
+                requires_safety_checker=False, local_files_only=offline or local)
     except OSError as exc:
         if local:
             raise ModelError(f"model: could not read the weights in {name!r} ({exc}); the folder is incomplete or "
