@@ -24,6 +24,7 @@ from .config import DragSettings
 from .features import unet_with_features
 from .models import Model
 from .motion import mask_loss, motion_loss
+from .points import feature_grid
 from .tracking import point_features, track_points
 
 
@@ -80,8 +81,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     """
     unet, scheduler = model.pipe.unet, model.pipe.scheduler
     device = zt.device
-    size = (int(zt.shape[-2] * model.vae_scale * settings.feature_scale),
-            int(zt.shape[-1] * model.vae_scale * settings.feature_scale))
+    size = feature_grid((zt.shape[-2] * model.vae_scale, zt.shape[-1] * model.vae_scale), settings.feature_scale)
     handles = handles.to(device, torch.float32).clone()
     targets = targets.to(device, torch.float32).clone()
     guided = len(text) == 2

@@ -76,6 +76,11 @@ def parse_points(text: str, image_size: tuple[int, int], argument: str = "--poin
     return make_points(pairs, image_size, argument)
 
 
+def feature_grid(model_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(rows, cols) of the supervision grid for a model image of (H, W): ``scale`` of each side (H/2 x W/2)."""
+    return int(model_size[0] * scale), int(model_size[1] * scale)
+
+
 def image_to_grid(xy: np.ndarray, image_size: tuple[int, int], grid_size: tuple[int, int]) -> torch.Tensor:
     """(N, 2) image pixels (x, y) -> (N, 2) grid (row, col), scaling by the grid/image ratio."""
     h, w = image_size

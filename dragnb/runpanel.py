@@ -188,8 +188,7 @@ class RunPanel(widgets.VBox):
         try:
             session = self._session()
             settings = session.settings
-            self._grid = (int(session.model_size[0] * settings.drag.feature_scale),
-                          int(session.model_size[1] * settings.drag.feature_scale))
+            self._grid = session.feature_grid
             for stage in self.progress:
                 cached = session.is_cached(stage) if stage != "denoise" else False
                 skipped = (stage == "lora" and settings.lora.steps == 0)

@@ -29,7 +29,7 @@ from .images import from_model_tensor, load_mask, mask_to_latent, model_size, re
 from .inversion import InversionResult, encode_image, invert
 from .lora import LoraResult, apply_lora, load_lora, save_lora, train_lora
 from .models import Model, encode_prompt
-from .points import DragPoints, grid_to_image, image_to_grid, make_points
+from .points import DragPoints, feature_grid, grid_to_image, image_to_grid, make_points
 
 STAGES = ("lora", "inversion", "drag", "denoise")
 
@@ -139,6 +139,11 @@ class DragSession:
         if self.progress_callback is None:
             return None
         return lambda done, total: self.progress_callback(stage, done, total)
+
+    @property
+    def feature_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the supervision grid the drag's points live on."""
+        return feature_grid(self.model_size, self.settings.drag.feature_scale)
 
     def request_stop(self) -> None:
         """Ask a running :meth:`run` to stop (e.g. from a Stop button): LoRA after its current step (raising
@@ -258,8 +263,7 @@ class DragSession:
             return cached  # type: ignore[return-value]
         self.run_lora()
         zt, t = self._start_latent()
-        grid = (int(self.model_size[0] * self.settings.drag.feature_scale),
-                int(self.model_size[1] * self.settings.drag.feature_scale))
+        grid = self.feature_grid
         handles = image_to_grid(self.points.handles, self.image_size, grid)
         targets = image_to_grid(self.points.targets, self.image_size, grid)
         latent_size = tuple(zt.shape[-2:])

@@ -26,7 +26,7 @@ from .images import from_model_tensor, model_size, to_model_tensor, to_rgb_array
 from .inversion import decode_latent, denoise_latent, encode_image, invert
 from .lora import LoraResult
 from .models import Model, encode_prompt
-from .points import grid_to_image, image_to_grid
+from .points import feature_grid, grid_to_image, image_to_grid
 from .session import EditResult
 from .tracking import point_features, search_window
 
@@ -218,7 +218,7 @@ def feature_maps(model: Model, image, prompt: str = "", blocks: Sequence[int] = 
     z0 = encode_image(model, to_model_tensor(source, size))
     noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0.device, z0.dtype)
     text = encode_prompt(model, prompt)
-    grid = (int(size[0] * feature_scale), int(size[1] * feature_scale))
+    grid = feature_grid(size, feature_scale)
     out = {}
     for t in timesteps:
         zt = model.pipe.scheduler.add_noise(z0, noise, torch.tensor([int(t)]))
