@@ -202,12 +202,27 @@ def test_stop_from_the_button_returns_the_partial_result(tiny_model, blob_image)
 
 
 def test_stop_pressed_before_the_drag_starts_is_kept(tiny_model, blob_image):
-    settings = settings_from_dict({**QUICK, "drag": {"max_steps": 300, "lr": 1e-4}}, tiny_model.settings)
+    # LoRA skipped, so the Stop lands in set-up or inversion (which do not stop): the drag then stops at once
+    settings = settings_from_dict({**QUICK, "lora": {"steps": 0}, "drag": {"max_steps": 300, "lr": 1e-4}},
+                                  tiny_model.settings)
     panel = RunPanel(tiny_model, DragEditor(blob_image, points=[(10, 10, 60, 60)]), settings=settings)
     panel.run_button.click()
-    panel.stop_button.click()  # during LoRA or inversion: the drag stops after its first iteration
+    panel.stop_button.click()
     result = panel.wait(timeout=60)
     assert result.drag.stop_reason == "callback" and len(result.drag.history) == 1
+
+
+def test_stop_during_lora_stops_the_lora_and_caches_nothing(tiny_model, blob_image):
+    settings = settings_from_dict({**QUICK, "lora": {"steps": 400}}, tiny_model.settings)
+    panel = RunPanel(tiny_model, DragEditor(blob_image, points=[(10, 10, 60, 60)]), settings=settings)
+    panel.run_button.click()
+    deadline = time.time() + 60
+    while panel.progress["lora"].value < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    panel.stop_button.click()
+    assert panel.wait(timeout=60) is None and not panel.running and panel.error is None
+    assert "stopped</b> during lora" in panel.status.value
+    assert not panel.session.is_cached("lora") and not panel.run_button.disabled
 
 
 def test_a_run_without_points_says_what_is_missing(tiny_model, blob_image):
