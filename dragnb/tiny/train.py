@@ -378,6 +378,9 @@ def export(vae, unet, text_encoder, tokenizer, scheduler, out: Path, tokenizer_d
     cfg_path.write_text(json.dumps(cfg, indent=2))
     (tmp / "dragnb_defaults.json").write_text(json.dumps(MODEL_DEFAULTS, indent=2) + "\n")
     (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log_path = tokenizer_dir.parent / "log.jsonl"  # the work folder's log, shipped for the notebook's curves
+    if log_path.is_file():
+        shutil.copy(log_path, tmp / "training_log.jsonl")
     old = out.with_name(out.name + ".old")
     if out.exists():
         if old.exists():
