@@ -71,6 +71,8 @@ class DenoiseSettings:
     reference_control: bool = True  # decoder self-attention attends to the unedited branch's keys/values
     control_blocks: tuple[int, ...] = (-2, -1)  # up blocks under control: up_blocks[2], [3] on SD 1.5
     control_from_step: int = 0  # first denoising step (0-based, of those run) with control on
+    blend_outside_mask: bool = False  # [extension, not in the paper] after each step, copy the unedited branch's
+    # latent outside the mask (Blended Latent Diffusion): what the mask protects cannot drift while denoising
 
 
 @dataclass(frozen=True)

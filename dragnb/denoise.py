@@ -2,6 +2,8 @@
 
 With control on, [original z_t, edited z_t] are denoised together as one batch and the edited branch's
 decoder self-attention reads the original branch's keys and values (:mod:`dragnb.attention`).
+With ``blend_outside_mask`` (an extension), the edited branch takes the original branch's latent outside the
+editable mask after every step, so only the masked region is regenerated.
 """
 
 from __future__ import annotations
@@ -37,15 +39,20 @@ class DenoiseResult:
 def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | None, text: torch.Tensor,
             settings: DenoiseSettings = DenoiseSettings(), inversion: InversionSettings = InversionSettings(),
             guidance_scale: float = 1.0, progress: bool = False,
-            callback: Callable[[int, int], object] | None = None) -> DenoiseResult:
+            callback: Callable[[int, int], object] | None = None,
+            mask: torch.Tensor | None = None) -> DenoiseResult:
     """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control.
 
+    ``mask``: (1, 1, h, w) on the latent grid, 1 = editable, used by ``settings.blend_outside_mask``.
     ``callback(done, total)`` is called after every step (for progress bars).
     """
     start = time.perf_counter()
     unet, scheduler = model.pipe.unet, model.pipe.scheduler
     control = settings.reference_control and zt_original is not None
-    z = torch.cat([zt_original, zt_edited]) if control else zt_edited  # (B, 4, h, w), B = 2 with control
+    blend = settings.blend_outside_mask and zt_original is not None and mask is not None
+    two_branches = control or blend
+    keep = None if not blend else 1.0 - mask.to(zt_edited.device, zt_edited.dtype)  # (1, 1, h, w) 1 = protected
+    z = torch.cat([zt_original, zt_edited]) if two_branches else zt_edited  # (B, 4, h, w), B = 2: [original, edited]
     guided = len(text) == 2
     text_b = text.repeat_interleave(len(z), dim=0)  # [uncond x B, cond x B] or [cond x B]
     active = [False]
@@ -62,13 +69,15 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
                     eps_u, eps_c = eps.chunk(2)
                     eps = eps_u + guidance_scale * (eps_c - eps_u)
                 z = scheduler.step(eps, t, z).prev_sample
+                if keep is not None:
+                    z = torch.cat([z[:1], z[1:] * (1.0 - keep) + z[:1] * keep])
                 if callback is not None:
                     callback(i + 1, len(timesteps))
         except KeyboardInterrupt:
             interrupted = True
     images = decode_latent(model, z)
     return DenoiseResult(image=images[-1:].float().cpu(), latent=z[-1:].cpu(),
-                         reference_image=images[:1].float().cpu() if control else None,
+                         reference_image=images[:1].float().cpu() if two_branches else None,
                          controlled_layers=list(controlled), seconds=time.perf_counter() - start,
                          interrupted=interrupted)
 

@@ -292,9 +292,10 @@ class DragSession:
             return self._cache["denoise"][key]  # type: ignore[return-value]
         self.run_lora()
         original, _ = self._start_latent()
+        mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]))
         result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
                          self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
-                         progress=self.progress, callback=self._report("denoise"))
+                         progress=self.progress, callback=self._report("denoise"), mask=mask)
         result.key = key
         self._cache["denoise"] = {key: result}
         return result

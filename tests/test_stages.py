@@ -222,6 +222,25 @@ def test_denoise_with_and_without_control(tiny_model):
     torch.testing.assert_close(off.latent, denoise_latent(tiny_model, zt_e, text, inv))
 
 
+def test_blending_outside_the_mask_keeps_the_unedited_branch_there(tiny_model):
+    zt_o = torch.randn(1, 4, 16, 16)
+    zt_e = zt_o + 0.5 * torch.randn(1, 4, 16, 16)
+    text = encode_prompt(tiny_model, "x")
+    inv = InversionSettings(num_steps=10)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:10, 6:12] = 1.0  # editable box
+    settings = DenoiseSettings(reference_control=False, blend_outside_mask=True)
+    blended = denoise(tiny_model, zt_e, zt_o, text, settings, inv, mask=mask)
+    plain = denoise(tiny_model, zt_e, zt_o, text, DenoiseSettings(reference_control=False), inv)
+    original = denoise_latent(tiny_model, zt_o, text, inv)
+    outside, inside = mask[0, 0] == 0, mask[0, 0] == 1
+    torch.testing.assert_close(blended.latent[..., outside], original[..., outside], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(blended.latent[..., inside], original[..., inside], atol=1e-2)  # the edit stays
+    assert not torch.allclose(plain.latent[..., outside], original[..., outside], atol=1e-2)  # drift without it
+    everywhere = denoise(tiny_model, zt_e, zt_o, text, settings, inv, mask=torch.ones(1, 1, 16, 16))
+    torch.testing.assert_close(everywhere.latent, plain.latent, atol=1e-5, rtol=1e-4)  # all editable: no change
+
+
 def test_paper_variants_run(tiny_model):
     """The seed paper's variants: plain gradient step, paper normalisation, tracking from the last handle."""
     zt, t, text = _drag_inputs(tiny_model)
