@@ -1,22 +1,36 @@
-"""Measure DDIM inversion at the model's default step and back against the VAE reconstruction, on 10 held-out scenes.
+"""DDIM inversion at the model's default step and back, against the VAE reconstruction, on held-out scenes.
 
-    .venv/bin/python scripts/eval_inversion.py
+    .venv/bin/python scripts/eval_inversion.py [--model DIR] [--n 10] [--set inversion.strength=0.5 ...]
+
+The measure is dragnb.tiny.report.inversion_quality (also shown in notebooks/08_embedded_model.ipynb).
 """
-import numpy as np, torch
-from dragnb.models import load_model, encode_prompt
-from dragnb.inversion import encode_image, decode_latent, invert, denoise_latent
-from dragnb.config import InversionSettings
-from dragnb.images import to_model_tensor, from_model_tensor
-from dragnb.scenes import sample_scene, scene_array
-m = load_model(device="cpu")
-def psnr(a, b):
-    mse = ((a.astype(float) - b.astype(float)) ** 2).mean(); return 10 * np.log10(255**2 / mse) if mse else 99
-vals, vae = [], []
-for seed in range(900000, 900010):
-    sc = sample_scene(seed); img = scene_array(sc, 64)
-    x = to_model_tensor(img, (64, 64)); z0 = encode_image(m, x); text = encode_prompt(m, sc.prompt)
-    rec = from_model_tensor(decode_latent(m, z0))
-    st = m.settings.inversion
-    back = denoise_latent(m, invert(m, z0, text, st).zt, text, st)
-    vals.append(psnr(from_model_tensor(decode_latent(m, back)), rec)); vae.append(psnr(rec, img))
-print("inversion->denoise vs VAE recon PSNR: median %.1f min %.1f dB; VAE recon vs scene: median %.1f dB" % (np.median(vals), min(vals), np.median(vae)))
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from dragnb.config import apply_overrides
+from dragnb.models import load_model
+from dragnb.scenes import scene_array
+from dragnb.tiny.report import held_out_scenes, inversion_quality, round_trip_summary
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded model)")
+    p.add_argument("--n", type=int, default=10, help="held-out scenes")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="stage.field=value")
+    args = p.parse_args()
+    model = load_model(args.model, device="cpu")
+    settings = apply_overrides(model.settings, args.overrides).inversion
+    scenes = held_out_scenes(args.n)
+    images = [np.asarray(scene_array(s, model.resolution)) for s in scenes]
+    trips = inversion_quality(model, images, [s.prompt for s in scenes], settings)
+    print(json.dumps(round_trip_summary(trips), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,8 @@
 """Run drags on scene-benchmark cases and score them against their known answers.
 
     .venv/bin/python scripts/eval_scenes.py --cases runs/cases --n 50 [--model DIR] [--set drag.lr=0.03 ...]
-        [--paper-defaults] [--limit N] [--json OUT.json] [--time-second-drag]
+        [--paper-defaults] [--first K] [--limit N] [--json OUT.json] [--time-second-drag]
+        [--record data/tiny-scenes/scene_benchmark.json --label NAME]
 
 Writes the cases first if the folder is empty (dragnb.scenebench.write_cases). The settings are the model's
 own defaults (its dragnb_defaults.json) unless --paper-defaults asks for the reference code's.
@@ -15,6 +16,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,8 +37,12 @@ def main() -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--paper-defaults", action="store_true", help="start from the reference code's defaults")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--first", type=int, default=0, help="skip the cases before this one")
+    p.add_argument("--limit", type=int, default=None, help="run this many cases at most")
     p.add_argument("--json", default=None)
+    p.add_argument("--record", default=None, help="merge the summary into this JSON file (e.g. the model's "
+                   "scene_benchmark.json, which notebook 08 shows) under --label")
+    p.add_argument("--label", default=None, help="the run's name in --record (default: model or paper defaults)")
     p.add_argument("--save-images", default=None, help="folder for the edited images")
     p.add_argument("--time-second-drag", action="store_true", help="also time a second drag on each image")
     args = p.parse_args()
@@ -44,7 +50,7 @@ def main() -> None:
         write_cases(args.cases, args.n, args.seed)
     model = load_model(args.model, device="cpu")
     settings = apply_overrides(Settings() if args.paper_defaults else model.settings, args.overrides)
-    folders = case_dirs(args.cases)[: args.limit]
+    folders = case_dirs(args.cases)[args.first:][: args.limit]
     scores, first, second = [], [], []
     for folder in folders:
         sample = read_sample(folder)
@@ -78,6 +84,13 @@ def main() -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
+    if args.record:
+        record = Path(args.record)
+        data = json.loads(record.read_text()) if record.is_file() else {}
+        label = args.label or ("paper defaults" if args.paper_defaults else "model defaults")
+        summary["command"] = "python scripts/eval_scenes.py " + " ".join(sys.argv[1:])
+        data.setdefault("runs", {})[label] = summary
+        record.write_text(json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -28,3 +28,21 @@ def test_generates_the_named_shape(embedded, prompt, colour, kind):
                                                              seed=seed).image)) for seed in range(3)]
     assert sum(r.colour == colour for r in readings) >= 2, readings
     assert sum(r.kind == kind for r in readings) >= 2, readings
+
+
+def test_drags_an_easy_case_where_it_should_go(embedded, tmp_path):
+    """Scene case 0 of the benchmark's default set (a yellow circle moved 8 px), with the model's own defaults,
+    judged on the decoded image by the benchmark's success rule."""
+    from dragnb.dragbench import read_sample
+    from dragnb.scenebench import score_case, write_cases
+    from dragnb.session import DragSession
+
+    (folder,) = write_cases(tmp_path, 1, seed=1000)
+    sample = read_sample(folder)
+    session = DragSession(embedded, sample.image, sample.prompt, embedded.settings)
+    session.set_points(sample.points)
+    session.set_mask(sample.mask)
+    before = score_case(folder, sample.image)  # the unedited image: the shape is still at its source
+    score = score_case(folder, session.run().image)
+    assert not before.success and before.error_px > 6
+    assert score.success, score

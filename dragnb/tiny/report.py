@@ -637,3 +637,19 @@ def markdown_table(rows: Sequence) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ drag benchmark
+SCENE_BENCHMARK_COLUMNS = ("n", "success_rate", "median_error_px", "placed_rate", "area_kept_rate",
+                           "psnr_kept_rate", "median_area_ratio", "median_psnr_outside", "median_first_edit_s")
+
+
+def scene_benchmark_rows(path: str | Path) -> list[dict]:
+    """The shipped drag figures (``scene_benchmark.json``: {"command": ..., "runs": {label: eval_scenes JSON}}),
+    one row per settings label with the benchmark's summary columns; [] when the file is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return [{"settings": label, **{k: run.get(k) for k in SCENE_BENCHMARK_COLUMNS}}
+            for label, run in data.get("runs", {}).items()]
