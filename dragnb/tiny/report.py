@@ -641,7 +641,7 @@ def markdown_table(rows: Sequence) -> str:
 
 # ------------------------------------------------------------------------------------------ drag benchmark
 SCENE_BENCHMARK_COLUMNS = ("n", "success_rate", "median_error_px", "placed_rate", "area_kept_rate",
-                           "psnr_kept_rate", "median_area_ratio", "median_psnr_outside", "median_first_edit_s")
+                           "psnr_kept_rate", "median_area_ratio", "median_psnr_outside")
 
 
 def scene_benchmark_rows(path: str | Path) -> list[dict]:
