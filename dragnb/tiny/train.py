@@ -105,7 +105,9 @@ MODEL_DEFAULTS = {
         "drag.stop_distance 1.0 (2 image px, 3 % of the side): the reference's 2 feature px is 4 image px "
         "here, 6 % of the side, more than the benchmark's 5 % tolerance; 0.5 placed worse on 50 cases (median "
         "5.1 vs 4.4 px) and ran longer. drag.max_steps 50: drags that had not arrived by then rarely did, and "
-        "it keeps a second drag short. lora.steps 40: 100 placed worse, 0 kept area but placed worse."
+        "it keeps a second drag short. lora.steps 40: 100 placed worse, 0 kept area but placed worse. "
+        "denoise.blend_outside_mask stays off (it is an extension, not the method): on the same 50 cases it "
+        "raised the success rate to 12 % and the cases with >= 30 dB outside the mask from 32 % to 42 %."
     ),
 }
 
