@@ -31,6 +31,7 @@ import numpy as np
 from ..scenes import COLOURS, SHAPES, render, sample_scene
 from ..viz import Figure
 from .adherence import Reading, largest_component, nearest_colour, read_single_shape, template_ious
+from .train import HOLDOUT_SEED_BASE, holdout_scenes, psnr
 
 HELD_OUT_SEED = 900_000  # scenes for checks: training used seeds from 10 000 000 (dragnb.tiny.train)
 
@@ -491,12 +492,6 @@ def sample_tally(samples: Sequence[Sample]) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------------- inversion
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (99 when identical)."""
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 @dataclass(frozen=True)
 class RoundTrip:
     """DDIM inversion of one image to the drag's step and back, against the VAE reconstruction."""
@@ -511,9 +506,10 @@ class RoundTrip:
     vae_psnr: float  # reconstruction vs source (dB): the VAE's error
 
 
-def held_out_scenes(n: int, first_seed: int = HELD_OUT_SEED, n_shapes: int | None = None):
-    """``n`` scenes the model never saw (training used seeds from 10 000 000)."""
-    return [sample_scene(first_seed + i, n_shapes) for i in range(n)]
+def held_out_scenes(n: int, n_shapes: int | None = None):
+    """``n`` scenes the model never saw, from seed ``HELD_OUT_SEED`` (the trainer's hold-out mechanism, further on
+    than the scenes its own adherence checks use)."""
+    return holdout_scenes(n, n_shapes, offset=HELD_OUT_SEED - HOLDOUT_SEED_BASE)
 
 
 def inversion_quality(model, images: Sequence[np.ndarray], prompts: Sequence[str] | str = "",
