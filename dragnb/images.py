@@ -7,6 +7,7 @@ resized back to the original size at the end, so aspect ratio is kept up to that
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,9 @@ def mask_to_latent(mask: np.ndarray, latent_size: tuple[int, int]) -> torch.Tens
     """(H, W) bool, 1 = editable -> (1, 1, h, w) float on the latent grid (nearest, as the reference)."""
     m = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, H, W)
     return F.interpolate(m, size=latent_size, mode="nearest")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 arrays of equal shape (99 when identical): the project's one PSNR."""
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)

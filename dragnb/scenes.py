@@ -1,4 +1,15 @@
-"""The procedural scene world: flat coloured shapes on plain or split backgrounds, with prompts.
+"""The procedural scene world: coloured shapes on plain or split backgrounds, with prompts.
+
+Two worlds share one grammar. The *flat* world (the first embedded models') draws single-colour shapes:
+``a red circle and a blue square on a gray background``. The *textured* world adds appearance words that
+make pixels position-discriminative, as in photographs: every textured shape is shaded by one light from
+the upper left with a highlight, and ``striped`` / ``dotted`` / ``outlined`` add a pattern on top
+(``a shiny red circle``, ``a striped blue square``, ``an outlined green triangle``). Plain shapes keep
+the flat world's words, so every flat scene is also a scene of the textured world.
+
+A shape can be *stretched*: one side pulled out beyond a split line through its centre, the rest left
+pixel-identical (:func:`stretched`), the known answer of a deformation drag. Textures are drawn in the
+shape's own coordinates, so they stretch with it.
 
 Scenes are resolution independent: a shape's centre is stored as fractions of the image width and height
 and its size as a fraction of the shorter side, so one scene renders at 64x64, 128x128 or 96x64 alike.
@@ -34,18 +45,38 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 
+STYLES: tuple[str, ...] = ("plain", "shiny", "striped", "dotted", "outlined")  # appearance words ("plain" says none)
+SIDES: tuple[str, ...] = ("left", "right", "top", "bottom")
+
 SUPERSAMPLE = 4  # render at 4x and box-filter down: light antialiasing, so the VAE learns clean edges
 SQUARE_HALF = 0.89  # square half-side per unit size: area 3.17 r^2, close to the circle's pi r^2
 TRIANGLE_RADIUS = 1.4  # equilateral triangle circumradius per unit size (area 2.55 r^2)
 
+# Appearance of textured shapes, in the shape's own coordinates (units of its size, centre at 0).
+LIGHT = (-0.6, -0.8)  # direction the light comes from (x, y): the upper left, as in most photographs
+SHADE_RANGE = (0.62, 1.12)  # brightness factor from the shadowed to the lit side of a shape
+HIGHLIGHT_AT = (-0.38, -0.42)  # highlight centre (u, v), toward the light
+HIGHLIGHT_SIGMA = 0.28  # its Gaussian width
+HIGHLIGHT_GAIN = 0.55  # how far toward white the highlight goes at its peak
+PATTERN_DARK = 0.55  # brightness factor of stripes, dots and outlines (on top of shading)
+STRIPE_PERIOD = 0.7  # diagonal stripes (u + v), period in units of size
+DOT_PERIOD = 0.8  # square grid of dots, period in units of size
+DOT_RADIUS = 0.2  # dot radius, units of size
+OUTLINE_WIDTH = 0.16  # outline width, units of size
+MIN_CONTRAST = 64.0  # every colour a shape shows differs from each background colour by this much (max channel)
+
 
 @dataclass(frozen=True)
 class Shape:
-    """One flat shape. ``cx, cy``: centre as fractions of width and height; ``size``: fraction of the shorter side.
+    """One shape. ``cx, cy``: centre as fractions of width and height; ``size``: fraction of the shorter side.
 
     ``size`` is the circle's radius, the square's half-side / 0.89 and the triangle's circumradius / 1.4,
     so the three kinds have roughly the same area at one size. The centre is the shape's centroid
-    (the triangle is equilateral, pointing up, centred on its centroid).
+    (the triangle is equilateral, pointing up, centred on its centroid) before any stretch.
+
+    ``style`` is its appearance word (``plain``: one flat colour). ``stretch_side`` / ``stretch``: the part
+    of the shape beyond the line through its centre on that side is scaled by ``stretch`` away from it
+    (1 = not stretched); the other half is unchanged.
     """
 
     kind: str  # one of SHAPES
@@ -53,13 +84,19 @@ class Shape:
     cx: float  # centre x, fraction of image width
     cy: float  # centre y, fraction of image height
     size: float  # fraction of min(width, height)
+    style: str = "plain"  # one of STYLES
+    stretch_side: str = "right"  # one of SIDES: which half ``stretch`` scales
+    stretch: float = 1.0  # scale of that half away from the centre line (>= 1 pulls it out)
 
     @property
     def phrase(self) -> str:
-        return f"a {self.colour} {self.kind}"
+        if self.style == "plain":
+            return f"a {self.colour} {self.kind}"
+        article = "an" if self.style[0] in "aeiou" else "a"
+        return f"{article} {self.style} {self.colour} {self.kind}"
 
-    def extent(self) -> tuple[float, float, float, float]:
-        """(left, top, right, bottom) of the bounding box in units of the shorter side, relative to the centre."""
+    def base_extent(self) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the unstretched bounding box, units of the shorter side, from the centre."""
         r = self.size
         if self.kind == "circle":
             return (-r, -r, r, r)
@@ -68,6 +105,143 @@ class Shape:
             return (-h, -h, h, h)
         R = TRIANGLE_RADIUS * r
         return (-R * math.sqrt(3) / 2, -R, R * math.sqrt(3) / 2, R / 2)
+
+    def extent(self) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the bounding box in units of the shorter side, relative to the centre."""
+        l, t, r, b = self.base_extent()
+        if self.stretch != 1.0:
+            if self.stretch_side == "right":
+                r = max(r, r * self.stretch) if r > 0 else r
+            elif self.stretch_side == "left":
+                l = min(l, l * self.stretch) if l < 0 else l
+            elif self.stretch_side == "top":
+                t = min(t, t * self.stretch) if t < 0 else t
+            else:
+                b = max(b, b * self.stretch) if b > 0 else b
+        return (l, t, r, b)
+
+    @property
+    def flat(self) -> bool:
+        """Drawn as one colour, unstretched (the flat world's shapes: rendered exactly as before)."""
+        return self.style == "plain" and self.stretch == 1.0
+
+    def to_image(self, u: float, v: float, w: int, h: int) -> tuple[float, float]:
+        """Image pixel (x, y) of the shape-local point (u, v) (units of the shorter side, unstretched)."""
+        u, v = _stretch_forward(self, np.float64(u), np.float64(v))
+        unit = min(w, h)
+        return (self.cx * w + float(u) * unit, self.cy * h + float(v) * unit)
+
+
+def _stretch_forward(shape: Shape, u, v):
+    """Shape-local (u, v) of the unstretched shape -> where the stretch puts it."""
+    s = shape.stretch
+    if s == 1.0:
+        return u, v
+    if shape.stretch_side == "right":
+        u = np.where(u > 0, u * s, u)
+    elif shape.stretch_side == "left":
+        u = np.where(u < 0, u * s, u)
+    elif shape.stretch_side == "top":
+        v = np.where(v < 0, v * s, v)
+    else:
+        v = np.where(v > 0, v * s, v)
+    return u, v
+
+
+def _stretch_inverse(shape: Shape, u, v):
+    """Inverse of :func:`_stretch_forward` on arrays."""
+    s = shape.stretch
+    if s == 1.0:
+        return u, v
+    if shape.stretch_side == "right":
+        u = np.where(u > 0, u / s, u)
+    elif shape.stretch_side == "left":
+        u = np.where(u < 0, u / s, u)
+    elif shape.stretch_side == "top":
+        v = np.where(v < 0, v / s, v)
+    else:
+        v = np.where(v > 0, v / s, v)
+    return u, v
+
+
+def _inside(kind: str, size: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Boolean: unstretched shape-local points (u, v) (units of the shorter side) inside the shape."""
+    if kind == "circle":
+        return u * u + v * v <= size * size
+    if kind == "square":
+        a = SQUARE_HALF * size
+        return (np.abs(u) <= a) & (np.abs(v) <= a)
+    if kind == "triangle":
+        R = TRIANGLE_RADIUS * size
+        # apex (0, -R), base at v = R/2 from -R sqrt(3)/2 to +R sqrt(3)/2; sides are |u| <= (v + R) / sqrt(3)
+        return (v <= R / 2) & (np.abs(u) * math.sqrt(3) <= v + R)
+    raise ValueError(f"unknown shape kind {kind!r}; known: {SHAPES}")
+
+
+def _brightness(shape: Shape, u: np.ndarray, v: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(brightness factor, highlight weight) per point for a textured shape; (u, v) in units of its size."""
+    lx, ly = LIGHT
+    lo, hi = SHADE_RANGE
+    lit = np.clip(-(u * lx + v * ly) / 2 + 0.5, 0.0, 1.0)  # 1 on the lit side (toward the light), 0 away
+    factor = lo + (hi - lo) * lit
+    if shape.style == "striped":
+        factor = np.where(np.mod((u + v) / STRIPE_PERIOD, 1.0) < 0.5, factor * PATTERN_DARK, factor)
+    elif shape.style == "dotted":
+        du = np.mod(u / DOT_PERIOD + 0.5, 1.0) - 0.5
+        dv = np.mod(v / DOT_PERIOD + 0.5, 1.0) - 0.5
+        factor = np.where(du * du + dv * dv <= (DOT_RADIUS / DOT_PERIOD) ** 2, factor * PATTERN_DARK, factor)
+    elif shape.style == "outlined":
+        edge = _inside(shape.kind, 1.0 - OUTLINE_WIDTH * (2.2 if shape.kind == "triangle" else 1.0), u, v)
+        factor = np.where(inside & ~edge, factor * PATTERN_DARK * 0.7, factor)
+    hu, hv = HIGHLIGHT_AT
+    highlight = HIGHLIGHT_GAIN * np.exp(-((u - hu) ** 2 + (v - hv) ** 2) / (2 * HIGHLIGHT_SIGMA**2))
+    if shape.style == "outlined":
+        highlight = np.where(edge, highlight, 0.0)
+    return factor, highlight
+
+
+def shape_colours(colour: str, style: str) -> np.ndarray:
+    """(K, 3) the colours a shape of ``colour`` and ``style`` can show (extremes of shading, pattern, highlight)."""
+    base = np.asarray(COLOURS[colour], dtype=np.float64)
+    if style == "plain":
+        return base[None]
+    lo, hi = SHADE_RANGE
+    factors = [lo, hi, (lo + hi) / 2]
+    if style in ("striped", "dotted"):
+        factors += [lo * PATTERN_DARK, hi * PATTERN_DARK]
+    if style == "outlined":
+        factors += [lo * PATTERN_DARK * 0.7, hi * PATTERN_DARK * 0.7]
+    out = [np.clip(base * f, 0, 255) for f in factors]
+    top = np.clip(base * hi, 0, 255)
+    out += [top + g * (255 - top) for g in (HIGHLIGHT_GAIN / 2, HIGHLIGHT_GAIN)]
+    return np.stack(out)
+
+
+def contrast(colour: str, style: str, background: str) -> float:
+    """Least max-channel difference between any colour the shape shows and the ``background`` colour."""
+    bg = np.asarray(COLOURS[background], dtype=np.float64)
+    return float(np.abs(shape_colours(colour, style) - bg[None]).max(1).min())
+
+
+def _shape_layer(shape: Shape, W: int, H: int, unit: int) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+    """Supersampled pixels of a shape: (box (r0, r1, c0, c1), coverage (h, w) bool, colour (h, w, 3) float)."""
+    l, t, r, b = shape.extent()
+    cx, cy = shape.cx * W, shape.cy * H
+    c0, c1 = max(0, int(math.floor(cx + l * unit)) - 1), min(W, int(math.ceil(cx + r * unit)) + 2)
+    r0, r1 = max(0, int(math.floor(cy + t * unit)) - 1), min(H, int(math.ceil(cy + b * unit)) + 2)
+    if c1 <= c0 or r1 <= r0:
+        return (0, 0, 0, 0), np.zeros((0, 0), bool), np.zeros((0, 0, 3))
+    ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float64) + 0.5  # pixel centres
+    u, v = _stretch_inverse(shape, (xs - cx) / unit, (ys - cy) / unit)  # unstretched local coords
+    inside = _inside(shape.kind, shape.size, u, v)
+    base = np.asarray(COLOURS[shape.colour], dtype=np.float64)
+    if shape.style == "plain":
+        colour = np.broadcast_to(base, inside.shape + (3,))
+    else:
+        factor, highlight = _brightness(shape, u / shape.size, v / shape.size, inside)
+        shaded = np.clip(base[None, None] * factor[..., None], 0, 255)
+        colour = shaded + highlight[..., None] * (255.0 - shaded)
+    return (r0, r1, c0, c1), inside, colour
 
 
 @dataclass(frozen=True)
@@ -106,7 +280,7 @@ def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, w: int, h: int, fill) -> None:
-    """Draw ``shape`` on a canvas of w x h pixels (already supersampled)."""
+    """Draw a flat ``shape`` on a canvas of w x h pixels (already supersampled) with PIL (the flat world's renderer)."""
     unit = min(w, h)
     cx, cy = shape.cx * w, shape.cy * h
     if shape.kind == "circle":
@@ -141,9 +315,20 @@ def render(scene: Scene, size: int | tuple[int, int] = 64) -> Image.Image:
     img = Image.new("RGB", (W, H))
     draw = ImageDraw.Draw(img)
     _draw_background(draw, scene.background, W, H)
+    if all(s.flat for s in scene.shapes):  # the flat world, drawn exactly as the first embedded models saw it
+        for shape in scene.shapes:
+            _draw_shape(draw, shape, W, H, COLOURS[shape.colour])
+        return img.reduce(SUPERSAMPLE)
+    canvas = np.asarray(img, dtype=np.float64).copy()  # (H*4, W*4, 3)
     for shape in scene.shapes:
-        _draw_shape(draw, shape, W, H, COLOURS[shape.colour])
-    return img.reduce(SUPERSAMPLE)
+        if shape.flat:  # PIL's pixels, so a flat shape looks the same beside a textured one as alone
+            canvas[_coverage_hi(shape, W, H)] = COLOURS[shape.colour]
+            continue
+        (r0, r1, c0, c1), inside, colour = _shape_layer(shape, W, H, min(W, H))
+        region = canvas[r0:r1, c0:c1]
+        region[inside] = colour[inside]
+    small = canvas.reshape(h, SUPERSAMPLE, w, SUPERSAMPLE, 3).mean(axis=(1, 3))  # (H, W, 3) box filter
+    return Image.fromarray(np.clip(np.round(small), 0, 255).astype(np.uint8))
 
 
 def without(scene: Scene, index: int) -> Scene:
@@ -163,6 +348,35 @@ def moved(scene: Scene, index: int, dx: float, dy: float) -> Scene:
     return dataclasses.replace(scene, shapes=tuple(shapes))
 
 
+def stretched(scene: Scene, index: int, side: str, factor: float) -> Scene:
+    """The known answer of a deformation drag: the half of shape ``index`` on ``side`` pulled out by ``factor``.
+
+    The half beyond the line through the shape's centre is scaled away from that line (a point on the
+    ``side`` edge at distance e from the centre line moves by e * (factor - 1)); the other half keeps its
+    pixels. A shape can carry one stretch; stretching it again on the same side multiplies the factors.
+    """
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    s = scene.shapes[index]
+    if s.stretch != 1.0 and s.stretch_side != side:
+        raise ValueError(f"shape {index} is already stretched on the {s.stretch_side}; one side per shape")
+    shapes = list(scene.shapes)
+    shapes[index] = dataclasses.replace(s, stretch_side=side, stretch=s.stretch * factor)
+    return dataclasses.replace(scene, shapes=tuple(shapes))
+
+
+def _coverage_hi(shape: Shape, W: int, H: int) -> np.ndarray:
+    """Boolean (H, W) supersampled coverage of one shape (PIL for flat shapes, as :func:`render` draws them)."""
+    if shape.flat:
+        layer = Image.new("L", (W, H), 0)
+        _draw_shape(ImageDraw.Draw(layer), shape, W, H, 255)
+        return np.asarray(layer) > 127
+    out = np.zeros((H, W), dtype=bool)
+    (r0, r1, c0, c1), inside, _ = _shape_layer(shape, W, H, min(W, H))
+    out[r0:r1, c0:c1] = inside
+    return out
+
+
 def shape_coverage(scene: Scene, index: int, size: int | tuple[int, int] = 64) -> np.ndarray:
     """Visible coverage in [0, 1] of shape ``index``, (H, W) float32: its area minus what later shapes hide.
 
@@ -170,12 +384,18 @@ def shape_coverage(scene: Scene, index: int, size: int | tuple[int, int] = 64) -
     """
     w, h = _size_hw(size)
     W, H = w * SUPERSAMPLE, h * SUPERSAMPLE
-    layer = Image.new("L", (W, H), 0)
-    draw = ImageDraw.Draw(layer)
-    _draw_shape(draw, scene.shapes[index], W, H, 255)
-    for later in scene.shapes[index + 1 :]:
-        _draw_shape(draw, later, W, H, 0)  # occluders erase
-    hi = np.asarray(layer, dtype=np.float32) / 255.0  # (H*4, W*4)
+    if all(s.flat for s in scene.shapes[index:]):  # the flat world's exact computation
+        layer = Image.new("L", (W, H), 0)
+        draw = ImageDraw.Draw(layer)
+        _draw_shape(draw, scene.shapes[index], W, H, 255)
+        for later in scene.shapes[index + 1 :]:
+            _draw_shape(draw, later, W, H, 0)  # occluders erase
+        hi = np.asarray(layer, dtype=np.float32) / 255.0  # (H*4, W*4)
+    else:
+        cover = _coverage_hi(scene.shapes[index], W, H)
+        for later in scene.shapes[index + 1 :]:
+            cover &= ~_coverage_hi(later, W, H)  # occluders erase
+        hi = cover.astype(np.float32)
     return hi.reshape(h, SUPERSAMPLE, w, SUPERSAMPLE).mean(axis=(1, 3))  # (H, W)
 
 
@@ -219,6 +439,11 @@ def fits(shape: Shape, margin: float = 0.02, aspect: float = 1.0) -> bool:
     return l >= margin and t >= margin and r <= 1 - margin and b <= 1 - margin
 
 
+WORLDS: tuple[str, ...] = ("flat", "textured")
+# Chance of each appearance word in the textured world; plain shapes stay so the flat grammar is still trained.
+STYLE_WEIGHTS: dict[str, float] = {"plain": 0.15, "shiny": 0.3, "striped": 0.2, "dotted": 0.15, "outlined": 0.2}
+
+
 def sample_scene(
     rng: random.Random | int,
     n_shapes: int | None = None,
@@ -227,13 +452,19 @@ def sample_scene(
     shape_weights: tuple[float, float, float] = (0.45, 0.35, 0.20),
     split_probability: float = 0.5,
     aspect: float = 1.0,
+    world: str = "flat",
 ) -> Scene:
     """A random scene, deterministic in ``rng`` (a ``random.Random`` or an int seed).
 
     1-3 shapes (``shape_weights`` gives the chance of 1, 2, 3 unless ``n_shapes`` is set), sizes uniform in
     ``size_range``, positions uniform where the shape fits; shapes do not overlap (bounding boxes apart by 2 %
     of the side) so every shape is fully visible, and a shape's colour differs from both background colours.
+    ``world="textured"`` also draws an appearance word per shape (:data:`STYLE_WEIGHTS`) and only colours
+    whose every shaded, patterned and highlighted tone differs from both backgrounds by :data:`MIN_CONTRAST`;
+    ``world="flat"`` draws exactly the scenes of the first embedded models (same seeds, same scenes).
     """
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
     seed = rng if isinstance(rng, int) else None
     if isinstance(rng, int):
         rng = random.Random(rng)
@@ -248,13 +479,16 @@ def sample_scene(
     for _ in range(n_shapes):
         for _attempt in range(200):
             size = rng.uniform(*size_range)
-            cand = Shape(
-                kind=rng.choice(SHAPES),
-                colour=rng.choice([c for c in colours if c not in background]),
-                cx=rng.random(),
-                cy=rng.random(),
-                size=size,
-            )
+            kind = rng.choice(SHAPES)
+            style = "plain"
+            allowed = [c for c in colours if c not in background]
+            if world == "textured":
+                style = rng.choices(list(STYLE_WEIGHTS), weights=list(STYLE_WEIGHTS.values()))[0]
+                allowed = [c for c in allowed if all(contrast(c, style, b) >= MIN_CONTRAST for b in background)]
+                if not allowed:
+                    continue
+            cand = Shape(kind=kind, colour=rng.choice(allowed), cx=rng.random(), cy=rng.random(), size=size,
+                         style=style)
             if fits(cand, aspect=aspect) and not any(boxes_overlap(cand, s, aspect=aspect) for s in shapes):
                 shapes.append(cand)
                 break

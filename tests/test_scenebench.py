@@ -48,3 +48,45 @@ def test_unedited_original_fails_by_the_move_distance(cases):
         assert not score.success
         assert score.error_px == pytest.approx(distance, abs=1.0)
         assert score.psnr_outside >= 30  # the failure is placement, not damage outside the mask
+
+
+# ------------------------------------------------------------------------------------ textured benchmark
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory):
+    return write_cases(tmp_path_factory.mktemp("textured"), n=24, seed=0, size=64, benchmark="textured")
+
+
+def test_textured_cases_mix_clicks_pairs_and_deformations(textured):
+    cases = [load_case(f)[0] for f in textured]
+    assert {c.kind for c in cases} == {"move", "stretch"}
+    assert {len(c.pairs) for c in cases} >= {1, 2}
+    assert max(len(c.pairs) for c in cases) <= 3
+    assert {p.where for c in cases for p in c.pairs} >= {"centre", "edge", "highlight"}
+    for folder, case in zip(textured, cases):
+        meta = pickle.load(open(folder / "meta_data.pkl", "rb"))
+        assert len(meta["points"]) == 2 * len(case.pairs)
+        for (hx, hy), (tx, ty) in zip(meta["points"][::2], meta["points"][1::2]):
+            assert meta["mask"][int(ty), int(tx)] == 1  # every target lies where the edit may change the image
+
+
+def test_textured_known_answers_pass_and_originals_fail(textured):
+    good = [score_case(f, f / "target_image.png") for f in textured]
+    assert all(s.success for s in good), [s for s in good if not s.success]
+    bad = [score_case(f, f / "original_image.png") for f in textured]
+    assert not any(s.success for s in bad)
+    summary = summarise(good)
+    assert summary.success_by_kind == {"move": 1.0, "stretch": 1.0}
+    assert summary.median_iou > 0.9
+
+
+def test_a_rigid_move_does_not_pass_for_a_stretch(textured):
+    """Moving the whole shape by the handle's displacement puts the handle on target but is not the deformation."""
+    from dragnb.scenes import moved, render
+
+    case, _ = next((c, m) for c, m in map(load_case, textured) if c.kind == "stretch")
+    folder = next(f for f in textured if f.name == case.name)
+    (pair,) = case.pairs[:1]
+    w, h = case.size
+    dx, dy = (pair.target[0] - pair.handle[0]) / w, (pair.target[1] - pair.handle[1]) / h
+    rigid = render(moved(case.scene, case.edits[0].index, dx, dy), case.size)
+    assert not score_case(folder, rigid).success

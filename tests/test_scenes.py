@@ -94,3 +94,79 @@ def test_single_shape_reader_reads_rendered_scenes_back():
             scene.shapes[0].kind,
             scene.background,
         ), scene.prompt
+
+
+# ------------------------------------------------------------------------------------------ textured world
+TEXTURED_PHRASE = r"an? (?:(?:shiny|striped|dotted|outlined) )?\w+ \w+"
+TEXTURED_PROMPT = re.compile(
+    rf"^{TEXTURED_PHRASE}(, {TEXTURED_PHRASE})*( and {TEXTURED_PHRASE})? on a \w+( and \w+)? background$"
+)
+
+
+def test_flat_world_is_unchanged_by_the_textured_one():
+    """The first 40 flat scenes render to the bytes the flat-only renderer gave (hash taken before the change)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in range(40):
+        h.update(np.asarray(render(sample_scene(s), 64)).tobytes())
+        h.update(sample_scene(s).prompt.encode())
+    assert h.hexdigest() == "48fa4159beface880978d9496d3c4e738580a9027dc5f361c14b657eaaf88390"
+
+
+def test_textured_world_is_deterministic_and_follows_its_grammar():
+    from dragnb.scenes import MIN_CONTRAST, STYLES, contrast
+
+    styles = set()
+    for seed in range(150):
+        scene = sample_scene(seed, world="textured")
+        assert scene == sample_scene(seed, world="textured")
+        assert TEXTURED_PROMPT.match(scene.prompt), scene.prompt
+        for i, s in enumerate(scene.shapes):
+            styles.add(s.style)
+            assert all(contrast(s.colour, s.style, b) >= MIN_CONTRAST for b in scene.background)
+            assert shape_mask(scene, i).sum() > 20
+    assert styles == set(STYLES)
+    a = np.asarray(render(sample_scene(3, world="textured"), 64))
+    assert np.array_equal(a, np.asarray(render(sample_scene(3, world="textured"), 64)))
+    with pytest.raises(ValueError, match="world"):
+        sample_scene(0, world="photo")
+
+
+def test_textured_shapes_are_position_discriminative():
+    """Inside a shaded shape no two pixels far apart look alike, unlike a flat one (what motion supervision needs)."""
+    flat = Scene((Shape("circle", "red", 0.5, 0.5, 0.35),), ("gray",))
+    shiny = Scene((Shape("circle", "red", 0.5, 0.5, 0.35, style="shiny"),), ("gray",))
+    for scene, expect_flat in ((flat, True), (shiny, False)):
+        img = np.asarray(render(scene, 64), dtype=float)
+        from dragnb.scenes import shape_coverage
+
+        inside = img[shape_coverage(scene, 0, 64) == 1.0]  # (P, 3) wholly covered pixels, no antialiased rim
+        distinct = len({tuple(p) for p in inside})
+        assert (distinct == 1) == expect_flat, distinct
+        if not expect_flat:
+            assert distinct > 0.5 * len(inside)
+
+
+def test_stretch_keeps_the_other_half_and_moves_the_pulled_edge():
+    from dragnb.scenes import stretched
+
+    for style in ("plain", "striped"):
+        scene = Scene((Shape("square", "blue", 0.4, 0.5, 0.15, style=style),), ("white",))
+        long = stretched(scene, 0, "right", 1.5)
+        a, b = np.asarray(render(scene, 128)), np.asarray(render(long, 128))
+        centre_col = int(0.4 * 128)
+        left = np.abs(a[:, :centre_col].astype(int) - b[:, :centre_col]).max(-1) > 0
+        if style == "plain":  # unstretched flat shapes are drawn by PIL, stretched ones analytically: rim pixels
+            assert left.sum() <= 2 * 128
+        else:
+            assert not left.any()  # the left half is untouched
+        before, after = shape_mask(scene, 0, 128), shape_mask(long, 0, 128)
+        right_before = np.nonzero(before.any(0))[0].max()
+        right_after = np.nonzero(after.any(0))[0].max()
+        half = 0.89 * 0.15 * 128
+        assert right_after - right_before == pytest.approx(0.5 * half, abs=1.5)
+        x, y = long.shapes[0].to_image(0.89 * 0.15, 0.0, 128, 128)
+        assert x == pytest.approx(0.4 * 128 + 1.5 * half)
+    with pytest.raises(ValueError, match="side"):
+        stretched(scene, 0, "middle", 1.2)

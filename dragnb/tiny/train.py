@@ -36,11 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dragnb.images import psnr  # noqa: F401  (re-exported: the report reads it from here)
+
 TRAIN_SEED_BASE = 10_000_000  # training scenes use seeds from here; held-out checks use seeds below 1e6
 HOLDOUT_SEED_BASE = 500_000
 IMAGE_SIZE = 64
 MAX_TOKENS = 32  # longest prompt of the grammar is 20 tokens with <bos>/<eos>; SD 1.5 pads to 77
-GRAMMAR_WORDS = ["a", "on", "and", "background", ","]
+GRAMMAR_WORDS = ["a", "an", "on", "and", "background", ","]
 
 VAE_CONFIG = dict(
     in_channels=3,
@@ -143,22 +145,17 @@ def lr_at(frac: float, step: int, base: float, warmup: int = 100, decay_from: fl
     return lr
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 # --------------------------------------------------------------------------------------- stage 0: tokenizer
 def build_tokenizer(folder: Path):
     """Word-level CLIP BPE: train merges with ``tokenizers`` so every word of the grammar is one token."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
-    from dragnb.scenes import COLOURS, SHAPES
+    from dragnb.scenes import COLOURS, SHAPES, STYLES
 
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "vocab.json").exists():
-        words = GRAMMAR_WORDS + list(COLOURS) + list(SHAPES)
+        words = GRAMMAR_WORDS + list(COLOURS) + list(SHAPES) + [s for s in STYLES if s != "plain"]
         tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
         tok.normalizer = normalizers.Lowercase()
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -190,8 +187,8 @@ def make_models(vocab_size: int):
 
 
 # ------------------------------------------------------------------------------------------ stage 1: pool
-def scene_pool(work: Path, n: int, log: Log):
-    """(images uint8 (N, 64, 64, 3), prompts list[str]) of training scenes, rendered once and cached."""
+def scene_pool(work: Path, n: int, log: Log, world: str = "flat"):
+    """(images uint8 (N, 64, 64, 3), prompts list[str]) of training scenes of ``world``, rendered once and cached."""
     from dragnb.scenes import render, sample_scene
 
     path = work / "pool.npz"
@@ -203,7 +200,7 @@ def scene_pool(work: Path, n: int, log: Log):
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     prompts = []
     for i in range(n):
-        scene = sample_scene(TRAIN_SEED_BASE + i)
+        scene = sample_scene(TRAIN_SEED_BASE + i, world=world)
         images[i] = np.asarray(render(scene, IMAGE_SIZE))
         prompts.append(scene.prompt)
     np.savez(path, images=images, prompts=np.array(prompts))
@@ -211,10 +208,10 @@ def scene_pool(work: Path, n: int, log: Log):
     return images, prompts
 
 
-def holdout_scenes(n: int, n_shapes: int | None = None, offset: int = 0):
+def holdout_scenes(n: int, n_shapes: int | None = None, offset: int = 0, world: str = "flat"):
     from dragnb.scenes import sample_scene
 
-    return [sample_scene(HOLDOUT_SEED_BASE + offset + i, n_shapes) for i in range(n)]
+    return [sample_scene(HOLDOUT_SEED_BASE + offset + i, n_shapes, world=world) for i in range(n)]
 
 
 # ------------------------------------------------------------------------------------------- stage 2: VAE
@@ -228,13 +225,13 @@ def to_uint8(x) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
 
 
-def evaluate_vae(vae, n: int = 128) -> dict:
+def evaluate_vae(vae, n: int = 128, world: str = "flat") -> dict:
     """Held-out PSNR, and hue: fraction of shapes whose mean colour stays within 20 RGB units (max channel)."""
     import torch
 
     from dragnb.scenes import render, shape_mask
 
-    scenes = holdout_scenes(n)
+    scenes = holdout_scenes(n, world=world)
     originals = np.stack([np.asarray(render(s, IMAGE_SIZE)) for s in scenes])
     with torch.no_grad():
         recon = []
@@ -337,14 +334,14 @@ def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only:
             sums, count = {}, 0
         if time.time() - last_eval > args.check_minutes * 60 / 2:
             vae.eval()
-            log(phase=phase, step=state["step"], event="eval", **evaluate_vae(vae))
+            log(phase=phase, step=state["step"], event="eval", **evaluate_vae(vae, world=args.world))
             vae.train()
             last_eval = time.time()
         if time.time() - last_ckpt > args.checkpoint_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
     vae.eval()
-    log(phase=phase, step=state["step"], event="final_eval", **evaluate_vae(vae, 256))
+    log(phase=phase, step=state["step"], event="final_eval", **evaluate_vae(vae, 256, args.world))
     state["done"] = True
     checkpoint()
 
@@ -404,7 +401,8 @@ def export(vae, unet, text_encoder, tokenizer, scheduler, out: Path, tokenizer_d
         shutil.rmtree(old)
 
 
-def adherence(model_dir: Path, n: int = 48, steps: int = 25, guidance: float = 4.0, seed: int = 0) -> dict:
+def adherence(model_dir: Path, n: int = 48, steps: int = 25, guidance: float = 4.0, seed: int = 0,
+              world: str = "flat") -> dict:
     """Sample single-shape held-out prompts from the exported folder; score colour/shape/background by segmentation."""
     import torch
     from diffusers import StableDiffusionPipeline
@@ -413,7 +411,7 @@ def adherence(model_dir: Path, n: int = 48, steps: int = 25, guidance: float = 4
 
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    scenes = holdout_scenes(n, n_shapes=1, offset=100_000)
+    scenes = holdout_scenes(n, n_shapes=1, offset=100_000, world=world)
     gen = torch.Generator().manual_seed(seed)
     images = pipe([s.prompt for s in scenes], num_inference_steps=steps, guidance_scale=guidance,
                   generator=gen, output_type="np").images  # (n, 64, 64, 3) in [0, 1]
@@ -478,10 +476,11 @@ def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, 
     def check():
         u, te = ema_models()
         vae.register_to_config(scaling_factor=scaling)
-        summary = {"unet_step": state["step"], "unet_minutes": state["elapsed"] / 60, "checks": state["checks"]}
+        summary = {"unet_step": state["step"], "unet_minutes": state["elapsed"] / 60, "checks": state["checks"],
+                   "world": args.world}
         export(vae, u, te, tokenizer, scheduler, Path(args.out), work / "tokenizer", summary)
         t0 = time.time()
-        result = adherence(Path(args.out))
+        result = adherence(Path(args.out), world=args.world)
         state["checks"].append({"step": state["step"], **result})
         summary["checks"] = state["checks"]
         (Path(args.out) / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -556,9 +555,9 @@ def export_checkpoint(vae, unet, text_encoder, tokenizer, scheduler, args, work:
     unet.eval()
     text_encoder.eval()
     summary = {"unet_step": ck["state"]["step"], "unet_minutes": ck["state"]["elapsed"] / 60,
-               "checks": ck["state"]["checks"], "vae": evaluate_vae(vae, 256)}
+               "checks": ck["state"]["checks"], "vae": evaluate_vae(vae, 256, args.world), "world": args.world}
     export(vae, unet, text_encoder, tokenizer, scheduler, Path(args.out), work / "tokenizer", summary)
-    result = adherence(Path(args.out))
+    result = adherence(Path(args.out), world=args.world)
     summary["final_check"] = result
     (Path(args.out) / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(phase="export", step=ck["state"]["step"], **result, **{f"vae_{k}": v for k, v in summary["vae"].items()})
@@ -572,6 +571,8 @@ def parse_args(argv=None):
     p.add_argument("--minutes-vae", type=float, default=22.0, help="VAE training-step minutes")
     p.add_argument("--minutes-unet", type=float, default=75.0, help="UNet training-step minutes")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--world", default="flat", choices=["flat", "textured"],
+                   help="the scene world to train on (dragnb.scenes.WORLDS)")
     p.add_argument("--n-scenes", type=int, default=30000, help="training pool size")
     p.add_argument("--batch-vae", type=int, default=16)
     p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops for 75 %% of its time (0: off)")
@@ -607,7 +608,7 @@ def main(argv=None) -> int:
     log(phase="models", vae_params=sum(p.numel() for p in vae.parameters()),
         unet_params=sum(p.numel() for p in unet.parameters()),
         text_params=sum(p.numel() for p in text_encoder.parameters()), vocab=len(tokenizer))
-    images, prompts = scene_pool(work, args.n_scenes, log)
+    images, prompts = scene_pool(work, args.n_scenes, log, args.world)
     train_vae(vae, images, args, work, log)
     vae.eval().requires_grad_(False)
     latents, scaling = encode_pool(vae, images, work, log)
