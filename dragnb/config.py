@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +61,9 @@ class DragSettings:
     optimizer: Literal["adam", "sgd"] = "adam"  # [paper: plain gradient step]
     loss_reduction: Literal["reference", "paper"] = "reference"  # reference: (2r1+1)^2 * mean; paper: sum over patch/C
     track_from: Literal["initial", "previous"] = "initial"  # match F_0(h_i^0) (reference) or F at the last handle
+    supervision: Literal["reference", "anchored"] = "reference"  # target of F(Ω(h_i^k) + d_i): sg(F(Ω(h_i^k)))
+    # (reference), or the original patch F_0(Ω(h_i^0)) (GoodDrag's information-preserving motion supervision,
+    # Zhang et al. 2024, sec. 3.3): the content pulled along keeps its first look instead of drifting step by step
     seed: int = 42  # the reference seeds the drag with 42
     autocast: bool = False  # fp16 autocast + grad scaler on CUDA, as the reference; fp32 elsewhere
 
@@ -92,8 +96,14 @@ _STAGES = {"lora": LoraSettings, "inversion": InversionSettings, "drag": DragSet
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Turn a JSON or command-line value into the type of field ``name`` of ``cls``."""
+    """Turn a JSON or command-line value into the type of field ``name`` of ``cls``; a choice must be one of its own."""
     default = getattr(cls(), name)
+    hint = typing.get_type_hints(cls)[name]
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ValueError(f"{cls.__name__}.{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace(";", ",").split(",") if v.strip()]

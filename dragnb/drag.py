@@ -6,6 +6,7 @@ One iteration k:
   2. from k = 1 on, track: h_i ← argmin_{q ∈ Ω(h_i, r2)} ||F(q) - F_0(h_i^0)||_1.
   3. stop when every handle is within ``stop_distance`` of its target.
   4. L = Σ_i motion term + λ Σ |(x̂_{t-1} - x_{t-1}^0) ⊙ (1 - M)|; one Adam step on ẑ_t.
+     (``supervision="anchored"``: the motion term's target is F_0(Ω(h_i^0)) instead of sg(F(Ω(h_i^k))).)
 Each iteration is reported to callbacks as a :class:`DragStep`; a callback returning True stops the loop.
 A non-finite loss or latent stops it too, returning the last good latent, and so does Ctrl-C.
 """
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from .config import DragSettings
 from .features import unet_with_features
 from .models import Model
-from .motion import mask_loss, motion_loss
+from .motion import anchor_patches, mask_loss, motion_loss
 from .points import feature_grid
 from .tracking import point_features, track_points
 
@@ -107,6 +108,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     with torch.no_grad():
         _, feat0, x_prev0 = forward(zt)
     references = point_features(feat0, handles)  # F_0(h_i^0), (N, C)
+    anchors = anchor_patches(feat0, handles, settings.r1) if settings.supervision == "anchored" else None
     z = zt.detach().clone().requires_grad_(True)
     last_good = zt.detach().clone()
     if settings.optimizer == "adam":
@@ -130,7 +132,8 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
             if bool((distances < settings.stop_distance).all()):
                 result.stop_reason = "reached"
                 break
-            motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance, settings.loss_reduction)
+            motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance, settings.loss_reduction,
+                                 anchors)
             masked = mask_loss(x_prev, x_prev0, mask, settings.lam)
             loss = motion + masked
             if not torch.isfinite(loss):

@@ -36,24 +36,36 @@ def bilinear_patch(feature: torch.Tensor, center: torch.Tensor, radius: int) -> 
 
 
 def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, r1: int = 1,
-                stop_distance: float = 2.0, reduction: str = "reference") -> torch.Tensor:
+                stop_distance: float = 2.0, reduction: str = "reference",
+                anchors: torch.Tensor | None = None) -> torch.Tensor:
     """Σ_i over pairs not yet arrived of the motion-supervision term. handles, targets: (N, 2) (row, col).
 
     The source patch is read at the handle truncated to integers, as the reference slices it; the shifted
     patch at h_i + d_i is bilinear. Pairs within ``stop_distance`` feature pixels are skipped.
+    ``anchors`` (N, C, 2r1+1, 2r1+1), when given, replace sg(F(Ω(h_i))) as the targets of the shifted patches:
+    GoodDrag's information-preserving supervision passes the original handle patches F_0(Ω(h_i^0))
+    (:func:`anchor_patches`), so the dragged content keeps the look it started with.
     """
     loss = feature.new_zeros(())
     patch_area = (2 * r1 + 1) ** 2
-    for h, g in zip(handles, targets):
+    for i, (h, g) in enumerate(zip(handles, targets)):
         distance = torch.linalg.norm(g - h)
         if distance < stop_distance:
             continue
         d = (g - h) / distance  # unit direction d_i
-        source = bilinear_patch(feature, h.floor(), r1).detach()  # sg(F(Ω(h_i)))
+        if anchors is not None:
+            source = anchors[i : i + 1].detach()  # F_0(Ω(h_i^0)), (1, C, P, P)
+        else:
+            source = bilinear_patch(feature, h.floor(), r1).detach()  # sg(F(Ω(h_i)))
         shifted = bilinear_patch(feature, h + d, r1)  # F(Ω(h_i) + d_i)
         term = patch_area * (shifted - source).abs().mean()
         loss = loss + (term * feature.shape[1] if reduction == "paper" else term)
     return loss
+
+
+def anchor_patches(feature: torch.Tensor, handles: torch.Tensor, r1: int) -> torch.Tensor:
+    """(N, C, 2r1+1, 2r1+1) patches of ``feature`` (1, C, H, W) at the handles (N, 2), read as the loss reads them."""
+    return torch.cat([bilinear_patch(feature, h.floor(), r1) for h in handles]).detach()
 
 
 def mask_loss(x_prev: torch.Tensor, x_prev_original: torch.Tensor, mask: torch.Tensor | None,

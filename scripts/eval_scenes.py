@@ -1,12 +1,12 @@
 """Run drags on scene-benchmark cases and score them against their known answers.
 
-    .venv/bin/python scripts/eval_scenes.py --cases runs/cases --n 50 [--model DIR] [--set drag.lr=0.03 ...]
-        [--paper-defaults] [--first K] [--limit N] [--json OUT.json] [--time-second-drag]
-        [--record data/tiny-scenes/scene_benchmark.json --label NAME]
+    .venv/bin/python scripts/eval_scenes.py [--benchmark flat|textured] [--cases DIR] [--n N] [--model DIR]
+        [--set drag.lr=0.03 ...] [--paper-defaults] [--first K] [--limit N] [--json OUT.json]
+        [--time-second-drag] [--record data/tiny-scenes/scene_benchmark.json --label NAME]
 
-Writes the cases first if the folder is empty (dragnb.scenebench.write_cases). The settings are the model's
-own defaults (its dragnb_defaults.json) unless --paper-defaults asks for the reference code's.
-Prints one line per case and the summary (success rate, median placement error, ...).
+Writes the cases first if the folder is empty (dragnb.scenebench.write_cases, at the model's resolution). The
+settings are the model's own defaults (its dragnb_defaults.json) unless --paper-defaults asks for the reference
+code's. Prints one line per case and the summary (success rate, median placement error, ...).
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from dragnb.config import Settings, apply_overrides
 from dragnb.dragbench import read_sample
 from dragnb.models import load_model
-from dragnb.scenebench import case_dirs, score_case, summarise, write_cases
+from dragnb.scenebench import BENCHMARKS, case_dirs, score_case, summarise, write_cases
 from dragnb.session import DragSession
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="runs/scene-cases")
-    p.add_argument("--n", type=int, default=50)
+    p.add_argument("--benchmark", choices=BENCHMARKS, default="flat")
+    p.add_argument("--cases", default=None, help="case folder (default runs/scene-cases-<benchmark>-<size>)")
+    p.add_argument("--n", type=int, default=None, help="cases to write (default: 50 flat, 120 textured)")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--model", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[])
@@ -46,9 +47,10 @@ def main() -> None:
     p.add_argument("--save-images", default=None, help="folder for the edited images")
     p.add_argument("--time-second-drag", action="store_true", help="also time a second drag on each image")
     args = p.parse_args()
-    if not case_dirs(args.cases):
-        write_cases(args.cases, args.n, args.seed)
     model = load_model(args.model, device="cpu")
+    args.cases = args.cases or f"runs/scene-cases-{args.benchmark}-{model.resolution}"
+    if not case_dirs(args.cases):
+        write_cases(args.cases, args.n, args.seed, model.resolution, args.benchmark)
     settings = apply_overrides(Settings() if args.paper_defaults else model.settings, args.overrides)
     folders = case_dirs(args.cases)[args.first:][: args.limit]
     scores, first, second = [], [], []
@@ -73,15 +75,18 @@ def main() -> None:
             tick = time.perf_counter()
             session.run()
             second.append(time.perf_counter() - tick)
-        print(f"{folder.name}: err {score.error_px:.2f}px area x{score.area_ratio:.2f} psnr_out {score.psnr_outside:.1f} "
+        print(f"{folder.name} {score.kind} {score.pairs}p: err {score.error_px:.2f}px area x{score.area_ratio:.2f} "
+              f"iou {score.iou:.2f} psnr_out {score.psnr_outside:.1f} "
               f"{'OK' if score.success else '--'} ({result.drag.stop_reason}, {len(result.drag.history)} steps, "
               f"{first[-1]:.1f}s)", flush=True)
     summary = dataclasses.asdict(summarise(scores))
     summary["median_first_edit_s"] = statistics.median(first)
     if second:
         summary["median_second_drag_s"] = statistics.median(second)
+    summary["benchmark"], summary["seed"], summary["model"] = args.benchmark, args.seed, model.name
+    summary["cases"] = [dataclasses.asdict(sc) for sc in scores]
     summary["settings"] = settings.to_dict()
-    print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("settings", "cases")}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
     if args.record:
@@ -89,7 +94,8 @@ def main() -> None:
         data = json.loads(record.read_text()) if record.is_file() else {}
         label = args.label or ("paper defaults" if args.paper_defaults else "model defaults")
         summary["command"] = "python scripts/eval_scenes.py " + " ".join(sys.argv[1:])
-        data.setdefault("runs", {})[label] = summary
+        runs = "runs" if args.benchmark == "flat" else f"{args.benchmark}_runs"  # the flat figures keep their key
+        data.setdefault(runs, {})[label] = {k: v for k, v in summary.items() if k != "cases"}
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 

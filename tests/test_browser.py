@@ -41,7 +41,11 @@ def test_editor_in_jupyterlab(tiny_dir, tmp_path):
     from dragnb.scenebench import write_cases
 
     # The sample the notebook builds (same seed), to click where the moving shape is.
-    sample = read_sample(write_cases(tempfile.mkdtemp(dir=tmp_path), n=1, seed=SEED)[0])
+    from dragnb.models import EMBEDDED_MODEL, load_model
+
+    resolution = load_model(model_for_tests(tiny_dir) or EMBEDDED_MODEL, device="cpu").resolution
+    sample = read_sample(write_cases(tempfile.mkdtemp(dir=tmp_path), n=1, seed=SEED, size=resolution,
+                                     benchmark="textured")[0])
     size = sample.image.shape[:2]
     hx, hy = (int(v) for v in sample.points.handles[0])
     tx, ty = (int(v) for v in sample.points.targets[0])

@@ -94,3 +94,33 @@ def test_mask_loss_is_a_sum_outside_the_mask():
     mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
     assert float(mask_loss(a, b, mask, lam=0.5)) == pytest.approx(0.5 * 12)
     assert float(mask_loss(a, b, None, lam=0.5)) == 0.0
+
+
+def test_anchored_supervision_targets_the_original_patch():
+    """motion_loss with anchors = the current patches is the reference loss; other anchors change it."""
+    from dragnb.motion import anchor_patches, motion_loss
+
+    torch.manual_seed(0)
+    feature = torch.randn(1, 6, 12, 12, requires_grad=True)
+    handles = torch.tensor([[4.0, 4.0], [7.3, 6.6]])
+    targets = torch.tensor([[4.0, 9.0], [2.0, 2.0]])
+    reference = motion_loss(feature, handles, targets, r1=1, stop_distance=1.0)
+    same = motion_loss(feature, handles, targets, r1=1, stop_distance=1.0,
+                       anchors=anchor_patches(feature, handles, 1))
+    assert torch.allclose(reference, same)
+    other = anchor_patches(torch.randn(1, 6, 12, 12), handles, 1)
+    anchored = motion_loss(feature, handles, targets, r1=1, stop_distance=1.0, anchors=other)
+    assert not torch.allclose(reference, anchored)
+    anchored.backward()
+    assert feature.grad is not None and feature.grad.abs().sum() > 0
+
+
+def test_choice_settings_are_checked():
+    from dragnb.config import Settings, apply_overrides
+
+    s = apply_overrides(Settings(), ["drag.supervision=anchored"])
+    assert s.drag.supervision == "anchored"
+    with pytest.raises(ValueError, match="DragSettings.supervision must be one of reference, anchored"):
+        apply_overrides(Settings(), ["drag.supervision=anchor"])
+    with pytest.raises(ValueError, match="optimizer"):
+        apply_overrides(Settings(), ["drag.optimizer=adamw"])

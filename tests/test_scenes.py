@@ -170,3 +170,14 @@ def test_stretch_keeps_the_other_half_and_moves_the_pulled_edge():
         assert x == pytest.approx(0.4 * 128 + 1.5 * half)
     with pytest.raises(ValueError, match="side"):
         stretched(scene, 0, "middle", 1.2)
+
+
+def test_single_shape_reader_reads_textured_scenes_back():
+    """Shading, stripes, dots, outlines and highlights do not fool the colour reading (body_colour)."""
+    from dragnb.tiny.adherence import read_single_shape
+
+    for seed in range(40):
+        scene = sample_scene(seed, n_shapes=1, world="textured")
+        reading = read_single_shape(render(scene))
+        assert (reading.colour, reading.kind, reading.background) == (
+            scene.shapes[0].colour, scene.shapes[0].kind, scene.background), scene.prompt

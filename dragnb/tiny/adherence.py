@@ -103,5 +103,15 @@ def read_single_shape(image, threshold: float = 60.0) -> Reading:
     fill = area / box
     ious = template_ious(blob)
     kind = max(ious, key=ious.get)
-    colour = nearest_colour(np.median(a[blob], 0))
+    colour = nearest_colour(body_colour(a[blob]))
     return Reading(colour, kind, background, area, float(fill), ious[kind])
+
+
+def body_colour(pixels: np.ndarray) -> np.ndarray:
+    """(3,) the colour a shape is painted in, from its pixels (P, 3): the median of those between the 50th and 85th
+    percentile of brightness, so shading, dark stripes, dots and outlines below and the highlight above do not
+    pull it off (for a flat shape, simply its colour)."""
+    lum = pixels.mean(1)  # (P,)
+    lo, hi = np.percentile(lum, [50, 85])
+    body = pixels[(lum >= lo) & (lum <= hi)]
+    return np.median(body if len(body) else pixels, 0)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..scenes import COLOURS, SHAPES, render, sample_scene
 from ..viz import Figure
-from .adherence import Reading, largest_component, nearest_colour, read_single_shape, template_ious
+from .adherence import Reading, body_colour, largest_component, nearest_colour, read_single_shape, template_ious
 from .train import HOLDOUT_SEED_BASE, holdout_scenes, psnr
 
 HELD_OUT_SEED = 900_000  # scenes for checks: training used seeds from 10 000 000 (dragnb.tiny.train)
@@ -333,8 +333,9 @@ def _axes_off(ax, title: str = "", fontsize: float = 8) -> None:
         ax.set_title(title, fontsize=fontsize)
 
 
-def scene_gallery(seeds: Sequence[int], size: int = 64, columns: int = 6, width: int = 24) -> Figure:
-    """The scenes of ``seeds`` (:func:`dragnb.scenes.sample_scene`) rendered at ``size``, their prompts as titles."""
+def scene_gallery(seeds: Sequence[int], size: int = 64, columns: int = 6, width: int = 24,
+                  world: str = "flat") -> Figure:
+    """The scenes of ``seeds`` (:func:`dragnb.scenes.sample_scene` in ``world``) at ``size``, prompts as titles."""
     seeds = list(seeds)
     rows = max(1, math.ceil(len(seeds) / columns))
     fig = Figure(figsize=(1.75 * columns, 2.15 * rows), layout="constrained")
@@ -342,7 +343,7 @@ def scene_gallery(seeds: Sequence[int], size: int = 64, columns: int = 6, width:
     for ax in axes:
         ax.axis("off")
     for ax, seed in zip(axes, seeds):
-        scene = sample_scene(seed)
+        scene = sample_scene(seed, world=world)
         ax.axis("on")
         ax.imshow(np.asarray(render(scene, size)), interpolation="nearest")
         _axes_off(ax, textwrap.fill(scene.prompt, width), fontsize=7)
@@ -355,7 +356,7 @@ def tokens(tokenizer, text: str) -> list[str]:
 
 
 _PROMPT = re.compile(r"^(?P<objects>.+) on an? (?P<background>.+) background$")
-_OBJECT = re.compile(r"^an? (?P<colour>\w+) (?P<kind>\w+)$")
+_OBJECT = re.compile(r"^an? (?:(?P<style>shiny|striped|dotted|outlined) )?(?P<colour>\w+) (?P<kind>\w+)$")
 
 
 def parse_prompt(prompt: str) -> tuple[list[tuple[str, str]], tuple[str, ...]] | None:
@@ -395,7 +396,7 @@ def read_shapes(image: np.ndarray, n: int, threshold: float = 60.0, min_area: in
         if blob.sum() < min_area:
             break
         ious = template_ious(blob)
-        out.append((nearest_colour(np.median(a[blob], 0)), max(ious, key=ious.get)))
+        out.append((nearest_colour(body_colour(a[blob])), max(ious, key=ious.get)))
         remaining &= ~blob
     return out
 
@@ -506,10 +507,18 @@ class RoundTrip:
     vae_psnr: float  # reconstruction vs source (dB): the VAE's error
 
 
-def held_out_scenes(n: int, n_shapes: int | None = None):
-    """``n`` scenes the model never saw, from seed ``HELD_OUT_SEED`` (the trainer's hold-out mechanism, further on
-    than the scenes its own adherence checks use)."""
-    return holdout_scenes(n, n_shapes, offset=HELD_OUT_SEED - HOLDOUT_SEED_BASE)
+def held_out_scenes(n: int, n_shapes: int | None = None, world: str = "flat"):
+    """``n`` scenes of ``world`` the model never saw, from seed ``HELD_OUT_SEED`` (the trainer's hold-out mechanism,
+    further on than the scenes its own adherence checks use)."""
+    return holdout_scenes(n, n_shapes, offset=HELD_OUT_SEED - HOLDOUT_SEED_BASE, world=world)
+
+
+def model_world(model_dir: str | Path) -> str:
+    """The scene world a model folder was trained on (its ``training_summary.json``; "flat" when it does not say)."""
+    path = Path(model_dir) / "training_summary.json"
+    if not path.is_file():
+        return "flat"
+    return json.loads(path.read_text()).get("world", "flat")
 
 
 def inversion_quality(model, images: Sequence[np.ndarray], prompts: Sequence[str] | str = "",
@@ -640,12 +649,21 @@ SCENE_BENCHMARK_COLUMNS = ("n", "success_rate", "median_error_px", "placed_rate"
                            "psnr_kept_rate", "median_area_ratio", "median_psnr_outside")
 
 
-def scene_benchmark_rows(path: str | Path) -> list[dict]:
-    """The shipped drag figures (``scene_benchmark.json``: {"command": ..., "runs": {label: eval_scenes JSON}}),
-    one row per settings label with the benchmark's summary columns; [] when the file is absent."""
+def scene_benchmark_rows(path: str | Path, benchmark: str = "flat") -> list[dict]:
+    """The shipped drag figures (``scene_benchmark.json``: {"runs": {label: eval_scenes JSON}} for the flat
+    benchmark, ``"textured_runs"`` for the textured one), one row per settings label with the benchmark's
+    summary columns; [] when the file or the benchmark is absent."""
     path = Path(path)
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
-    return [{"settings": label, **{k: run.get(k) for k in SCENE_BENCHMARK_COLUMNS}}
-            for label, run in data.get("runs", {}).items()]
+    key = "runs" if benchmark == "flat" else f"{benchmark}_runs"
+    rows = []
+    for label, run in data.get(key, {}).items():
+        row = {"settings": label, **{k: run.get(k) for k in SCENE_BENCHMARK_COLUMNS}}
+        if benchmark != "flat":  # the deformations apart: a move and a stretch are different asks
+            row["median_iou"] = run.get("median_iou")
+            for kind in ("move", "stretch"):
+                row[f"success_{kind}"] = (run.get("success_by_kind") or {}).get(kind)
+        rows.append(row)
+    return rows
