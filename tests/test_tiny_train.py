@@ -1,0 +1,25 @@
+"""The trainer's geometry options and the defaults it writes: SD 1.5's geometry at 128 px, valid settings per world."""
+
+import pytest
+import torch
+
+from dragnb.config import settings_from_dict
+from dragnb.tiny.train import MODEL_DEFAULTS, make_models, vae_config
+
+
+def test_sd_geometry_puts_latents_at_one_eighth():
+    assert len(vae_config(64, 4)["block_out_channels"]) == 3
+    assert len(vae_config(128, 8)["block_out_channels"]) == 4
+    vae, unet, _, _ = make_models(104, image_size=128, factor=8)
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 128, 128)).latent_dist.mean  # (1, 4, 16, 16)
+    assert z.shape == (1, 4, 16, 16) and unet.config.sample_size == 16
+    with pytest.raises(ValueError, match="power of two"):
+        vae_config(128, 6)
+
+
+@pytest.mark.parametrize("world", sorted(MODEL_DEFAULTS))
+def test_the_defaults_a_model_ships_are_valid_settings(world):
+    settings = settings_from_dict(MODEL_DEFAULTS[world])
+    assert settings.drag.lam > 0.1  # scaled up for 16x16 latents
+    assert MODEL_DEFAULTS[world]["notes"] and len(MODEL_DEFAULTS[world]["notes"]) > 100
