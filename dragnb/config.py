@@ -63,7 +63,7 @@ class DragSettings:
     track_from: Literal["initial", "previous"] = "initial"  # match F_0(h_i^0) (reference) or F at the last handle
     supervision: Literal["reference", "anchored"] = "reference"  # target of F(Ω(h_i^k) + d_i): sg(F(Ω(h_i^k)))
     # (reference), or the original patch F_0(Ω(h_i^0)) (GoodDrag's information-preserving motion supervision,
-    # Zhang et al. 2024, sec. 3.3): the content pulled along keeps its first look instead of drifting step by step
+    # Zhang et al. 2024): the content pulled along keeps its first look instead of drifting step by step
     seed: int = 42  # the reference seeds the drag with 42
     autocast: bool = False  # fp16 autocast + grad scaler on CUDA, as the reference; fp32 elsewhere
 
