@@ -38,8 +38,8 @@ from PIL import Image
 from dragnb.dragbench import safe_load_pickle, write_sample
 from dragnb.images import psnr
 from dragnb.points import DragPoints
-from dragnb.scenes import (SIDES, Scene, Shape, boxes_overlap, centroid, fits, moved, render, sample_scene, shape_mask,
-                           stretched, without)
+from dragnb.scenes import (HIGHLIGHT_AT, SIDES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape, boxes_overlap, centroid,
+                           fits, moved, render, sample_scene, shape_mask, stretched, without)
 
 DIFF_THRESHOLD = 48.0  # max-channel RGB difference that counts as "shape here"; shapes differ from backgrounds by >= 64
 MAX_ERROR_FRACTION = 0.05  # success: centre error <= 5 % of the image side
@@ -68,6 +68,18 @@ class Edit:
         if self.kind == "move":
             return moved(scene, self.index, self.dx, self.dy)
         return stretched(scene, self.index, self.side, self.factor)
+
+
+def apply_edits(scene: Scene, edits: tuple[Edit, ...]) -> Scene:
+    """The known answer: ``scene`` with every edit applied in order."""
+    for edit in edits:
+        scene = edit.apply(scene)
+    return scene
+
+
+def record_key(benchmark: str) -> str:
+    """Where ``scene_benchmark.json`` keeps a benchmark's runs: ``runs`` (flat, its first key) or ``<name>_runs``."""
+    return "runs" if benchmark == "flat" else f"{benchmark}_runs"
 
 
 @dataclass(frozen=True)
@@ -103,10 +115,7 @@ class SceneCase:
 
     @property
     def target_scene(self) -> Scene:
-        scene = self.scene
-        for edit in self.edits:
-            scene = edit.apply(scene)
-        return scene
+        return apply_edits(self.scene, self.edits)
 
     @property
     def kind(self) -> str:
@@ -251,8 +260,7 @@ def make_case(seed: int, size: int | tuple[int, int] = 64, name: str | None = No
             size=(w, h),
             expected=_expected(target, edits, (w, h)),
         )
-        margin = max(2, round(0.05 * min(w, h)))
-        return case, _box_mask([shape_mask(scene, index, (w, h)), shape_mask(target, index, (w, h))], (w, h), margin)
+        return case, edit_mask(scene, target, edits, (w, h))
 
 
 def click_points(shape: Shape, rng: random.Random) -> list[tuple[str, tuple[float, float]]]:
@@ -260,13 +268,13 @@ def click_points(shape: Shape, rng: random.Random) -> list[tuple[str, tuple[floa
     r = shape.size
     out: list[tuple[str, tuple[float, float]]] = [("centre", (0.0, 0.0))]
     if shape.kind == "square":
-        a = 0.89 * r * INSIDE
+        a = SQUARE_HALF * r * INSIDE
         out.append(("corner", (rng.choice((-a, a)), rng.choice((-a, a)))))
     elif shape.kind == "triangle":
-        R = 1.4 * r * INSIDE
+        R = TRIANGLE_RADIUS * r * INSIDE
         out.append(("corner", rng.choice([(0.0, -R), (R * math.sqrt(3) / 2, R / 2), (-R * math.sqrt(3) / 2, R / 2)])))
     if shape.style != "plain":
-        out.append(("highlight", (-0.38 * r, -0.42 * r)))
+        out.append(("highlight", (HIGHLIGHT_AT[0] * r, HIGHLIGHT_AT[1] * r)))
     angle = rng.uniform(0, 2 * math.pi)
     reach = 0.65 if shape.kind == "triangle" else INSIDE  # the triangle's inscribed circle is half its circumradius
     out.append(("edge", (r * reach * math.cos(angle), r * reach * math.sin(angle) * (0.6 if shape.kind == "triangle" else 1))))
@@ -277,7 +285,7 @@ def _side_point(shape: Shape, side: str, rng: random.Random) -> tuple[float, flo
     """A click near the middle of ``side`` of the unstretched shape, shape-local (u, v)."""
     l, t, r, b = shape.base_extent()
     if shape.kind == "triangle":  # its sides: the two base vertices, the apex, the base
-        R = 1.4 * shape.size
+        R = TRIANGLE_RADIUS * shape.size
         u_base, v_base = R * math.sqrt(3) / 2 * INSIDE, R / 2 * INSIDE
         return {"right": (u_base, v_base), "left": (-u_base, v_base), "top": (0.0, -R * INSIDE),
                 "bottom": (rng.uniform(-0.4, 0.4) * u_base, v_base)}[side]
@@ -345,9 +353,7 @@ def make_textured_case(seed: int, size: int | tuple[int, int] = 128, name: str |
                     for where, uv in rng.sample(clicks, min(k, len(clicks))):
                         pairs.append((index, where, uv))
                 edits = tuple(edit_list)
-            target = scene
-            for e in edits:
-                target = e.apply(target)
+            target = apply_edits(scene, edits)
             if _fits_clear(target, {e.index for e in edits}, scene, aspect):
                 break
         else:
@@ -356,14 +362,15 @@ def make_textured_case(seed: int, size: int | tuple[int, int] = 128, name: str |
             Pair(scene.shapes[i].to_image(*uv, w, h), target.shapes[i].to_image(*uv, w, h), i, where)
             for i, where, uv in pairs
         )
-        mask = _textured_mask(scene, target, edits, (w, h))
+        mask = edit_mask(scene, target, edits, (w, h))
         case = SceneCase(name=name or f"case_{seed:06d}", benchmark="textured", scene=scene, edits=edits,
                          pairs=out_pairs, size=(w, h), expected=_expected(target, edits, (w, h), mask))
         return case, mask
 
 
-def _textured_mask(scene: Scene, target: Scene, edits: tuple[Edit, ...], size: tuple[int, int]) -> np.ndarray:
-    """Editable region: a box around each edited shape's source and answer; for a stretch only its pulled half."""
+def edit_mask(scene: Scene, target: Scene, edits: tuple[Edit, ...], size: tuple[int, int]) -> np.ndarray:
+    """Editable region, uint8 (H, W): a box (5 % of the side to spare) around each edited shape's source and answer;
+    for a stretch only its pulled half, so the half that stays is judged by the PSNR outside."""
     w, h = size
     margin = max(2, round(0.05 * min(w, h)))
     mask = np.zeros((h, w), dtype=np.uint8)
@@ -426,9 +433,11 @@ def load_case(case_dir: str | Path) -> tuple[SceneCase, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------- scoring
-def segment_shape(case: SceneCase, index: int, mask: np.ndarray, edited: np.ndarray) -> np.ndarray:
-    """Boolean (H, W): editable pixels of ``edited`` that differ from the known answer rendered without shape ``index``."""
-    reference = np.asarray(render(without(case.target_scene, index), case.size), dtype=np.float32)  # (H, W, 3)
+def segment_shape(answer: Scene, index: int, mask: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """Boolean (H, W): editable pixels of ``edited`` (H, W, 3) that differ from the known ``answer`` rendered
+    without shape ``index``."""
+    size = (edited.shape[1], edited.shape[0])
+    reference = np.asarray(render(without(answer, index), size), dtype=np.float32)  # (H, W, 3)
     differs = np.abs(edited.astype(np.float32) - reference).max(-1) > DIFF_THRESHOLD  # (H, W)
     return differs & (mask > 0)
 
@@ -452,7 +461,7 @@ def score_case(case_dir: str | Path, edited_image) -> CaseScore:
     side = min(case.size)
     shapes = []
     for exp in case.expected:
-        seg = segment_shape(case, exp.index, mask, edited)
+        seg = segment_shape(target, exp.index, mask, edited)
         centre = centroid(seg)
         error = math.dist(centre, exp.centre) if seg.any() else math.inf
         answer = shape_mask(target, exp.index, case.size) & (mask > 0)

@@ -108,17 +108,9 @@ class Shape:
 
     def extent(self) -> tuple[float, float, float, float]:
         """(left, top, right, bottom) of the bounding box in units of the shorter side, relative to the centre."""
-        l, t, r, b = self.base_extent()
-        if self.stretch != 1.0:
-            if self.stretch_side == "right":
-                r = max(r, r * self.stretch) if r > 0 else r
-            elif self.stretch_side == "left":
-                l = min(l, l * self.stretch) if l < 0 else l
-            elif self.stretch_side == "top":
-                t = min(t, t * self.stretch) if t < 0 else t
-            else:
-                b = max(b, b * self.stretch) if b > 0 else b
-        return (l, t, r, b)
+        l, t, r, b = self.base_extent()  # l, t < 0 < r, b: the box straddles the centre lines, so it stretches too
+        (l, r), (t, b) = _stretch(self, np.array([l, r]), np.array([t, b]), self.stretch)
+        return (float(l), float(t), float(r), float(b))
 
     @property
     def flat(self) -> bool:
@@ -127,41 +119,25 @@ class Shape:
 
     def to_image(self, u: float, v: float, w: int, h: int) -> tuple[float, float]:
         """Image pixel (x, y) of the shape-local point (u, v) (units of the shorter side, unstretched)."""
-        u, v = _stretch_forward(self, np.float64(u), np.float64(v))
+        u, v = _stretch(self, np.float64(u), np.float64(v), self.stretch)
         unit = min(w, h)
         return (self.cx * w + float(u) * unit, self.cy * h + float(v) * unit)
 
 
-def _stretch_forward(shape: Shape, u, v):
-    """Shape-local (u, v) of the unstretched shape -> where the stretch puts it."""
-    s = shape.stretch
-    if s == 1.0:
-        return u, v
-    if shape.stretch_side == "right":
-        u = np.where(u > 0, u * s, u)
-    elif shape.stretch_side == "left":
-        u = np.where(u < 0, u * s, u)
-    elif shape.stretch_side == "top":
-        v = np.where(v < 0, v * s, v)
-    else:
-        v = np.where(v > 0, v * s, v)
-    return u, v
+def _stretch(shape: Shape, u, v, factor: float):
+    """Scale the shape-local points (u, v) on ``shape.stretch_side`` of its centre lines by ``factor``.
 
-
-def _stretch_inverse(shape: Shape, u, v):
-    """Inverse of :func:`_stretch_forward` on arrays."""
-    s = shape.stretch
-    if s == 1.0:
+    ``factor = shape.stretch`` maps the unstretched shape to where the stretch puts it; ``1 / shape.stretch``
+    maps back. Points on the other side are returned unchanged.
+    """
+    if factor == 1.0:
         return u, v
-    if shape.stretch_side == "right":
-        u = np.where(u > 0, u / s, u)
-    elif shape.stretch_side == "left":
-        u = np.where(u < 0, u / s, u)
-    elif shape.stretch_side == "top":
-        v = np.where(v < 0, v / s, v)
-    else:
-        v = np.where(v > 0, v / s, v)
-    return u, v
+    side = shape.stretch_side
+    if side in ("left", "right"):
+        pulled = u > 0 if side == "right" else u < 0
+        return np.where(pulled, u * factor, u), v
+    pulled = v > 0 if side == "bottom" else v < 0
+    return u, np.where(pulled, v * factor, v)
 
 
 def _inside(kind: str, size: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -232,7 +208,7 @@ def _shape_layer(shape: Shape, W: int, H: int, unit: int) -> tuple[tuple[int, in
     if c1 <= c0 or r1 <= r0:
         return (0, 0, 0, 0), np.zeros((0, 0), bool), np.zeros((0, 0, 3))
     ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float64) + 0.5  # pixel centres
-    u, v = _stretch_inverse(shape, (xs - cx) / unit, (ys - cy) / unit)  # unstretched local coords
+    u, v = _stretch(shape, (xs - cx) / unit, (ys - cy) / unit, 1.0 / shape.stretch)  # unstretched local coords
     inside = _inside(shape.kind, shape.size, u, v)
     base = np.asarray(COLOURS[shape.colour], dtype=np.float64)
     if shape.style == "plain":

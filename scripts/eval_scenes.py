@@ -25,7 +25,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from dragnb.config import Settings, apply_overrides
 from dragnb.dragbench import read_sample
 from dragnb.models import load_model
-from dragnb.scenebench import BENCHMARKS, case_dirs, score_case, summarise, write_cases
+from dragnb.scenebench import BENCHMARKS, case_dirs, record_key, score_case, summarise, write_cases
 from dragnb.session import DragSession
 
 
@@ -94,8 +94,7 @@ def main() -> None:
         data = json.loads(record.read_text()) if record.is_file() else {}
         label = args.label or ("paper defaults" if args.paper_defaults else "model defaults")
         summary["command"] = "python scripts/eval_scenes.py " + " ".join(sys.argv[1:])
-        runs = "runs" if args.benchmark == "flat" else f"{args.benchmark}_runs"  # the flat figures keep their key
-        data.setdefault(runs, {})[label] = {k: v for k, v in summary.items() if k != "cases"}
+        data.setdefault(record_key(args.benchmark), {})[label] = {k: v for k, v in summary.items() if k != "cases"}
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 

@@ -28,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scenes import COLOURS, SHAPES, render, sample_scene
+from ..scenes import COLOURS, SHAPES, STYLES, render, sample_scene
 from ..viz import Figure
 from .adherence import Reading, body_colour, largest_component, nearest_colour, read_single_shape, template_ious
-from .train import HOLDOUT_SEED_BASE, holdout_scenes, psnr
+from ..images import psnr
+from ..scenebench import record_key
+from .train import HOLDOUT_SEED_BASE, holdout_scenes
 
 HELD_OUT_SEED = 900_000  # scenes for checks: training used seeds from 10 000 000 (dragnb.tiny.train)
 
@@ -357,7 +359,8 @@ def tokens(tokenizer, text: str) -> list[str]:
 
 
 _PROMPT = re.compile(r"^(?P<objects>.+) on an? (?P<background>.+) background$")
-_OBJECT = re.compile(r"^an? (?:(?P<style>shiny|striped|dotted|outlined) )?(?P<colour>\w+) (?P<kind>\w+)$")
+_LOOKS = "|".join(s for s in STYLES if s != "plain")
+_OBJECT = re.compile(rf"^an? (?:(?P<style>{_LOOKS}) )?(?P<colour>\w+) (?P<kind>\w+)$")
 
 
 def parse_prompt(prompt: str) -> tuple[list[tuple[str, str]], tuple[str, ...]] | None:
@@ -658,9 +661,8 @@ def scene_benchmark_rows(path: str | Path, benchmark: str = "flat") -> list[dict
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
-    key = "runs" if benchmark == "flat" else f"{benchmark}_runs"
     rows = []
-    for label, run in data.get(key, {}).items():
+    for label, run in data.get(record_key(benchmark), {}).items():
         row = {"settings": label, **{k: run.get(k) for k in SCENE_BENCHMARK_COLUMNS}}
         if benchmark != "flat":  # the deformations apart: a move and a stretch are different asks
             row["median_iou"] = run.get("median_iou")
