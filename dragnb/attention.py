@@ -1,4 +1,4 @@
-"""Reference-latent control as attention processors (METHOD.md, "reference-latent control").
+"""Reference-latent control as attention processors (docs/method.md §4).
 
 While denoising the batch [original z_t, edited z_t] (optionally once per guidance half), the self-attention
 of the chosen decoder blocks lets every branch attend to the **original** branch's keys and values:

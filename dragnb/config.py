@@ -2,7 +2,7 @@
 
 Defaults are the reference implementation's (Yujun-Shi/DragDiffusion); where the paper's seed text differs
 the paper's value is noted in the comment and reachable with ``dataclasses.replace``. Symbols follow
-``METHOD.md``: r1, r2, λ, η, t.
+``docs/method.md`` §1: r1, r2, λ, η, t; paper vs reference values in §5.
 
 A model folder may carry its own defaults in ``dragnb_defaults.json`` (see :func:`settings_from_dict`),
 for example the embedded tiny model, whose 16x16 latents need a larger λ and η than SD 1.5.

@@ -1,4 +1,4 @@
-"""Stage 3: optimise the single latent z_t by motion supervision and point tracking (METHOD.md).
+"""Stage 3: optimise the single latent z_t by motion supervision and point tracking (docs/method.md §3).
 
 One iteration k:
   1. ε, F = UNet(ẑ_t^k, t, c) with F the tapped decoder features on the supervision grid;

@@ -102,8 +102,8 @@ def resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def load_mask(mask, image_size: tuple[int, int], argument: str = "mask") -> np.ndarray | None:
     """A user mask (path, PIL image or array; nonzero = editable) -> (H, W) bool, or None when empty.
 
-    An absent or all-zero mask means the whole image is editable and the mask term is dropped (METHOD.md).
-    The mask must have the image's size: resizing it silently could move the editable region.
+    An absent or all-zero mask means the whole image is editable and the mask term is dropped
+    (docs/method.md §3.3). The mask must have the image's size: resizing it silently could move the editable region.
     """
     if mask is None:
         return None

@@ -1,4 +1,4 @@
-"""Stage 2: DDIM inversion of the image latent z_0 to the optimised step z_t (METHOD.md, "optimised step").
+"""Stage 2: DDIM inversion of the image latent z_0 to the optimised step z_t (docs/method.md §2.2).
 
 Notation (as diffusers' scheduling_ddim.py): ``t`` timestep, ``ᾱ_t`` = ``alphas_cumprod[t]``,
 ε = UNet noise prediction. One inverse step from t_prev to t (deterministic DDIM, η = 0):

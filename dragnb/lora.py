@@ -1,4 +1,4 @@
-"""Stage 1: fine-tune a LoRA on the UNet so the model reconstructs the one input image (METHOD.md, "LoRA").
+"""Stage 1: fine-tune a LoRA on the UNet so the model reconstructs the one input image (docs/method.md §2.1).
 
 peft adds rank-r adapters to the attention projections; the loss is the usual denoising MSE at a random
 t ~ U[0, T) on random resize-crops of the image, with the user's prompt. The adapter is kept as a

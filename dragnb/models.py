@@ -1,7 +1,7 @@
 """Load a Stable-Diffusion-1.x/2.x-family pipeline by hub id or local folder, configured for DragDiffusion.
 
 The same code path loads SD 1.5, its fine-tunes, SD 2.x and the embedded tiny model shipped in ``data/``.
-The scheduler is replaced by DDIM with the reference code's settings (METHOD.md), keeping the model's own
+The scheduler is replaced by DDIM with the reference code's settings (docs/method.md §2.2), keeping the model's own
 betas and prediction type.
 """
 

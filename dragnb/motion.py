@@ -1,7 +1,8 @@
 """Motion supervision (pure functions): drag the feature patch around each handle one step toward its target.
 
-Notation (METHOD.md): F feature map (1, C, H, W) on the supervision grid; h_i handle and g_i target as
-(row, col) feature pixels; d_i = (g_i - h_i) / ||g_i - h_i||_2; Ω(h, r1) the (2 r1 + 1)^2 patch around h.
+Notation (docs/method.md §1; the loss is §3.2): F feature map (1, C, H, W) on the supervision grid; h_i handle
+and g_i target as (row, col) feature pixels; d_i = (g_i - h_i) / ||g_i - h_i||_2; Ω(h, r1) the (2 r1 + 1)^2
+patch around h.
 Per pair the loss is ``(2 r1 + 1)^2 * mean |F(Ω(h_i) + d_i) - sg(F(Ω(h_i)))|`` (the reference's
 normalisation; the paper's sum over the patch of the channel L1 norm is that times C).
 """

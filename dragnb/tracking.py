@@ -1,7 +1,7 @@
 """Point tracking (pure functions): re-locate each handle by nearest-neighbour feature search.
 
 h_i ← argmin over q in Ω(h_i, r2) of ||F(q) - F_0(h_i^0)||_1, with F_0 the features before optimisation and
-h_i^0 the initial handle (METHOD.md, "tracking"). Points are (row, col) feature pixels.
+h_i^0 the initial handle (docs/method.md §3.4). Points are (row, col) feature pixels.
 """
 
 from __future__ import annotations
