@@ -41,6 +41,7 @@ import numpy as np
 
 from . import metrics
 from .errors import DragnbError, InputError
+from .files import writable_folder, write_atomic
 
 RECORD = "record.json"
 RESULT_IMAGE = "dragged_image.png"
@@ -107,6 +108,8 @@ def load_samples(refs: list[SampleRef]):
             good.append((ref, read_sample(ref.folder)))
         except DragnbError as exc:
             skipped.append(Skipped(str(ref.folder), str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one odd sample must never stop a benchmark
+            skipped.append(Skipped(str(ref.folder), f"unreadable sample ({exc.__class__.__name__}: {exc})"))
     return good, skipped
 
 
@@ -264,9 +267,8 @@ def _result_folder(out: Path, config: BenchConfig, seed: int, ref: SampleRef, n_
 
 def _write_json(path: Path, data) -> None:
     """Write atomically (a crash never leaves half a record that resume would trust)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(data), indent=1, default=_json_default, allow_nan=False))
-    os.replace(tmp, path)
+    text = json.dumps(_clean(data), indent=1, default=_json_default, allow_nan=False)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _json_default(obj):
@@ -324,8 +326,7 @@ def run_bench(opts: BenchOptions) -> dict | None:
     """Run (or resume) the benchmark and write its outputs; returns the summary (None on a shard that did not
     see every record finished)."""
     tick = time.perf_counter()
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(opts.out, "--out")
     stage_overrides, dift_overrides = split_overrides(opts.overrides)
     configs = parse_sweeps(opts.sweeps)
     for config in configs:
@@ -369,6 +370,8 @@ def run_bench(opts: BenchOptions) -> dict | None:
     try:
         base = apply_overrides(model_defaults(local if local.is_dir() else None), stage_overrides)
         config_settings = {c.name: apply_overrides(base, list(c.assignments)) for c in configs}
+    except InputError:  # names the setting at fault already
+        raise
     except ValueError as exc:
         raise InputError("--set/--sweep", str(exc)) from None
     metric_info = {"mean_distance": opts.mean_distance, "image_fidelity": opts.fidelity,

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import DragnbError, InputError
+from .errors import DragnbError, InputError, Interrupted
 
 
 def _drag_parser(sub) -> None:
@@ -34,10 +34,12 @@ def _drag_parser(sub) -> None:
 def _run_drag(args) -> int:
     from PIL import Image
 
+    from .cache import open_cache
     from .config import Settings, apply_overrides
     from .dragbench import read_sample
+    from .files import output_file
     from .images import load_mask, to_rgb_array
-    from .models import EMBEDDED_MODEL, load_model
+    from .models import EMBEDDED_MODEL, load_model, resolve_device
     from .points import parse_points
     from .session import DragSession
 
@@ -59,17 +61,12 @@ def _run_drag(args) -> int:
         points = parse_points(args.points, image.shape[:2], "--points")
         mask = load_mask(args.mask, image.shape[:2], "--mask")
         prompt = args.prompt or ""
-    out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
-        raise InputError("--out", f"{args.out!r} needs an image extension such as .png")
-    if not out.parent.exists():
-        raise InputError("--out", f"folder {str(out.parent)!r} does not exist; create it first")
+    out = output_file(args.out, "--out")
+    cache_dir = open_cache(args.cache_dir, "--cache-dir") if args.cache_dir else None
     if args.model is None and not EMBEDDED_MODEL.is_dir():
         raise InputError("--model", "the embedded model is not in data/ yet; pass --model NAME_OR_PATH")
-    try:
-        apply_overrides(Settings(), args.overrides)  # check them before loading any weights
-    except ValueError as exc:
-        raise InputError("--set", str(exc)) from None
+    apply_overrides(Settings(), args.overrides)  # check them before loading any weights (again on the model's)
+    device = resolve_device(args.device, "--device")
     if args.quiet:
         import diffusers
         import transformers
@@ -77,12 +74,12 @@ def _run_drag(args) -> int:
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
     tick = time.perf_counter()
-    model = load_model(args.model, device=args.device, offline=args.offline or None)
+    model = load_model(args.model, device=device, offline=args.offline or None)
     load_seconds = time.perf_counter() - tick
     settings = apply_overrides(model.settings, args.overrides)
-    session = DragSession(model, image, prompt, settings, cache_dir=args.cache_dir, progress=not args.quiet)
+    session = DragSession(model, image, prompt, settings, cache_dir=cache_dir, progress=not args.quiet)
     session.set_points(points)
-    session.mask = mask
+    session.set_mask(mask)
     result = session.run()
     Image.fromarray(result.image).save(out)
     record = result.to_record()
@@ -92,6 +89,28 @@ def _run_drag(args) -> int:
     json_path.write_text(json.dumps(record, indent=1))
     print(f"wrote {out} and {json_path} ({result.drag.stop_reason} after {len(result.drag.history)} steps)")
     return 0
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """``--points -1,18,30,30`` as ``--points=-1,18,30,30``: argparse takes a value starting with '-' for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--points" and i + 1 < len(argv) and argv[i + 1][:1] == "-" and argv[i + 1][1:2] in \
+                tuple("0123456789."):
+            out.append(f"--points={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def interrupted_message(exc: Interrupted, cache_dir: str | None) -> str:
+    """What Ctrl-C during a stage kept: the stages before it (on disk with a cache), nothing of the stage."""
+    done = [stage for stage in exc.partial if stage != exc.stage and exc.partial[stage] is not None]
+    kept = (f"{', '.join(done)} {'is' if len(done) == 1 else 'are'} cached in {cache_dir!r} for the next run"
+            if done and cache_dir else "nothing was written")
+    return f"interrupted during {exc.stage}: nothing from {exc.stage} was cached; {kept}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import register as register_bench
 
         register_bench(sub)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         if args.command == "drag":
             return _run_drag(args)
@@ -119,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except DragnbError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(interrupted_message(exc, getattr(args, "cache_dir", None)), file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

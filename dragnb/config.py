@@ -11,16 +11,94 @@ for example the embedded tiny model, whose 16x16 latents need a larger λ and η
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import InputError, ModelError, SettingError
+
+
+class _Checked:
+    """Mixin: a stage's settings check every field when made (also by ``dataclasses.replace``)."""
+
+    STAGE: typing.ClassVar[str] = ""
+    RULES: typing.ClassVar[dict[str, tuple[str, typing.Callable[[Any], bool]]]] = {}  # field -> (allowed, test)
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            value, name = getattr(self, f.name), f"{self.STAGE}.{f.name}"
+            allowed, ok = _type_rule(hints[f.name], f.default if f.default is not dataclasses.MISSING else None)
+            if ok(value) and f.name in self.RULES:
+                allowed, ok = self.RULES[f.name]
+            if not ok(value):
+                raise SettingError(name, value, f"{allowed} (the default is {_example(self, f)})")
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Rules over several fields; none by default."""
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _example(obj, f: dataclasses.Field) -> str:
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    text = ",".join(map(str, default)) if isinstance(default, tuple) else str(default).lower() \
+        if isinstance(default, bool) else str(default)
+    return f"{obj.STAGE}.{f.name}={text}"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _type_rule(hint, default) -> tuple[str, typing.Callable[[Any], bool]]:
+    """What the field's type alone requires: a choice, a whole number, a finite number, true/false, a tuple."""
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        return f"must be one of {', '.join(map(str, choices))}", lambda v: v in choices
+    if hint is bool:
+        return "must be true or false", lambda v: isinstance(v, bool)
+    if hint is int:
+        return "must be a whole number", _is_int
+    if hint is float:
+        return "must be a finite number", _is_real
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        test = {int: _is_int, float: _is_real, str: lambda v: isinstance(v, str)}[item]
+        return (f"must be a list of {item.__name__} values",
+                lambda v: isinstance(v, tuple) and all(test(x) for x in v))
+    return "", lambda v: True
+
+
+def _at_least(low: float) -> tuple[str, typing.Callable[[Any], bool]]:
+    return f"must be >= {low:g}", lambda v: v >= low
+
+
+_POSITIVE = ("must be > 0", lambda v: v > 0)
+_NON_EMPTY = ("needs at least one entry", lambda v: len(v) > 0)
+
 
 @dataclass(frozen=True)
-class LoraSettings:
+class LoraSettings(_Checked):
     """Stage 1: LoRA fine-tuning of the UNet on the single input image."""
+
+    STAGE = "lora"
+    RULES = {"rank": _at_least(1), "steps": _at_least(0), "lr": _POSITIVE, "weight_decay": _at_least(0),
+             "batch_size": _at_least(1), "target_modules": _NON_EMPTY,
+             "crop_scale": ("must be two area fractions 0 < low <= high <= 1",
+                            lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1)}
 
     rank: int = 16  # LoRA rank r; alpha = rank so the adapter scale is 1
     steps: int = 80  # optimisation steps [paper: 200]
@@ -33,12 +111,21 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
-class InversionSettings:
+class InversionSettings(_Checked):
     """Stage 2: DDIM inversion of the image latent z_0 to z_t."""
+
+    STAGE = "inversion"
+    RULES = {"num_steps": _at_least(1), "strength": ("must be in (0, 1]", lambda v: 0 < v <= 1),
+             "guidance_scale": _at_least(1)}
 
     num_steps: int = 50  # DDIM steps of the full schedule
     strength: float = 0.7  # fraction of the schedule inverted: 35 of 50, t = 681 for SD 1.5 [paper: 40/50]
     guidance_scale: float = 1.0  # classifier-free guidance during inversion (1 = none, as the reference)
+
+    def _check_together(self) -> None:
+        if self.inverted_steps < 1:
+            raise SettingError("inversion.strength", self.strength, f"inverts round({self.num_steps} x "
+                               f"{self.strength:g}) = 0 steps; raise it to at least {1 / self.num_steps:.3g}")
 
     @property
     def inverted_steps(self) -> int:
@@ -47,8 +134,12 @@ class InversionSettings:
 
 
 @dataclass(frozen=True)
-class DragSettings:
+class DragSettings(_Checked):
     """Stage 3: latent optimisation by motion supervision and point tracking."""
+
+    STAGE = "drag"
+    RULES = {"feature_blocks": _NON_EMPTY, "feature_scale": _POSITIVE, "r1": _at_least(0), "r2": _at_least(0),
+             "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0)}
 
     feature_blocks: tuple[int, ...] = (-2,)  # UNet up-block indices whose outputs are F; -2 = up_blocks[2] on SD 1.5
     feature_scale: float = 0.5  # F is resized to this fraction of the model image: H/2 x W/2
@@ -69,8 +160,11 @@ class DragSettings:
 
 
 @dataclass(frozen=True)
-class DenoiseSettings:
+class DenoiseSettings(_Checked):
     """Stage 4: DDIM denoising from the edited z_t with reference-latent control."""
+
+    STAGE = "denoise"
+    RULES = {"control_from_step": _at_least(0)}
 
     reference_control: bool = True  # decoder self-attention attends to the unedited branch's keys/values
     control_blocks: tuple[int, ...] = (-2, -1)  # up blocks under control: up_blocks[2], [3] on SD 1.5
@@ -95,26 +189,47 @@ class Settings:
 _STAGES = {"lora": LoraSettings, "inversion": InversionSettings, "drag": DragSettings, "denoise": DenoiseSettings}
 
 
+def _convert(value: Any, kind: type, field_name: str, allowed: str) -> Any:
+    """One command-line string or JSON value as ``kind``; a whole number stays whole (2.5 is no int)."""
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                         "off": False}
+                return words[value.strip().lower()]
+            if isinstance(value, bool) or (_is_int(value) and value in (0, 1)):
+                return bool(value)
+            raise ValueError
+        if kind is int:
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, bool) or not float(number).is_integer():
+                raise ValueError
+            return int(number)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value).strip() if isinstance(value, str) else value
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise SettingError(field_name, value, allowed) from None
+
+
 def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Turn a JSON or command-line value into the type of field ``name`` of ``cls``; a choice must be one of its own."""
-    default = getattr(cls(), name)
-    hint = typing.get_type_hints(cls)[name]
-    if typing.get_origin(hint) is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise ValueError(f"{cls.__name__}.{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
-        return value
-    if isinstance(default, tuple):
+    """Turn a JSON or command-line value into the type of field ``name`` of ``cls``; the ranges are checked
+    when the settings are made (``_Checked``)."""
+    hint = _hints(cls)[name]
+    field_name = f"{cls.STAGE}.{name}"
+    allowed, _ = _type_rule(hint, None)
+    allowed += f" (the default is {_example(cls, next(f for f in dataclasses.fields(cls) if f.name == name))})"
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
         if isinstance(value, str):
             value = [v for v in value.replace(";", ",").split(",") if v.strip()]
-        return tuple(type(default[0])(v) if default else v for v in value)
-    if isinstance(default, bool):
-        if isinstance(value, str):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(f"{cls.__name__}.{name} must be true or false, got {value!r}")
-            return value.lower() in ("1", "true", "yes", "on")
-        return bool(value)
-    return type(default)(value) if default is not None else value
+        if not isinstance(value, (list, tuple)):
+            raise SettingError(field_name, value, allowed)
+        return tuple(_convert(v, item, field_name, allowed) for v in value)
+    kind = hint if hint in (bool, int, float, str) else str
+    return _convert(value, kind, field_name, allowed)
 
 
 def settings_from_dict(data: dict[str, Any], base: Settings | None = None) -> Settings:
@@ -125,13 +240,14 @@ def settings_from_dict(data: dict[str, Any], base: Settings | None = None) -> Se
         current = getattr(base, stage)
         overrides = dict(data.get(stage, {}))
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(overrides) - names
+        unknown = sorted(set(overrides) - names)
         if unknown:
-            raise ValueError(f"unknown {stage} setting(s) {sorted(unknown)}; known: {sorted(names)}")
+            raise InputError(f"{stage}.{unknown[0]}", f"no such setting; the {stage} settings are "
+                             f"{', '.join(sorted(names))}")
         stages[stage] = dataclasses.replace(current, **{k: _coerce(cls, k, v) for k, v in overrides.items()})
     unknown_stages = set(data) - set(_STAGES) - {"comment", "notes"}
     if unknown_stages:
-        raise ValueError(f"unknown stage(s) {sorted(unknown_stages)}; known: {sorted(_STAGES)}")
+        raise InputError(sorted(unknown_stages)[0], f"no such stage; the stages are {', '.join(_STAGES)}")
     return Settings(**stages)
 
 
@@ -142,7 +258,7 @@ def apply_overrides(settings: Settings, assignments: list[str]) -> Settings:
         key, sep, value = item.partition("=")
         stage, dot, name = key.strip().partition(".")
         if not sep or not dot:
-            raise ValueError(f"--set expects stage.field=value (e.g. drag.lr=0.03), got {item!r}")
+            raise InputError("--set", f"expects stage.field=value (e.g. drag.lr=0.03), got {item!r}")
         data.setdefault(stage, {})[name] = value.strip()
     return settings_from_dict(data, settings)
 
@@ -155,5 +271,26 @@ def model_defaults(model_dir: str | Path | None) -> Settings:
     if model_dir is not None:
         path = Path(model_dir) / DEFAULTS_FILE
         if path.is_file():
-            return settings_from_dict(json.loads(path.read_text()))
+            try:
+                data = json.loads(path.read_text())
+                if not isinstance(data, dict):
+                    raise ValueError("it must hold one JSON object, {\"drag\": {\"lr\": 0.03}, ...}")
+                return settings_from_dict(data)
+            except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and InputError are ValueErrors
+                raise ModelError(f"model: {str(path)!r} is not usable ({exc}); fix it, or delete it to use the "
+                                 "reference defaults") from None
     return Settings()
+
+
+def check_for_model(settings: Settings, up_blocks: int, train_timesteps: int) -> None:
+    """What a loaded model bounds: block indices must exist among its ``up_blocks`` decoder blocks (negative
+    ones count from the end) and the DDIM schedule cannot have more steps than the model's training."""
+    for stage, name in (("drag", "feature_blocks"), ("denoise", "control_blocks")):
+        blocks = getattr(getattr(settings, stage), name)
+        bad = [b for b in blocks if not -up_blocks <= b < up_blocks]
+        if bad:
+            raise SettingError(f"{stage}.{name}", blocks, f"this UNet has up blocks 0..{up_blocks - 1} "
+                               f"(or -{up_blocks}..-1 from the end); block {bad[0]} does not exist")
+    if settings.inversion.num_steps > train_timesteps:
+        raise SettingError("inversion.num_steps", settings.inversion.num_steps,
+                           f"must be at most the model's {train_timesteps} training timesteps")

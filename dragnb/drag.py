@@ -111,10 +111,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     anchors = anchor_patches(feat0, handles, settings.r1) if settings.supervision == "anchored" else None
     z = zt.detach().clone().requires_grad_(True)
     last_good = zt.detach().clone()
-    if settings.optimizer == "adam":
-        optimizer = torch.optim.Adam([z], lr=settings.lr)
-    else:
-        optimizer = torch.optim.SGD([z], lr=settings.lr)
+    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[settings.optimizer]([z], lr=settings.lr)
     result = DragResult(latent=last_good, initial_handles=handles.clone(), handles=handles, targets=targets,
                         feature_size=size, stop_reason="max_steps", mask_used=mask is not None,
                         initial_features=feat0.detach())
@@ -126,10 +123,10 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
             _, feat, x_prev = forward(z)
             if step > 0:
                 handles = track_points(feat.detach(), references, handles, settings.r2)
-                if settings.track_from == "previous":  # DragGAN-style variant: follow the latest appearance
+                if settings.track_from == "previous":  # this project's variant: follow the latest appearance
                     references = point_features(feat.detach(), handles)
             distances = torch.linalg.norm(targets - handles, dim=1)
-            if bool((distances < settings.stop_distance).all()):
+            if bool(((distances < settings.stop_distance) | (distances == 0)).all()):  # on the target: arrived
                 result.stop_reason = "reached"
                 break
             motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance, settings.loss_reduction,

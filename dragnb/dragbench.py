@@ -71,7 +71,10 @@ def read_sample(folder: str | Path) -> Sample:
     prompt = meta.get("prompt", "") or ""
     if not isinstance(prompt, str):
         raise InputError(str(meta_path), f"'prompt' must be a string, got {type(prompt).__name__}")
-    points = make_points([list(p) for p in meta["points"]], image.shape[:2], f"{meta_path} 'points'")
+    raw = meta["points"]
+    if not isinstance(raw, (list, tuple, np.ndarray)) or not all(isinstance(p, (list, tuple, np.ndarray)) for p in raw):
+        raise InputError(f"{meta_path} 'points'", f"expected a list of [x, y] points, got {str(raw)[:80]}")
+    points = make_points([list(p) for p in raw], image.shape[:2], f"{meta_path} 'points'")
     mask = load_mask(meta.get("mask"), image.shape[:2], f"{meta_path} 'mask'")
     return Sample(folder=folder, image=image, prompt=prompt, points=points, mask=mask)
 

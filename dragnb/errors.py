@@ -13,6 +13,14 @@ class InputError(DragnbError, ValueError):
         super().__init__(f"{argument}: {message}")
 
 
+class SettingError(InputError):
+    """A setting is out of its range or not one of its choices: ``argument`` is ``stage.field``."""
+
+    def __init__(self, field: str, value, allowed: str):
+        self.value = value
+        super().__init__(field, f"got {value!r}; {allowed}")
+
+
 class ModelError(DragnbError, OSError):
     """Model weights are missing, unreachable or corrupt."""
 

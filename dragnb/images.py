@@ -27,6 +27,10 @@ def open_image(path: str | Path, argument: str, what: str) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return im.copy()
+    except Image.DecompressionBombError:  # PIL's guard against files that unpack to gigabytes
+        raise InputError(argument, f"{str(path)!r} unpacks to more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels "
+                         "(PIL's limit against decompression bombs); downscale it first, or raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS in Python if you trust the file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(argument, f"{str(path)!r} is not a readable image ({exc}); re-export it as PNG") from None
 
@@ -116,6 +120,8 @@ def load_mask(mask, image_size: tuple[int, int], argument: str = "mask") -> np.n
         arr = arr[..., 3] if arr.shape[2] == 4 and arr[..., 3].min() < arr[..., 3].max() else arr[..., :3].max(axis=2)
     if arr.ndim != 2:
         raise InputError(argument, f"expected a 2-D mask, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(argument, f"expected a mask of numbers (nonzero = editable), got {arr.dtype} values")
     if arr.shape != tuple(image_size):
         raise InputError(argument, f"mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but the image is "
                          f"{image_size[1]}x{image_size[0]}; paint the mask on this image or resize it to match")

@@ -16,7 +16,7 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from .config import Settings, model_defaults
-from .errors import ModelError
+from .errors import InputError, ModelError
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "data" / "tiny-scenes"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -29,6 +29,35 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def available_devices() -> list[str]:
+    """The device names this torch build can use here."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def resolve_device(device: str | torch.device | None, argument: str = "device") -> torch.device:
+    """``device`` as a torch device this machine has (None: :func:`default_device`), else one clear error."""
+    if device is None:
+        return default_device()
+    here = ", ".join(available_devices())
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(argument, f"{str(device)!r} is not a device name; available here: {here}") from None
+    usable = {"cpu": True, "cuda": torch.cuda.is_available(),
+              "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not usable.get(resolved.type, False):
+        build = f"torch {torch.__version__}" + ("" if torch.backends.cuda.is_built() else ", built without CUDA")
+        raise InputError(argument, f"{str(device)!r} is not available ({build}); available here: {here}")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise InputError(argument, f"{str(device)!r} does not exist; available here: {here}")
+    return resolved
 
 
 def ddim_scheduler(config) -> DDIMScheduler:
@@ -75,7 +104,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     Raises :class:`ModelError` saying how to get the weights when they are missing or unreadable.
     """
     name = str(EMBEDDED_MODEL if name_or_path is None else name_or_path)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if offline is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     path = Path(name).expanduser()
@@ -91,6 +120,8 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
             raise ModelError(f"model: {name!r} has no model_index.json, so it is not a diffusers pipeline folder; "
                              "save one with `pipe.save_pretrained(folder)` or download one with "
                              f"`hf download {SD15} --local-dir {name}`")
+        _check_components(path, name)
+        settings = model_defaults(path)  # a broken dragnb_defaults.json fails here, before the weights load
     try:
         with warnings.catch_warnings():  # diffusers 0.42 renamed torch_dtype; older releases know only that name
             warnings.simplefilter("ignore", FutureWarning)
@@ -114,7 +145,19 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
         module.eval()
-    return Model(pipe=pipe, name=name, settings=model_defaults(path if local else None))
+    return Model(pipe=pipe, name=name, settings=settings if local else model_defaults(None))
+
+
+CORE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what dragnb uses of a pipeline
+
+
+def _check_components(path: Path, name: str) -> None:
+    """Each component dragnb uses must be a non-empty folder: one line naming what is missing."""
+    for component in CORE_COMPONENTS:
+        folder = path / component
+        if not folder.is_dir() or not any(folder.iterdir()):
+            raise ModelError(f"model: {name!r} lacks its {component}/ folder; the download or copy is incomplete: "
+                             "re-download or re-save the model")
 
 
 @torch.no_grad()

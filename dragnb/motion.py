@@ -42,7 +42,8 @@ def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Ten
     """Σ_i over pairs not yet arrived of the motion-supervision term. handles, targets: (N, 2) (row, col).
 
     The source patch is read at the handle truncated to integers, as the reference slices it; the shifted
-    patch at h_i + d_i is bilinear. Pairs within ``stop_distance`` feature pixels are skipped.
+    patch at h_i + d_i is bilinear. Pairs within ``stop_distance`` feature pixels, or exactly on their
+    target (where d_i is undefined), are skipped.
     ``anchors`` (N, C, 2r1+1, 2r1+1), when given, replace sg(F(Ω(h_i))) as the targets of the shifted patches:
     GoodDrag's information-preserving supervision passes the original handle patches F_0(Ω(h_i^0))
     (:func:`anchor_patches`), so the dragged content keeps the look it started with.
@@ -51,7 +52,7 @@ def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Ten
     patch_area = (2 * r1 + 1) ** 2
     for i, (h, g) in enumerate(zip(handles, targets)):
         distance = torch.linalg.norm(g - h)
-        if distance < stop_distance:
+        if distance < stop_distance or distance == 0:  # arrived; on the target d_i has no direction
             continue
         d = (g - h) / distance  # unit direction d_i
         if anchors is not None:

@@ -40,7 +40,11 @@ def make_points(pairs, image_size: tuple[int, int], argument: str = "points") ->
 
     ``image_size`` is (height, width) of the original image; every point must lie inside it.
     """
-    arr = np.asarray(pairs, dtype=np.float64) if len(pairs) else np.zeros((0, 4))
+    try:
+        arr = np.asarray(pairs, dtype=np.float64) if len(pairs) else np.zeros((0, 4))
+    except (TypeError, ValueError) as exc:  # text, None, ragged lists
+        raise InputError(argument, f"points must be numbers, (hx, hy, tx, ty) per pair or [x, y] per point; got "
+                         f"{str(pairs)[:80]} ({exc})") from None
     if arr.ndim == 2 and arr.shape[1] == 2:  # alternating handle, target points
         if len(arr) % 2:
             raise InputError(argument, f"got {len(arr)} points; points come in handle/target pairs, "

@@ -3,7 +3,9 @@
 Change the points, the mask or a stage's settings and call :meth:`DragSession.run` again: only the stages
 whose inputs changed run. Cache keys hash everything a stage depends on (image, prompt, model, the
 settings of this stage and those before it), so a second drag on the same image reuses the LoRA and the
-inversion. With ``cache_dir`` the LoRA and inversion also persist on disk (safetensors).
+inversion. With ``cache_dir`` the LoRA and inversion also persist on disk (:mod:`dragnb.cache`: written
+atomically, a broken entry is discarded and recomputed). Settings are checked against the model whenever they
+are set, so a bad value fails before any stage runs.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from .config import Settings
+from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
+from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
 from .drag import DragCallback, DragResult, DragStep, drag
-from .errors import InputError, Interrupted
+from .errors import InputError, Interrupted, SettingError
 from .generate import GeneratedImage
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
 from .inversion import InversionResult, encode_image, invert
-from .lora import LoraResult, apply_lora, load_lora, save_lora, train_lora
+from .lora import LoraResult, apply_lora, train_lora
 from .models import Model, encode_prompt
 from .points import DragPoints, feature_grid, grid_to_image, image_to_grid, make_points
 
@@ -58,8 +60,9 @@ class EditResult:
     denoise: DenoiseResult
     image_size: tuple[int, int]  # original (H, W)
     model_size: tuple[int, int]  # (H, W) the model saw
-    seconds: dict[str, float] = field(default_factory=dict)  # per stage; 0 when cached
-    cached: dict[str, bool] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage; 0 when cached in memory
+    cached: dict[str, bool] = field(default_factory=dict)  # True: the stage came from memory or disk
+    origin: dict[str, str] = field(default_factory=dict)  # per stage: "computed" | "memory" | "disk" | "skipped"
 
     def trajectory_xy(self) -> np.ndarray:
         """(K + 1, N, 2) handle positions in image pixels (x, y) of the original image."""
@@ -85,7 +88,7 @@ class EditResult:
                               "distances": s.distances, "seconds": s.seconds} for s in self.drag.history],
             "lora_losses": self.lora.losses if self.lora else None,
             "inverted_timestep": self.inversion.t if self.inversion else None,
-            "seconds": self.seconds, "cached": self.cached,
+            "seconds": self.seconds, "cached": self.cached, "origin": self.origin,
             "interrupted": {"lora": bool(self.lora and self.lora.interrupted),
                             "inversion": bool(self.inversion and self.inversion.interrupted),
                             "drag": self.drag.stop_reason == "interrupted", "denoise": self.denoise.interrupted},
@@ -104,10 +107,11 @@ class DragSession:
         self.image_tensor = to_model_tensor(self.source, self.model_size)  # (1, 3, h, w) in [-1, 1]
         self.prompt = prompt or ""
         self.settings = settings or model.settings
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_dir = open_cache(cache_dir) if cache_dir else None
         self.progress = progress
         self.points: DragPoints | None = None
-        self.mask: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self._origin: dict[str, str] = {}  # where each stage's latest result came from
         self.generated: GeneratedImage | None = None
         self.guidance_scale = 1.0
         self._cache: dict[str, dict[str, object]] = {stage: {} for stage in STAGES}
@@ -125,6 +129,33 @@ class DragSession:
         return session
 
     # ---- inputs -------------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """Every assignment is checked against the model, so no stage starts with settings it cannot use."""
+        if not isinstance(settings, Settings):
+            raise InputError("settings", f"expected a dragnb.config.Settings, got {type(settings).__name__}")
+        unet = self.model.pipe.unet
+        check_for_model(settings, len(unet.up_blocks), self.model.pipe.scheduler.config.num_train_timesteps)
+        rows, cols = feature_grid(self.model_size, settings.drag.feature_scale)
+        if rows < 1 or cols < 1:
+            raise SettingError("drag.feature_scale", settings.drag.feature_scale,
+                               f"makes a {rows}x{cols} supervision grid from the {self.model_size[1]}x"
+                               f"{self.model_size[0]} model image; raise it")
+        self._settings = settings
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The editable region (H, W) bool, None = the whole image; assigning goes through :meth:`set_mask`."""
+        return self._mask
+
+    @mask.setter
+    def mask(self, mask) -> None:
+        self.set_mask(mask)
+
     def set_points(self, pairs) -> DragPoints:
         """Handle/target pairs in image pixels: [(hx, hy, tx, ty), ...] or alternating [[x, y], ...]."""
         self.points = pairs if isinstance(pairs, DragPoints) else make_points(pairs, self.image_size)
@@ -132,7 +163,7 @@ class DragSession:
 
     def set_mask(self, mask) -> None:
         """The editable region (H, W), nonzero = editable; None or all zero = the whole image."""
-        self.mask = load_mask(mask, self.image_size)
+        self._mask = load_mask(mask, self.image_size)
 
     def _report(self, stage: str):
         """A (done, total) callback forwarding to ``progress_callback`` as (stage, done, total)."""
@@ -180,16 +211,17 @@ class DragSession:
         key = self._keys()["lora"]
         if self.generated is not None or self.settings.lora.steps == 0:
             apply_lora(self.model, None)
+            self._origin["lora"] = "skipped"
             return None
         if key in self._cache["lora"]:
             result = self._cache["lora"][key]
+            self._origin["lora"] = "memory"
         else:
             disk = self.cache_dir / "lora" / key if self.cache_dir else None
-            if disk is not None and (disk / "pytorch_lora_weights.safetensors").is_file():
-                result = load_lora(disk, key=key)
-                meta = disk / "losses.json"
-                result.losses = json.loads(meta.read_text()) if meta.is_file() else []
-            else:
+            result = load_lora_entry(disk, key) if disk is not None else None
+            self._origin["lora"] = "disk"
+            if result is None:
+                self._origin["lora"] = "computed"
                 report = self._report("lora")
 
                 def on_step(step: int, loss: float) -> bool | None:
@@ -202,8 +234,7 @@ class DragSession:
                 result.key = key
                 self.model.pipe.unet._dragnb_lora_key = key  # train_lora left this adapter active
                 if disk is not None and not result.interrupted:
-                    save_lora(result, disk)
-                    (disk / "losses.json").write_text(json.dumps(result.losses))
+                    save_lora_entry(disk, result)
             if not result.interrupted:  # a half-trained adapter is returned, never reused silently
                 self._cache["lora"] = {key: result}
         apply_lora(self.model, result)  # type: ignore[arg-type]
@@ -213,29 +244,32 @@ class DragSession:
         """Stage 2 (for generated images: the kept latents stand in, nothing runs)."""
         key = self._keys()["inversion"]
         if self.generated is not None:
+            self._origin["inversion"] = "skipped"
             return None
         if key in self._cache["inversion"]:
+            self._origin["inversion"] = "memory"
             return self._cache["inversion"][key]  # type: ignore[return-value]
         self.run_lora()
         disk = self.cache_dir / "inversion" / f"{key}.safetensors" if self.cache_dir else None
-        if disk is not None and disk.is_file():
-            tensors = load_file(disk)
-            n = len(tensors) - 1
-            result = InversionResult(latents=[tensors[f"z{i}"].to(self.model.device) for i in range(n)],
-                                     timesteps=tensors["timesteps"].tolist(), key=key)
-        else:
+        result = None if disk is None else load_inversion_entry(
+            disk, key, self.settings.inversion.inverted_steps, self._latent_shape, self.model.device)
+        self._origin["inversion"] = "disk"
+        if result is None:
+            self._origin["inversion"] = "computed"
             z0 = encode_image(self.model, self.image_tensor)
             result = invert(self.model, z0, self._text(), self.settings.inversion, progress=self.progress,
                             callback=self._report("inversion"))
             result.key = key
             if disk is not None and not result.interrupted:
-                disk.parent.mkdir(parents=True, exist_ok=True)
-                tensors = {f"z{i}": z.detach().cpu().contiguous() for i, z in enumerate(result.latents)}
-                tensors["timesteps"] = torch.tensor(result.timesteps)
-                save_file(tensors, disk)
+                save_inversion_entry(disk, result)
         if not result.interrupted:
             self._cache["inversion"] = {key: result}
         return result
+
+    @property
+    def _latent_shape(self) -> tuple[int, int, int, int]:
+        f = self.model.vae_scale
+        return (1, int(self.model.pipe.unet.config.in_channels), self.model_size[0] // f, self.model_size[1] // f)
 
     def _start_latent(self) -> tuple[torch.Tensor, int]:
         if self.generated is not None:
@@ -308,9 +342,10 @@ class DragSession:
         """All four stages, each skipped when its cached result still holds.
 
         Ctrl-C during the drag returns an edit from the last good latent (``drag.stop_reason`` says so);
-        during LoRA or inversion it raises :class:`dragnb.errors.Interrupted` holding the partial results.
+        during LoRA or inversion it raises :class:`dragnb.errors.Interrupted` naming the stage and holding the
+        results of the stages before it; nothing of the interrupted stage is cached, in memory or on disk.
         """
-        seconds, cached = {}, {}
+        seconds, origin = {}, {}
         results = {}
         self._stop = False
 
@@ -318,19 +353,27 @@ class DragSession:
             return bool(lora_callback is not None and lora_callback(step, loss)) or self._stop
 
         for stage, call in (("lora", lambda: self.run_lora(on_lora_step)), ("inversion", self.run_inversion),
-                            ("drag", lambda: self._drag(callbacks, keep_latents, keep_features))):
-            cached[stage] = self.is_cached(stage)
+                            ("drag", lambda: self._drag(callbacks, keep_latents, keep_features)),
+                            ("denoise", lambda: self.run_denoise(results["drag"]))):
+            in_memory = (self._denoise_key(results["drag"]) in self._cache["denoise"] if stage == "denoise"
+                         else self.is_cached(stage))
+            self._origin.pop(stage, None)
             tick = time.perf_counter()
-            results[stage] = call()
-            if getattr(results[stage], "interrupted", False):  # Ctrl-C: stop here, hand back what is done
-                raise Interrupted(stage, results)
-            seconds[stage] = 0.0 if cached[stage] else time.perf_counter() - tick
-        cached["denoise"] = self._denoise_key(results["drag"]) in self._cache["denoise"]
-        tick = time.perf_counter()
-        den = self.run_denoise(results["drag"])
-        seconds["denoise"] = 0.0 if cached["denoise"] else time.perf_counter() - tick
+            try:
+                results[stage] = call()
+            except Interrupted:
+                raise
+            except KeyboardInterrupt:  # Ctrl-C outside a stage's own loop (encoding, saving): the same answer
+                raise Interrupted(stage, results) from None
+            if stage != "denoise" and getattr(results[stage], "interrupted", False):
+                raise Interrupted(stage, results)  # Ctrl-C: stop here, hand back what is done, cache none of it
+            origin[stage] = "memory" if in_memory else self._origin.get(stage, "computed")
+            seconds[stage] = 0.0 if origin[stage] == "memory" else time.perf_counter() - tick
+        cached = {stage: origin[stage] in ("memory", "disk") for stage in STAGES}
+        den = results["denoise"]
         image = resize_array(from_model_tensor(den.image), self.image_size)
         return EditResult(image=image, source=self.source, points=self.points, mask=self.mask, prompt=self.prompt,
                           model=self.model.name, settings=self.settings, lora=results["lora"],
                           inversion=results["inversion"], drag=results["drag"], denoise=den,
-                          image_size=self.image_size, model_size=self.model_size, seconds=seconds, cached=cached)
+                          image_size=self.image_size, model_size=self.model_size, seconds=seconds, cached=cached,
+                          origin=origin)

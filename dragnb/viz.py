@@ -297,7 +297,7 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
         raise ValueError("tracking_heatmaps needs features of steps >= 1: run with keep_features=True "
                          "and at least 2 drag steps")
     initial = point_features(drag.initial_features.cpu(), drag.initial_handles)[pair]  # F_0(h_i^0), (C,)
-    previous_mode = result.settings.drag.track_from == "previous"  # DragGAN-style: F_{k-1}(h^{k-1})
+    previous_mode = result.settings.drag.track_from == "previous"  # the project's variant: F_{k-1}(h^{k-1})
     fig = Figure(figsize=(2.8 * len(steps), 3.1), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(steps)))
     r2 = result.settings.drag.r2

@@ -120,7 +120,7 @@ def test_choice_settings_are_checked():
 
     s = apply_overrides(Settings(), ["drag.supervision=anchored"])
     assert s.drag.supervision == "anchored"
-    with pytest.raises(ValueError, match="DragSettings.supervision must be one of reference, anchored"):
+    with pytest.raises(ValueError, match="drag.supervision: got .anchor.; must be one of reference, anchored"):
         apply_overrides(Settings(), ["drag.supervision=anchor"])
     with pytest.raises(ValueError, match="optimizer"):
         apply_overrides(Settings(), ["drag.optimizer=adamw"])

@@ -15,7 +15,7 @@ def test_loads_folder_with_reference_scheduler(tiny_model):
     assert (cfg.clip_sample, cfg.set_alpha_to_one, cfg.steps_offset) == (False, False, 1)
     assert cfg.beta_schedule == "scaled_linear" and cfg.beta_start == 0.00085 and cfg.beta_end == 0.012
     tiny_model.pipe.scheduler.set_timesteps(50)
-    assert int(tiny_model.pipe.scheduler.timesteps[15]) == 681  # METHOD.md: t = 681 at 35 of 50
+    assert int(tiny_model.pipe.scheduler.timesteps[15]) == 681  # docs/method.md §2.2: t = 681 at 35 of 50
     assert tiny_model.resolution == 64 and tiny_model.size_multiple == 8
     assert not any(p.requires_grad for p in tiny_model.pipe.unet.parameters())
 
@@ -59,7 +59,7 @@ def test_overrides_are_typed_and_checked():
     s = apply_overrides(Settings(), ["drag.lr=0.05", "drag.feature_blocks=1,2", "denoise.reference_control=off"])
     assert s.drag.lr == 0.05 and s.drag.feature_blocks == (1, 2) and s.denoise.reference_control is False
     assert s.drag.r1 == DragSettings().r1
-    with pytest.raises(ValueError, match="unknown drag"):
+    with pytest.raises(ValueError, match="drag.nope: no such setting"):
         apply_overrides(Settings(), ["drag.nope=1"])
     with pytest.raises(ValueError, match="stage.field=value"):
         apply_overrides(Settings(), ["lr=1"])

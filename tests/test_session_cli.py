@@ -126,7 +126,7 @@ def test_cli_sample_folder(tiny_dir, tmp_path, blob_image):
     (["--points", "1,2,3,4;5,6"], "--points: pair 1"),
     (["--points", "1,2,300,4"], "--points: target of pair 0"),
     (["--points", "1,2,3,4", "--mask", "WRONGMASK"], "--mask: mask is 10x10"),
-    (["--points", "1,2,3,4", "--set", "drag.bogus=1"], "--set: unknown drag"),
+    (["--points", "1,2,3,4", "--set", "drag.bogus=1"], "drag.bogus: no such setting"),
 ])
 def test_cli_bad_input_names_the_argument(tiny_dir, tmp_path, blob_image, capsys, args, message):
     Image.fromarray(blob_image).save(tmp_path / "in.png")

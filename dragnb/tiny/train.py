@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dragnb.files import write_atomic
 from dragnb.images import psnr
 
 TRAIN_SEED_BASE = 10_000_000  # training scenes use seeds from here; held-out checks use seeds below 1e6
@@ -167,9 +168,7 @@ class Log:
 def save_atomic(obj, path: Path) -> None:
     import torch
 
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def lr_at(frac: float, step: int, base: float, warmup: int = 100, decay_from: float = 0.85) -> float:

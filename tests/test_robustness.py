@@ -1,0 +1,264 @@
+"""Nothing lost, nothing cryptic: every failure class of issue 10, each answered by one clear line before any work."""
+
+import dataclasses
+import logging
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dragnb.session
+from dragnb.bench import SampleRef, load_samples
+from dragnb.cache import LORA_LOSSES, LORA_WEIGHTS
+from dragnb.cli import main
+from dragnb.config import DragSettings, InversionSettings, LoraSettings, Settings, apply_overrides
+from dragnb.dragbench import write_sample
+from dragnb.drag import drag
+from dragnb.errors import InputError, Interrupted, ModelError, SettingError
+from dragnb.files import TEMP_MARK
+from dragnb.images import to_rgb_array
+from dragnb.models import load_model, resolve_device
+from dragnb.motion import motion_loss
+from dragnb.points import make_points
+from dragnb.session import DragSession
+
+FAST = Settings(lora=LoraSettings(steps=2), drag=DragSettings(max_steps=3, lr=0.05),
+                inversion=InversionSettings(num_steps=10))
+
+
+def run_cli(*args) -> int:
+    return main(["drag", *map(str, args), "--quiet"])
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if LoRA training starts: the checks must all come before it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("LoRA started although the input was bad")
+
+    monkeypatch.setattr(dragnb.session, "train_lora", refuse)
+
+
+# ---------------------------------------------------------------------------------------------- 1. settings
+BAD_SETTINGS = [
+    ("inversion.strength=1.5", "inversion.strength: got 1.5; must be in (0, 1]"),
+    ("inversion.strength=0", "inversion.strength"),
+    ("inversion.strength=0.001", "0 steps"),
+    ("inversion.num_steps=0", "inversion.num_steps: got 0; must be >= 1"),
+    ("drag.lr=abc", "drag.lr: got 'abc'; must be a finite number"),
+    ("drag.lr=-1", "drag.lr: got -1.0; must be > 0"),
+    ("drag.lr=nan", "drag.lr: got nan"),
+    ("drag.max_steps=-5", "drag.max_steps: got -5; must be >= 0"),
+    ("drag.stop_distance=-1", "drag.stop_distance"),
+    ("drag.r1=-1", "drag.r1"), ("drag.r2=-1", "drag.r2"), ("drag.r1=2.5", "must be a whole number"),
+    ("drag.feature_scale=0", "drag.feature_scale: got 0.0; must be > 0"),
+    ("drag.feature_blocks=", "drag.feature_blocks"),
+    ("drag.optimizer=adamw", "drag.optimizer: got 'adamw'; must be one of adam, sgd"),
+    ("drag.lam=-1", "drag.lam"), ("drag.autocast=maybe", "must be true or false"),
+    ("lora.rank=0", "lora.rank: got 0; must be >= 1"), ("lora.batch_size=0", "lora.batch_size"),
+    ("lora.steps=-1", "lora.steps"), ("lora.lr=0", "lora.lr"), ("lora.crop_scale=1.2,0.5", "lora.crop_scale"),
+    ("denoise.control_from_step=-1", "denoise.control_from_step"),
+    ("drag.nope=1", "drag.nope: no such setting"),
+]
+
+
+@pytest.mark.parametrize("assignment,message", BAD_SETTINGS)
+def test_bad_setting_is_one_line_naming_field_and_range(assignment, message):
+    with pytest.raises(SettingError if "no such" not in message else InputError) as info:
+        apply_overrides(Settings(), [assignment])
+    text = str(info.value)
+    assert message in text and "\n" not in text
+    if "no such" not in message and "0 steps" not in message:
+        assert "the default is" in text  # the fix: a value that works
+
+
+def test_settings_are_checked_however_they_are_made():
+    with pytest.raises(SettingError, match="drag.optimizer"):
+        dataclasses.replace(DragSettings(), optimizer="adamw")  # a notebook's way
+    with pytest.raises(SettingError, match="inversion.strength"):
+        InversionSettings(strength=1.5)
+    with pytest.raises(SettingError, match="lora.rank"):
+        LoraSettings(rank=True)  # a bool is not a rank
+    ok = apply_overrides(Settings(), ["drag.r1=2.0", "drag.autocast=off", "drag.feature_blocks=-1,-2"])
+    assert ok.drag.r1 == 2 and ok.drag.autocast is False and ok.drag.feature_blocks == (-1, -2)
+    assert Settings() == apply_overrides(Settings(), [])  # the reference defaults pass their own checks
+
+
+def test_model_bound_settings_fail_before_any_stage(tiny_model, blob_image, no_work):
+    session = DragSession(tiny_model, blob_image, "", FAST)
+    for bad, field in ((dataclasses.replace(FAST, drag=DragSettings(feature_blocks=(7,))), "drag.feature_blocks"),
+                       (dataclasses.replace(FAST, inversion=InversionSettings(num_steps=5000)), "inversion.num_steps"),
+                       (dataclasses.replace(FAST, drag=DragSettings(feature_scale=0.001)), "drag.feature_scale")):
+        with pytest.raises(SettingError, match=field):
+            session.settings = bad
+        with pytest.raises(SettingError, match=field):
+            DragSession(tiny_model, blob_image, "", bad)
+    assert session.settings == FAST  # the rejected value never replaced the good one
+
+
+@pytest.mark.parametrize("assignment", ["inversion.strength=1.5", "drag.max_steps=-5", "drag.optimizer=adamw",
+                                        "drag.lr=abc", "drag.feature_blocks=7", "denoise.control_blocks=9"])
+def test_cli_bad_setting_exits_2_before_lora(tiny_dir, tmp_path, blob_image, capsys, no_work, assignment):
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    code = run_cli("--image", tmp_path / "in.png", "--points", "10,10,20,20", "--model", tiny_dir,
+                   "--out", tmp_path / "o.png", "--set", assignment)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {assignment.split('=')[0]}: ") and err.count("\n") == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------- 2. zero length
+def test_handle_on_its_target_does_not_divide_by_zero(tiny_model):
+    feature = torch.randn(1, 4, 8, 8, requires_grad=True)
+    at = torch.tensor([[3.0, 4.0]])
+    assert float(motion_loss(feature, at, at.clone(), r1=1, stop_distance=0.0)) == 0.0
+    handles, targets = torch.tensor([[3.0, 4.0], [2.0, 2.0]]), torch.tensor([[3.0, 4.0], [5.0, 2.0]])
+    loss = motion_loss(feature, handles, targets, r1=1, stop_distance=0.0)  # one arrived, one still to go
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss.detach()) > 0 and torch.isfinite(feature.grad).all()
+    zt = torch.randn(1, 4, 16, 16)
+    text = tiny_model.pipe.encode_prompt("", "cpu", 1, False)[0]
+    tiny_model.pipe.scheduler.set_timesteps(50)
+    result = drag(tiny_model, zt, 500, text, at, at.clone(), settings=DragSettings(stop_distance=0.0, max_steps=5))
+    assert result.stop_reason == "reached" and not result.history  # arrived before the first step
+
+
+# ---------------------------------------------------------------------------------------------- 3. outputs
+def test_outputs_are_checked_before_the_work(tiny_dir, tmp_path, blob_image, capsys, no_work):
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "afile").write_text("x")
+    common = ["--image", tmp_path / "in.png", "--points", "10,10,20,20", "--model", tiny_dir]
+    for extra, message in ((["--out", tmp_path / "folder.png"], "--out: "),
+                           (["--out", tmp_path / "in.png" / "o.png"], "is a file, not a folder"),
+                           (["--out", tmp_path / "o.png", "--cache-dir", tmp_path / "afile"], "--cache-dir: ")):
+        assert run_cli(*common, *extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- 4. caches
+def _cached_session(model, image, cache):
+    session = DragSession(model, image, "a disc", FAST, cache_dir=cache)
+    session.set_points([(24, 24, 36, 24)])
+    return session
+
+
+def test_caches_heal_and_say_where_each_stage_came_from(tiny_model, blob_image, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    first = _cached_session(tiny_model, blob_image, cache).run()
+    assert first.origin == dict.fromkeys(("lora", "inversion", "drag", "denoise"), "computed")
+    again = _cached_session(tiny_model, blob_image, cache).run()
+    assert again.origin["lora"] == again.origin["inversion"] == "disk" and again.cached["inversion"]
+    assert again.to_record()["origin"]["lora"] == "disk"
+    np.testing.assert_array_equal(again.image, first.image)  # a disk entry reproduces the edit exactly
+
+    [inv_file] = (cache / "inversion").glob("*.safetensors")
+    [lora_dir] = (cache / "lora").iterdir()
+    breakages = [
+        ("inversion", lambda: inv_file.write_bytes(inv_file.read_bytes()[: inv_file.stat().st_size // 2])),
+        ("inversion", lambda: inv_file.write_bytes(b"")),
+        ("lora", lambda: (lora_dir / LORA_LOSSES).write_text("[1.0, oops")),
+        ("lora", lambda: (lora_dir / LORA_WEIGHTS).write_bytes((lora_dir / LORA_WEIGHTS).read_bytes()[:100])),
+    ]
+    for stage, breakage in breakages:
+        breakage()
+        (cache / "lora" / f".x{TEMP_MARK}1234").mkdir()  # what a killed writer leaves behind
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dragnb"):
+            healed = _cached_session(tiny_model, blob_image, cache).run()
+        warnings = [r.getMessage() for r in caplog.records if "cache:" in r.getMessage()]
+        assert len(warnings) == 1 and "discarded" in warnings[0], warnings
+        assert healed.origin[stage] == "computed" and not healed.cached[stage]
+        np.testing.assert_array_equal(healed.image, first.image)  # recomputed, the same edit
+        assert not list((cache / "lora").glob(f".*{TEMP_MARK}*"))  # leftover temporaries removed
+        assert _cached_session(tiny_model, blob_image, cache).run().origin[stage] == "disk"  # and written anew
+        lora_dir = next((cache / "lora").iterdir())
+        inv_file = next((cache / "inversion").glob("*.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------- 5. model folders
+@pytest.mark.parametrize("breakage,message", [
+    (lambda d: (d / "dragnb_defaults.json").write_text("{oops"), "dragnb_defaults.json' is not usable"),
+    (lambda d: (d / "dragnb_defaults.json").write_text('{"drag": {"lrr": 1}}'), "drag.lrr: no such setting"),
+    (lambda d: (d / "dragnb_defaults.json").write_text('{"drag": {"lr": -1}}'), "drag.lr: got -1.0"),
+    (lambda d: shutil.rmtree(d / "tokenizer"), "lacks its tokenizer/ folder"),
+])
+def test_broken_model_folders_get_a_model_line(tiny_dir, tmp_path, breakage, message):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_dir, folder)
+    breakage(folder)
+    with pytest.raises(ModelError) as info:
+        load_model(folder, device="cpu")
+    assert str(info.value).startswith("model: ") and message in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- 6. bench samples
+def test_one_malformed_sample_never_stops_the_bench(tmp_path, blob_image):
+    good = write_sample(tmp_path / "c" / "good", blob_image, "", make_points([(1, 2, 3, 4)], (64, 64)), None)
+    metas = {"text_points": {"prompt": "", "points": [["a", 1], [2, 3]], "mask": None},
+             "ragged_points": {"prompt": "", "points": [[1, 2], [3]], "mask": None},
+             "points_not_a_list": {"prompt": "", "points": 7, "mask": None},
+             "mask_of_text": {"prompt": "", "points": [[1, 2], [3, 4]], "mask": np.array([["x"] * 64] * 64)},
+             "not_a_dict": [1, 2, 3]}
+    refs = [SampleRef("c", "good", good)]
+    for name, meta in metas.items():
+        folder = write_sample(tmp_path / "c" / name, blob_image, "", make_points([(1, 2, 3, 4)], (64, 64)), None)
+        with open(folder / "meta_data.pkl", "wb") as f:
+            pickle.dump(meta, f)
+        refs.append(SampleRef("c", name, folder))
+    samples, skipped = load_samples(refs)
+    assert [ref.name for ref, _ in samples] == ["good"]
+    assert sorted(s.path.rsplit("/", 1)[-1] for s in skipped) == sorted(metas)
+    assert all("meta_data.pkl" in s.reason for s in skipped), skipped  # each names the file at fault
+
+
+# ---------------------------------------------------------------------------------------------- 7. devices, images
+def test_devices_and_images_get_one_line(tmp_path, monkeypatch, blob_image, capsys):
+    with pytest.raises(InputError, match="'foo' is not a device name; available here: cpu"):
+        resolve_device("foo")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="'cuda' is not available .*available here: cpu"):
+            resolve_device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 > 2 x 1000: a "bomb" at this limit
+    with pytest.raises(InputError, match="--image: .*decompression bombs"):
+        to_rgb_array(tmp_path / "in.png", "--image")
+
+
+def test_negative_first_point_reaches_the_point_check(tmp_path, blob_image, capsys, no_work):
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    assert run_cli("--image", tmp_path / "in.png", "--points", "-1,18,30,30", "--out", tmp_path / "o.png") == 2
+    err = capsys.readouterr().err
+    assert "--points: handle of pair 0 at (x=-1, y=18) lies outside" in err
+
+
+# ---------------------------------------------------------------------------------------------- 8. Ctrl-C
+def test_ctrl_c_during_inversion_says_what_was_kept(tiny_dir, tmp_path, blob_image, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dragnb.session, "invert", interrupted)
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    code = run_cli("--image", tmp_path / "in.png", "--points", "10,10,20,20", "--model", tiny_dir,
+                   "--out", tmp_path / "o.png", "--cache-dir", tmp_path / "cache", "--set", "lora.steps=2")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err[-1].startswith("interrupted during inversion: nothing from inversion was cached")
+    assert "lora is cached" in err[-1]
+    assert list((tmp_path / "cache" / "lora").iterdir()) and not (tmp_path / "cache" / "inversion").exists()
+
+
+def test_ctrl_c_during_lora_names_the_stage(tiny_model, blob_image):
+    session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, lora=LoraSettings(steps=5)))
+    session.set_points([(10, 10, 50, 10)])
+
+    def interrupt(step, loss):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as info:
+        session.run(lora_callback=interrupt)
+    assert info.value.stage == "lora" and "lora was interrupted" in str(info.value)
