@@ -503,13 +503,37 @@ def _run_items(todo, opts, model_name, configs, config_settings, dift, device, o
 
 def score(sample, dragged: np.ndarray, tracked_xy, featurizer, fidelity_net, dift_seed: int = 42,
           source_features=None) -> dict:
-    """All metrics of one edited sample: Mean Distance (per pair), Image Fidelity, known answers if any."""
+    """All metrics of one edited sample: Mean Distance and masked Mean Distance (per pair), Image Fidelity,
+    DAI at every γ of :data:`dragnb.metrics.DAI_GAMMAS` (per pair and their mean), known answers if any.
+
+    MD and masked MD share one featurization of the result. Masked MD searches inside ``sample.mask``; a
+    sample without one (whole image editable) gets the plain MD values, with ``masked_search`` "whole image".
+    DAI needs no network and is always computed.
+    """
     targets = sample.points.targets
-    out: dict = {"mean_distance": None, "distances": None, "matched_xy": None, "image_fidelity": None}
+    handles = sample.points.handles
+    out: dict = {"mean_distance": None, "distances": None, "matched_xy": None, "image_fidelity": None,
+                 "masked_mean_distance": None, "masked_distances": None, "masked_matched_xy": None,
+                 "masked_search": None}
     if featurizer is not None:
-        md = metrics.mean_distance(sample.image, dragged, sample.points.handles, targets, sample.prompt, featurizer,
-                                   dift_seed, source_features)
+        import torch
+
+        if source_features is None:
+            source_features = featurizer(sample.image, sample.prompt, torch.Generator().manual_seed(dift_seed))
+        dragged_features = featurizer(metrics.resize_like(dragged, sample.image), sample.prompt,
+                                      torch.Generator().manual_seed(dift_seed))
+        md = metrics.mean_distance(sample.image, dragged, handles, targets, sample.prompt, featurizer, dift_seed,
+                                   source_features, dragged_features=dragged_features)
         out.update(mean_distance=md.mean, distances=md.distances, matched_xy=[list(p) for p in md.matched_xy])
+        mmd = metrics.mean_distance(sample.image, dragged, handles, targets, sample.prompt, featurizer, dift_seed,
+                                    source_features, mask=sample.mask, dragged_features=dragged_features)
+        out.update(masked_mean_distance=mmd.mean, masked_distances=mmd.distances,
+                   masked_matched_xy=[list(p) for p in mmd.matched_xy],
+                   masked_search="mask" if mmd.masked else "whole image")
+    dai_pairs = {str(g): metrics.dai_per_pair(sample.image, dragged, handles, targets, g).tolist()
+                 for g in metrics.DAI_GAMMAS}
+    out["dai"] = {g: float(np.mean(v)) if v else None for g, v in dai_pairs.items()}
+    out["dai_pairs"] = dai_pairs
     if fidelity_net is not None:
         out["image_fidelity"] = metrics.image_fidelity(sample.image, dragged, fidelity_net)
     if tracked_xy is not None:  # where the method's own point tracking believes the handles ended
@@ -533,16 +557,23 @@ def _stats(values: list[float | None]) -> dict:
 
 
 def _group_metrics(records: list[dict]) -> dict:
-    """Metrics of a group of one seed's records. MD: mean over all pairs (as the reference). IF: mean over samples."""
+    """Metrics of a group of one seed's records. MD and masked MD: mean over all pairs (as DragDiffusion's and
+    DragLoRA's scripts). IF and DAI_γ: mean over samples (DAI as GoodDrag's script: per-image values averaged)."""
     ok = [r for r in records if "metrics" in r]
     dists = [d for r in ok for d in (r["metrics"]["distances"] or [])]
     fid = [r["metrics"]["image_fidelity"] for r in ok if r["metrics"]["image_fidelity"] is not None]
     tracked = [d for r in ok for d in (r["metrics"].get("tracked_distance") or [])]
+    masked = [d for r in ok for d in (r["metrics"].get("masked_distances") or [])]
     out = {"n_samples": len(ok), "n_failed": len(records) - len(ok), "n_pairs": sum(len(r["edit"]["points"]) // 2
                                                                                     for r in ok),
            "mean_distance": float(np.mean(dists)) if dists else None,
            "image_fidelity": float(np.mean(fid)) if fid else None,
-           "tracked_distance": float(np.mean(tracked)) if tracked else None}
+           "tracked_distance": float(np.mean(tracked)) if tracked else None,
+           "masked_mean_distance": float(np.mean(masked)) if masked else None}
+    for gamma in metrics.DAI_GAMMAS:  # GoodDrag: the per-image DAI, averaged over images
+        per_image = [(r["metrics"].get("dai") or {}).get(str(gamma)) for r in ok]
+        per_image = [v for v in per_image if v is not None]
+        out[f"dai_{gamma}"] = float(np.mean(per_image)) if per_image else None
     known = [r["metrics"]["known_answer"] for r in ok if r["metrics"].get("known_answer")]
     if known:
         errors = [k["placement_error_px"] for k in known if k["placement_error_px"] is not None]
@@ -555,7 +586,8 @@ def _group_metrics(records: list[dict]) -> dict:
     return out
 
 
-METRIC_KEYS = ("mean_distance", "image_fidelity", "tracked_distance")
+DAI_KEYS = tuple(f"dai_{g}" for g in metrics.DAI_GAMMAS)  # dai_1, dai_5, dai_10, dai_20
+METRIC_KEYS = ("mean_distance", "image_fidelity", "tracked_distance", "masked_mean_distance", *DAI_KEYS)
 KNOWN_KEYS = ("placement_error_px", "median_placement_error_px", "psnr_outside_mask", "success_rate")
 
 
@@ -603,7 +635,15 @@ def build_summary(plan, configs, config_settings, opts, model_name, base, finger
         "seed_rule": "seed s adds s to lora.seed and drag.seed; the metric's DIFT seed stays fixed",
         "metrics": {**metric_info, "image_fidelity_definition": "1 - LPIPS(alex), both images bilinear to 224x224",
                     "mean_distance_definition": "DIFT cosine argmax over the whole result, distance to target in "
-                                                "source-image pixels, mean over pairs"},
+                                                "source-image pixels, mean over pairs",
+                    "masked_mean_distance_definition": "as mean_distance, the argmax searched only inside the "
+                                                       "sample's editable mask (DragLoRA's m-MD); no mask = the "
+                                                       "whole image, = mean_distance",
+                    "dai_gammas": list(metrics.DAI_GAMMAS),
+                    "dai_definition": "GoodDrag's DAI_gamma: per pair, sum over the (1+2 gamma)^2 patch and RGB of "
+                                      "(source around handle - result around target)^2, images in [0, 1], divided "
+                                      "by the patch's pixel count (patches cut to the image at borders); mean over "
+                                      "pairs per image, then over images"},
         "settings": base.to_dict() if opts.score is None else None,
         "scored_results": None if opts.score is None else str(opts.score),
         "configs": [{"name": c.name, "assignments": list(c.assignments), "folder": c.folder or ".",
@@ -625,7 +665,8 @@ def build_summary(plan, configs, config_settings, opts, model_name, base, finger
 # ------------------------------------------------------------------------------------------------ outputs
 PAIR_COLUMNS = ("config", "seed", "category", "sample", "pair", "handle_x", "handle_y", "target_x", "target_y",
                 "matched_x", "matched_y", "distance", "image_fidelity", "tracked_x", "tracked_y", "tracked_distance",
-                "drag_steps", "stop_reason", "placement_error_px", "psnr_outside_mask", "seconds")
+                "drag_steps", "stop_reason", "placement_error_px", "psnr_outside_mask", "seconds",
+                "masked_matched_x", "masked_matched_y", "masked_distance", *DAI_KEYS)
 
 
 def pair_rows(plan) -> list[dict]:
@@ -638,6 +679,7 @@ def pair_rows(plan) -> list[dict]:
         m, e = r["metrics"], r["edit"]
         pts = e["points"]
         known = m.get("known_answer") or {}
+        masked_xy, masked_d, dai_pairs = m.get("masked_matched_xy"), m.get("masked_distances"), m.get("dai_pairs") or {}
         for i in range(len(pts) // 2):
             row = {"config": r["config"], "seed": r["seed"], "category": r["category"], "sample": r["name"],
                    "pair": i, "handle_x": pts[2 * i][0], "handle_y": pts[2 * i][1],
@@ -651,7 +693,11 @@ def pair_rows(plan) -> list[dict]:
                    "tracked_distance": (m.get("tracked_distance") or [None] * (i + 1))[i],
                    "drag_steps": e.get("drag_steps"), "stop_reason": e.get("stop_reason"),
                    "placement_error_px": known.get("placement_error_px"),
-                   "psnr_outside_mask": known.get("psnr_outside_mask"), "seconds": round(r["seconds"], 3)}
+                   "psnr_outside_mask": known.get("psnr_outside_mask"), "seconds": round(r["seconds"], 3),
+                   "masked_matched_x": masked_xy[i][0] if masked_xy else None,
+                   "masked_matched_y": masked_xy[i][1] if masked_xy else None,
+                   "masked_distance": masked_d[i] if masked_d else None}
+            row.update({f"dai_{g}": (dai_pairs.get(str(g)) or [None] * (i + 1))[i] for g in metrics.DAI_GAMMAS})
             rows.append(row)
     return rows
 
@@ -682,14 +728,22 @@ def _fmt(stat: dict | None, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def _added_columns(res: dict) -> dict:
+    """Masked MD and DAI_γ of one summary block, formatted (``.get``: summaries written before they existed)."""
+    return {"masked_mean_distance": _fmt(res.get("masked_mean_distance"), 2),
+            **{key: _fmt(res.get(key), 4) for key in DAI_KEYS}}
+
+
 def sweep_table(summary: dict) -> list[dict]:
-    """One row per setting of the grid: its assignments and mean ± std of the overall metrics."""
+    """One row per setting of the grid: its assignments and mean ± std of the overall metrics (MD, IF, tracked
+    distance, masked MD, DAI_γ, and the known answers when there are any)."""
     rows = []
     for config in summary["configs"]:
         res = summary["results"][config["name"]]["overall"]
         row = {a.partition("=")[0]: a.partition("=")[2] for a in config["assignments"]}
         row.update({"mean_distance": _fmt(res["mean_distance"], 2), "image_fidelity": _fmt(res["image_fidelity"]),
                     "tracked_distance": _fmt(res["tracked_distance"], 2)})
+        row.update(_added_columns(res))
         if "known_answer" in res:
             row.update({"placement_error_px": _fmt(res["known_answer"]["placement_error_px"], 2),
                         "success_rate": _fmt(res["known_answer"]["success_rate"], 2)})
@@ -698,7 +752,8 @@ def sweep_table(summary: dict) -> list[dict]:
 
 
 def category_table(summary: dict, config: str | None = None) -> list[dict]:
-    """One row per category (and one for all) of one setting: n, MD, IF, tracked distance, mean ± std."""
+    """One row per category (and one for all) of one setting: n, MD, IF, tracked distance, masked MD, DAI_γ,
+    mean ± std."""
     name = config or summary["configs"][0]["name"]
     res = summary["results"][name]
     rows = []
@@ -707,6 +762,7 @@ def category_table(summary: dict, config: str | None = None) -> list[dict]:
         n = (per_seed["overall"] if cat == "(all)" else per_seed["categories"][cat])["n_samples"]
         row = {"category": cat, "samples": n, "mean_distance": _fmt(m["mean_distance"], 2),
                "image_fidelity": _fmt(m["image_fidelity"]), "tracked_distance": _fmt(m["tracked_distance"], 2)}
+        row.update(_added_columns(m))
         if "known_answer" in m:
             row["placement_error_px"] = _fmt(m["known_answer"]["placement_error_px"], 2)
         rows.append(row)

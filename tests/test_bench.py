@@ -19,7 +19,7 @@ from PIL import Image
 
 from dragnb import bench, metrics
 from dragnb.cli import main
-from dragnb.dragbench import write_sample
+from dragnb.dragbench import read_sample, write_sample
 from dragnb.points import make_points
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,6 +122,70 @@ def test_summary_numbers_follow_the_records(single):
         assert res["categories"]["scenes"]["known_answer"]["placement_error_px"]["mean"] >= 0
 
 
+def test_masked_mean_distance_and_dai_in_summary_and_csv(single):
+    """Masked MD (discs/b has a mask, discs/a none) and DAI_γ: per pair in pairs.csv, in every summary block."""
+    summary = json.loads((single / "summary.json").read_text())
+    rows = list(csv.DictReader(open(single / "pairs.csv")))
+    assert list(rows[0])[:len(bench.PAIR_COLUMNS) - 7] == list(bench.PAIR_COLUMNS[:-7])  # old columns first
+    assert list(rows[0])[-7:] == ["masked_matched_x", "masked_matched_y", "masked_distance",
+                                  "dai_1", "dai_5", "dai_10", "dai_20"]
+    res = summary["results"]["base"]
+    for seed in (0, 1):
+        mine = [r for r in rows if r["seed"] == str(seed)]
+        overall = res["per_seed"][str(seed)]["overall"]
+        assert overall["masked_mean_distance"] == pytest.approx(np.mean([float(r["masked_distance"]) for r in mine]))
+        for r in mine:
+            record = json.loads((single / f"seed_{seed}" / r["category"] / r["sample"] / "record.json").read_text())
+            mask = read_sample(Path(summary["data"]) / r["category"] / r["sample"]).mask
+            assert record["metrics"]["masked_search"] == ("whole image" if mask is None else "mask")
+            if mask is None:  # discs/a: the whole image is searched, masked MD is MD
+                assert r["masked_distance"] == r["distance"] and r["masked_matched_x"] == r["matched_x"]
+            else:  # the match lies inside the mask (discs/b: rows 10-49, columns 10-59)
+                assert mask[int(float(r["masked_matched_y"])), int(float(r["masked_matched_x"]))]
+        for gamma in (1, 5, 10, 20):
+            # DAI: mean over a sample's pairs, then over samples (GoodDrag)
+            per_sample = {}
+            for r in mine:
+                per_sample.setdefault(r["sample"], []).append(float(r[f"dai_{gamma}"]))
+            assert overall[f"dai_{gamma}"] == pytest.approx(np.mean([np.mean(v) for v in per_sample.values()]))
+            assert 0 <= overall[f"dai_{gamma}"] <= 3
+    assert res["overall"]["dai_5"]["per_seed"] == [res["per_seed"][s]["overall"]["dai_5"] for s in ("0", "1")]
+    assert res["categories"]["discs"]["masked_mean_distance"]["mean"] is not None
+    assert summary["metrics"]["dai_gammas"] == [1, 5, 10, 20] and "dai_definition" in summary["metrics"]
+    table = bench.category_table(summary)
+    assert list(table[0])[:5] == ["category", "samples", "mean_distance", "image_fidelity", "tracked_distance"]
+    assert {"masked_mean_distance", "dai_1", "dai_5", "dai_10", "dai_20"} <= set(table[0])
+    assert table[-1]["category"] == "(all)" and table[-1]["dai_1"] != "n/a"
+
+
+def test_score_adds_dai_always_and_masked_md_with_a_featurizer():
+    from types import SimpleNamespace
+
+    image = np.zeros((9, 9, 3), np.uint8)
+    image[4, 4] = (255, 0, 0)
+    moved = np.zeros((9, 9, 3), np.uint8)
+    moved[4, 6] = (255, 0, 0)
+    sample = SimpleNamespace(image=image, prompt="", points=make_points([(4, 4, 6, 4)], (9, 9)), mask=None,
+                             folder=Path("/nonexistent"))
+    out = bench.score(sample, moved, None, None, None)  # no featurizer: no (masked) MD, DAI all the same
+    assert out["masked_mean_distance"] is None and out["mean_distance"] is None
+    assert out["dai"] == {str(g): pytest.approx(metrics.dai(image, moved, [[4, 4]], [[6, 4]], g))
+                          for g in (1, 5, 10, 20)}
+    assert out["dai"]["1"] == 0.0 and out["dai_pairs"]["1"] == [0.0]  # the red pixel is exactly at the target
+
+    def red(img, prompt, generator):  # features: (red, 1) per pixel
+        r = torch.from_numpy(img[..., 0].astype(np.float32))
+        return torch.stack([r, torch.ones_like(r)])[None]
+
+    sample.mask = np.zeros((9, 9), bool)
+    sample.mask[:, :5] = True  # the moved red pixel (6, 4) is outside
+    out = bench.score(sample, moved, None, red, None)
+    assert out["matched_xy"] == [[6.0, 4.0]] and out["distances"] == [0.0]
+    # inside the mask every pixel is (0, 1): a tie, so the first in row-major order, (0, 0)
+    assert out["masked_matched_xy"] == [[0.0, 0.0]] and out["masked_distances"] == pytest.approx([np.hypot(6, 4)])
+    assert out["masked_search"] == "mask"
+
+
 def test_resume_redoes_only_unfinished_edits(single, tree, tiny_dir, tmp_path):
     import shutil
 
@@ -210,6 +274,9 @@ def test_sweep_with_injected_fidelity(tree, tiny_dir, tmp_path, monkeypatch):
         assert 0 < fid <= 1
     table = list(csv.DictReader(open(out / "sweep.csv")))
     assert [r["drag.max_steps"] for r in table] == ["1", "3"]
+    assert list(table[0])[2:] == ["mean_distance", "image_fidelity", "tracked_distance", "masked_mean_distance",
+                                  "dai_1", "dai_5", "dai_10", "dai_20"]
+    assert "n/a" not in {table[0]["masked_mean_distance"], table[0]["dai_10"]}
     assert "| drag.max_steps |" in (out / "sweep.md").read_text()
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "drag.max_steps=1__drag.lr=0.05" / "seed_0" / "discs" / "a" / "dragged_image.png").is_file()

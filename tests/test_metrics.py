@@ -1,5 +1,6 @@
-"""The metrics against hand-computed values: Mean Distance with known feature matches, Image Fidelity around
-an injected distance network, the clear error when LPIPS is missing, DIFT features on the tiny model."""
+"""The metrics against hand-computed values: Mean Distance with known feature matches (whole image and inside
+the mask), GoodDrag's DAI on 9 x 9 images, Image Fidelity around an injected distance network, the clear error
+when LPIPS is missing, DIFT features on the tiny model."""
 
 import math
 import sys
@@ -11,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from dragnb import metrics
-from dragnb.metrics import (DiftFeaturizer, DiftSettings, MetricUnavailable, image_fidelity, lpips_input,
-                            match_points, mean_distance)
+from dragnb.metrics import (DAI_GAMMAS, DiftFeaturizer, DiftSettings, MetricUnavailable, dai, dai_per_pair,
+                            image_fidelity, lpips_input, match_points, mean_distance)
 
 SIDE = 8
 
@@ -75,6 +76,122 @@ def test_mean_distance_resizes_the_result_to_the_source():
 
     mean_distance(np.zeros((8, 12, 3), np.uint8), np.zeros((16, 16, 3), np.uint8), [[1, 1]], [[1, 1]], "", featurizer)
     assert seen == [(8, 12, 3), (8, 12, 3)]
+
+
+class AngleFeaturizer:
+    """Features (cos θ, sin θ) with θ = red / 255 · π/2: cosine similarity cos(θ1 - θ2) falls with the gap in red,
+    so the best match of a pixel is the pixel whose red value is closest to its own."""
+
+    def __call__(self, image, prompt, generator):
+        theta = torch.from_numpy(image[..., 0].astype(np.float64)) / 255 * math.pi / 2  # (H, W)
+        return torch.stack([theta.cos(), theta.sin()])[None].float()  # (1, 2, H, W)
+
+
+def masked_case():
+    """Handle (2, 2) has red 100 in the source. In the result red 100 sits at (6, 2), outside the mask (x <= 4);
+    inside it the closest reds are 90 at (3, 5) and 80 at (4, 4). Target (4, 2)."""
+    source = np.zeros((SIDE, SIDE, 3), np.uint8)
+    source[2, 2, 0] = 100  # (row, col) = (y, x)
+    dragged = np.zeros((SIDE, SIDE, 3), np.uint8)
+    dragged[2, 6, 0], dragged[5, 3, 0], dragged[4, 4, 0] = 100, 90, 80
+    mask = np.zeros((SIDE, SIDE), bool)
+    mask[:, :5] = True
+    return source, dragged, [[2, 2]], [[4, 2]], mask
+
+
+def test_masked_mean_distance_searches_inside_the_mask():
+    source, dragged, handles, targets, mask = masked_case()
+    fz = AngleFeaturizer()
+    plain = mean_distance(source, dragged, handles, targets, "", fz)
+    assert plain.matched_xy == [(6.0, 2.0)] and plain.distances == pytest.approx([2.0]) and not plain.masked
+    masked = mean_distance(source, dragged, handles, targets, "", fz, mask=mask)
+    # best inside the mask: red 90 at (3, 5); ||(3, 5) - (4, 2)|| = sqrt(1 + 9)
+    assert masked.matched_xy == [(3.0, 5.0)] and masked.distances == pytest.approx([math.sqrt(10)])
+    assert masked.masked and masked.mean == pytest.approx(math.sqrt(10))
+    # a mask of another size is resized (nearest) to the image: 4 x 4 with columns 0-1 -> 8 x 8 columns 0-3
+    small = np.zeros((4, 4), np.uint8)
+    small[:, :2] = 1
+    assert mean_distance(source, dragged, handles, targets, "", fz, mask=small).matched_xy == [(3.0, 5.0)]
+    # the same through match_points on given features (no featurizer needed)
+    f_src, f_drag = fz(source, "", None), fz(dragged, "", None)
+    assert match_points(f_src, f_drag, np.array(handles), mask=mask).tolist() == [[3.0, 5.0]]
+    assert mean_distance(source, dragged, handles, targets, "", None, source_features=f_src,
+                         dragged_features=f_drag, mask=mask).distances == pytest.approx([math.sqrt(10)])
+
+
+def test_masked_mean_distance_without_a_mask_is_plain_mean_distance():
+    source, dragged, handles, targets, _ = masked_case()
+    fz = AngleFeaturizer()
+    plain = mean_distance(source, dragged, handles, targets, "", fz)
+    for mask in (None, np.zeros((SIDE, SIDE), bool)):
+        assert mean_distance(source, dragged, handles, targets, "", fz, mask=mask) == plain
+    # a mask that is empty once resized to the feature grid: 16 x 16 with only (1, 1) set -> nearest to 8 x 8
+    # reads rows/cols 0, 2, 4, ...: nothing left, so the whole image is searched and the result says so
+    vanishing = np.zeros((16, 16), bool)
+    vanishing[1, 1] = True
+    assert metrics.search_mask(vanishing, (SIDE, SIDE)) is None
+    assert mean_distance(source, dragged, handles, targets, "", fz, mask=vanishing) == plain
+    with pytest.raises(ValueError, match="2-D"):
+        metrics.search_mask(np.ones((SIDE, SIDE, 3)), (SIDE, SIDE))
+
+
+def dai_images():
+    """9 x 9 uint8: a red pixel at (x, y) = (4, 4) in the source; in the result it moved to (6, 4), with a blue 102
+    (0.4) at (5, 4) and a grey 51 (0.2 in each channel) at (7, 3)."""
+    source = np.zeros((9, 9, 3), np.uint8)
+    source[4, 4] = (255, 0, 0)
+    edited = np.zeros((9, 9, 3), np.uint8)
+    edited[4, 6] = (255, 0, 0)
+    edited[4, 5] = (0, 0, 102)
+    edited[3, 7] = (51, 51, 51)
+    return source, edited
+
+
+def test_dai_hand_computed():
+    source, edited = dai_images()
+    # pair 1, (4, 4) -> (6, 4), γ = 1: the 3 x 3 patches differ by the blue 0.4 at offset (-1, 0) (0.16) and the
+    # grey at offset (+1, -1) (3 x 0.04 = 0.12); the red centres agree. Term = 0.28 / 9.
+    # pair 2, (4, 4) -> (4, 4): the red centre is gone (1) and the blue 0.4 is at offset (+1, 0) (0.16): 1.16 / 9.
+    assert dai_per_pair(source, edited, [[4, 4]], [[6, 4]], 1) == pytest.approx([0.28 / 9])
+    terms = dai_per_pair(source, edited, [[4, 4], [4, 4]], [[6, 4], [4, 4]], 1)
+    assert terms == pytest.approx([0.28 / 9, 1.16 / 9])
+    # DAI_1 = (1/N) Σ: (0.28 + 1.16) / 9 / 2 = 0.08 (GoodDrag's script, dividing by N twice, would print 0.04)
+    assert dai(source, edited, [[4, 4], [4, 4]], [[6, 4], [4, 4]], 1) == pytest.approx(0.08)
+    # γ = 0 compares the centre pixels only; γ = 2 (5 x 5, 25 px) also sees nothing else in this image
+    assert dai(source, edited, [[4, 4]], [[6, 4]], 0) == 0.0
+    assert dai(source, edited, [[4, 4]], [[6, 4]], 2) == pytest.approx(0.28 / 25)
+    # floats in [0, 1] are used as they are: the same numbers
+    assert dai(source / 255.0, edited / 255.0, [[4, 4]], [[6, 4]], 1) == pytest.approx(0.28 / 9)
+    # points are rounded to the nearest pixel, and clamped into the image
+    assert dai(source, edited, [[3.6, 4.4]], [[6.2, 3.8]], 1) == pytest.approx(0.28 / 9)
+    assert dai(source, edited, [[-3, 4]], [[0, 4]], 1) == dai(source, edited, [[0, 4]], [[0, 4]], 1)
+
+
+def test_dai_identity_is_zero_and_resizes_the_result():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)
+    for gamma in DAI_GAMMAS:
+        assert dai(img, img, [[4, 4], [0, 8]], [[4, 4], [0, 8]], gamma) == 0.0
+    assert DAI_GAMMAS == (1, 5, 10, 20)
+    # a result of another size is resized to the source first (bilinear), as for Mean Distance
+    grey = np.full((9, 9, 3), 77, np.uint8)
+    assert dai(grey, np.full((18, 27, 3), 77, np.uint8), [[4, 4]], [[4, 4]], 5) == 0.0
+    assert math.isnan(dai(img, img, np.zeros((0, 2)), np.zeros((0, 2)), 1))
+    with pytest.raises(ValueError, match="non-negative"):
+        dai(img, img, [[4, 4]], [[4, 4]], -1)
+
+
+def test_dai_border_keeps_the_offsets_inside_both_images():
+    # handle (0, 0), target (2, 1), γ = 5 in a 9 x 9 image: offsets dx in [max(-5, -0, -2), min(5, 8, 6)] = [0, 5],
+    # dy in [max(-5, -0, -1), min(5, 8, 7)] = [0, 5]: 6 x 6 = 36 offsets kept of the 11 x 11
+    source = np.zeros((9, 9, 3))
+    edited = np.zeros((9, 9, 3))
+    edited[6, 7] = 1.0  # target + (5, 5): inside the kept patch, 3 channels x 1 = 3
+    edited[7, 7] = 1.0  # target + (5, 6): dy = 6 > γ, not in the patch
+    edited[1, 1] = 1.0  # target + (-1, 0): dx = -1 has no source pixel left of the handle, dropped
+    assert dai(source, edited, [[0, 0]], [[2, 1]], 5) == pytest.approx(3 / 36)
+    # γ = 20 (a 41 x 41 patch) on a 9 x 9 image: every pixel both patches share, no padding invented
+    assert dai(source, edited, [[0, 0]], [[0, 0]], 20) == pytest.approx(9 / 81)
 
 
 def test_protocol_defaults():
