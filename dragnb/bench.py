@@ -359,6 +359,14 @@ def run_bench(opts: BenchOptions) -> dict | None:
                     for ref, _ in samples if not results[ref.key].is_file()]
         samples = [(ref, sample) for ref, sample in samples if results[ref.key].is_file()]
     rank, world, device, via_accelerate = _process_layout(opts)
+    if device is not None:
+        from .models import resolve_device
+
+        device = str(resolve_device(device, "--device"))
+    if opts.cache_dir is not None:
+        from .cache import open_cache
+
+        open_cache(opts.cache_dir, "--cache-dir")
 
     # Settings: the model's own defaults, then --set, then each sweep point, then each seed.
     from .config import apply_overrides, model_defaults

@@ -293,6 +293,17 @@ def test_bad_input_is_reported(tree, tiny_dir, tmp_path, capsys):
     assert main(bench_args(tree, tmp_path / "o", tiny_dir, "--sweep", "drag.lr")) == 2
     assert main(["bench", "--data", str(tree), "--out", str(tmp_path / "o"), "--seeds", "0,x"]) == 2
     assert "--seeds" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")  # outputs, the cache and the device are checked before any edit
+    for extra, message in ((["--out", str(tmp_path / "afile")], "--out: "),
+                           (["--cache-dir", str(tmp_path / "afile")], "--cache-dir: "),
+                           (["--device", "foo"], "--device: 'foo' is not a device name"),
+                           (["--set", "drag.lr=-1"], "drag.lr: got -1.0")):
+        args = bench_args(tree, tmp_path / "o2", tiny_dir, *[a for a in extra if extra[0] != "--out"])
+        if extra[0] == "--out":
+            args[args.index("--out") + 1] = extra[1]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 def test_missing_lpips_stops_before_any_edit(tree, tiny_dir, tmp_path, monkeypatch, capsys):
