@@ -36,7 +36,7 @@ def _run_drag(args) -> int:
 
     from .cache import open_cache
     from .config import Settings, apply_overrides
-    from .dragbench import read_sample
+    from .evaluation.dragbench import read_sample
     from .files import output_file
     from .images import load_mask, to_rgb_array
     from .models import EMBEDDED_MODEL, load_model, resolve_device
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train-tiny", help="train the embedded tiny model (see dragnb/tiny/train.py)",
                            add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
-    if importlib.util.find_spec("dragnb.bench") is not None:  # the evaluation harness (python -m dragnb bench)
-        from .bench import register as register_bench
+    if importlib.util.find_spec("dragnb.evaluation.bench") is not None:  # the evaluation harness (python -m dragnb bench)
+        from .evaluation.bench.cli import register as register_bench
 
         register_bench(sub)
     args = parser.parse_args(_negative_values(list(sys.argv[1:] if argv is None else argv)))

@@ -18,12 +18,15 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .config import DragSettings
 from .features import unet_with_features
-from .models import Model
+from .images import from_model_tensor
+from .inversion import decode_latent
+from .models import Model, encode_prompt
 from .motion import anchor_patches, mask_loss, motion_loss
 from .points import feature_grid
 from .tracking import point_features, track_points
@@ -169,3 +172,26 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     result.targets = targets.cpu()
     result.seconds = time.perf_counter() - start
     return result
+
+
+@torch.no_grad()
+def predicted_frames(model: Model, dragged: DragResult, t: int, prompt: str, every: int = 1
+                     ) -> list[tuple[int, np.ndarray]]:
+    """x̂_0 predicted from each kept drag latent ẑ_t^k (one UNet pass + decode), as (k, (H, W, 3) uint8).
+
+    ``dragged``: the ``.drag`` of ``session.run(keep_latents=True)``; ``t``: its timestep
+    (``result.inversion.t``). Uses the model as it is (the session leaves its LoRA active).
+    """
+    if not dragged.history or dragged.history[0].latent is None:
+        raise ValueError("predicted_frames needs the drag's latents: run with keep_latents=True")
+    scheduler = model.pipe.scheduler
+    text = encode_prompt(model, prompt)
+    history = dragged.history
+    latents = [(s.step, s.latent) for s in history[::every]] + [(len(history), dragged.latent)]  # + the final one
+    frames = []
+    for k, z in latents:
+        z = z.to(model.device)
+        eps = model.pipe.unet(z, t, text).sample
+        x0 = scheduler.step(eps, t, z).pred_original_sample  # x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
+        frames.append((k, from_model_tensor(decode_latent(model, x0))))
+    return frames

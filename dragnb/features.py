@@ -10,9 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
+
+from .images import model_size, to_model_tensor, to_rgb_array
+from .inversion import encode_image
+from .models import Model, encode_prompt
+from .points import feature_grid, grid_to_image, image_to_grid
+from .tracking import point_features
 
 
 class _EnoughFeatures(Exception):
@@ -81,3 +88,58 @@ def features_only(unet: UNet2DConditionModel, z: torch.Tensor, t, text: torch.Te
         except _EnoughFeatures:
             pass
     return gather(captured, blocks, unet, size)
+
+
+# ---- for the views: what notebook 03 and the correspondence widget show -------------------------------
+def pca_rgb(feature: torch.Tensor) -> np.ndarray:
+    """(1, C, h, w) or (C, h, w) features -> (h, w, 3) float in [0, 1]: the first three principal components."""
+    f = feature.detach().float().cpu()
+    f = f[0] if f.ndim == 4 else f
+    c, h, w = f.shape
+    x = f.reshape(c, h * w).T  # (hw, C)
+    x = x - x.mean(dim=0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)  # rows of v: principal directions
+    proj = (x @ v[:3].T).numpy()  # (hw, k), k <= 3
+    if proj.shape[1] < 3:
+        proj = np.pad(proj, ((0, 0), (0, 3 - proj.shape[1])))
+    lo, hi = np.percentile(proj, 1, axis=0), np.percentile(proj, 99, axis=0)
+    return np.clip((proj - lo) / np.maximum(hi - lo, 1e-8), 0, 1).reshape(h, w, 3)
+
+
+@torch.no_grad()
+def feature_maps(model: Model, image, prompt: str = "", blocks: Sequence[int] = (-2,),
+                 timesteps: Sequence[int] = (261, 681), feature_scale: float = 0.5, seed: int = 0) -> dict:
+    """Features F of ``image`` for each (block, t): z_0 noised to t with a fixed ε, one UNet pass per block.
+
+    Returns {(block, t): (1, C, h, w)} on the supervision grid (``feature_scale`` of the model image).
+    """
+    source = to_rgb_array(image)
+    size = model_size(source.shape[:2], model.resolution, model.size_multiple)
+    z0 = encode_image(model, to_model_tensor(source, size))
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0.device, z0.dtype)
+    text = encode_prompt(model, prompt)
+    grid = feature_grid(size, feature_scale)
+    out = {}
+    for t in timesteps:
+        zt = model.pipe.scheduler.add_noise(z0, noise, torch.tensor([int(t)]))
+        for block in blocks:
+            out[(block, int(t))] = features_only(model.pipe.unet, zt, int(t), text, [block], grid).cpu()
+    return out
+
+
+def correspond(feature_a: torch.Tensor, feature_b: torch.Tensor, points_xy, size_a: tuple[int, int],
+               size_b: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """For each point of image A (x, y), the best cosine match in image B's features (DIFT-style).
+
+    ``feature_*``: (1, C, h, w); ``size_*``: (H, W) of the images. Returns (N, 2) matched (x, y) in B's image
+    pixels and (N, h_b, w_b) cosine similarity maps.
+    """
+    grid_a, grid_b = tuple(feature_a.shape[-2:]), tuple(feature_b.shape[-2:])
+    rc = image_to_grid(np.asarray(points_xy, dtype=float).reshape(-1, 2), size_a, grid_a)
+    rc = rc.round().long().clamp(min=torch.zeros(2, dtype=torch.long), max=torch.tensor(grid_a) - 1)
+    queries = torch.nn.functional.normalize(point_features(feature_a.float(), rc), dim=1)  # (N, C)
+    keys = torch.nn.functional.normalize(feature_b[0].float().flatten(1), dim=0)  # (C, hw)
+    sims = (queries @ keys).reshape(-1, *grid_b)  # (N, h, w)
+    best = sims.flatten(1).argmax(dim=1)
+    best_rc = torch.stack([best // grid_b[1], best % grid_b[1]], dim=1).float()
+    return grid_to_image(best_rc, size_b, grid_b), sims.numpy()

@@ -11,7 +11,7 @@ with ᾱ before the first step = ``alphas_cumprod[0]`` (``set_alpha_to_one=False
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +19,8 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from tqdm.auto import tqdm
 
 from .config import InversionSettings
-from .models import Model
+from .images import from_model_tensor, model_size, psnr, to_model_tensor, to_rgb_array
+from .models import Model, encode_prompt
 
 
 @dataclass
@@ -120,3 +121,28 @@ def denoise_latent(model: Model, zt: torch.Tensor, text: torch.Tensor, settings:
     for t in schedule(model.pipe.scheduler, settings):
         z = model.pipe.scheduler.step(guided_noise(model, z, t, text, guidance_scale), t, z).prev_sample
     return z
+
+
+def round_trip_errors(model: Model, image, prompt: str = "", strengths: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
+                         settings: InversionSettings | None = None) -> list[dict]:
+    """Invert the image to each strength, DDIM back, decode: relative latent error and image PSNR per t.
+
+    Uses the model as it is (with whatever LoRA is active). Returns one dict per strength with keys
+    ``strength, t, steps, latent_error, psnr, image`` (the reconstruction, (H, W, 3) uint8).
+    """
+    base = settings or model.settings.inversion
+    source = to_rgb_array(image)
+    x = to_model_tensor(source, model_size(source.shape[:2], model.resolution, model.size_multiple))
+    z0 = encode_image(model, x)
+    text = encode_prompt(model, prompt)
+    reference = from_model_tensor(decode_latent(model, z0))  # the VAE's own reconstruction: the ceiling
+    records = []
+    for strength in strengths:
+        s = InversionSettings(num_steps=base.num_steps, strength=float(strength), guidance_scale=base.guidance_scale)
+        inverted = invert(model, z0, text, s)
+        back = denoise_latent(model, inverted.zt, text, s)
+        decoded = from_model_tensor(decode_latent(model, back))
+        records.append({"strength": float(strength), "t": inverted.t, "steps": s.inverted_steps,
+                        "latent_error": float((back - z0).pow(2).mean() / z0.pow(2).mean()),
+                        "psnr": psnr(decoded, reference), "image": decoded})
+    return records

@@ -14,7 +14,7 @@ import numpy as np
 
 from dragnb.config import apply_overrides
 from dragnb.models import load_model
-from dragnb.scenes import scene_array
+from dragnb.tiny.scenes import scene_array
 from dragnb.tiny.report import held_out_scenes, inversion_quality, round_trip_summary
 
 

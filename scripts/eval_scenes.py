@@ -4,7 +4,7 @@
         [--set drag.lr=0.03 ...] [--paper-defaults] [--first K] [--limit N] [--json OUT.json]
         [--time-second-drag] [--record data/tiny-scenes/scene_benchmark.json --label NAME]
 
-Writes the cases first if the folder is empty (dragnb.scenebench.write_cases, at the model's resolution). The
+Writes the cases first if the folder is empty (dragnb.evaluation.scenebench.write_cases, at the model's resolution). The
 settings are the model's own defaults (its dragnb_defaults.json) unless --paper-defaults asks for the reference
 code's. Prints one line per case and the summary (success rate, median placement error, ...).
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from dragnb.config import Settings, apply_overrides
-from dragnb.dragbench import read_sample
+from dragnb.evaluation.dragbench import read_sample
 from dragnb.models import load_model
-from dragnb.scenebench import BENCHMARKS, case_dirs, record_key, score_case, summarise, write_cases
+from dragnb.evaluation.scenebench import BENCHMARKS, case_dirs, record_key, score_case, summarise, write_cases
 from dragnb.session import DragSession
 
 

@@ -29,6 +29,7 @@ CASE = 36  # the notebook's case of the textured scene benchmark
 SETTINGS = {"lora": {"steps": 20}}
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_editor_in_jupyterlab(tiny_dir, tmp_path):
     chromium = chromium_path()
@@ -37,8 +38,8 @@ def test_editor_in_jupyterlab(tiny_dir, tmp_path):
                     "or point DRAGNB_CHROMIUM at a Chromium binary; the browser test needs it")
     from playwright.sync_api import expect, sync_playwright
 
-    from dragnb.dragbench import read_sample
-    from dragnb.scenebench import write_cases
+    from dragnb.evaluation.dragbench import read_sample
+    from dragnb.evaluation.scenebench import write_cases
 
     # The sample the notebook builds (same seed), to click where the moving shape is.
     from dragnb.models import EMBEDDED_MODEL, load_model

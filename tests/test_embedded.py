@@ -36,8 +36,8 @@ EASY_CASE = 36  # a single-pair move of the textured benchmark (seed 1000) that 
 def test_drags_an_easy_case_where_it_should_go(embedded, tmp_path):
     """An easy textured-benchmark case with the model's own defaults, judged on the decoded image by the
     benchmark's success rule."""
-    from dragnb.dragbench import read_sample
-    from dragnb.scenebench import score_case, write_cases
+    from dragnb.evaluation.dragbench import read_sample
+    from dragnb.evaluation.scenebench import score_case, write_cases
     from dragnb.session import DragSession
 
     (folder,) = write_cases(tmp_path, 1, seed=1000, size=embedded.resolution, benchmark="textured", start=EASY_CASE)

@@ -31,11 +31,12 @@ def test_bilinear_patch_at_integer_equals_slice():
     torch.testing.assert_close(bilinear_patch(feature, torch.tensor([4.0, 6.0]), 1), feature[:, :, 3:6, 5:8])
 
 
-def test_bilinear_patch_is_pure():
-    feature = torch.randn(1, 3, 8, 8)
-    before = feature.clone()
-    bilinear_patch(feature, torch.tensor([3.5, 3.5]), 1)
-    assert torch.equal(feature, before)
+def test_bilinear_patch_gradients_are_right():
+    """The motion loss moves the latent through these gradients: checked against finite differences, in the
+    features and in the (fractional) centre, the two things the patch depends on."""
+    feature = torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    centre = torch.tensor([2.3, 3.6], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f, c: bilinear_patch(f, c, 1), (feature, centre))
 
 
 def test_tracking_recovers_a_known_shift():

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dragnb import metrics
-from dragnb.metrics import (DAI_GAMMAS, DiftFeaturizer, DiftSettings, MetricUnavailable, dai, dai_per_pair,
+from dragnb.evaluation import metrics
+from dragnb.evaluation.metrics import (DAI_GAMMAS, DiftFeaturizer, DiftSettings, MetricUnavailable, dai, dai_per_pair,
                             image_fidelity, lpips_input, match_points, mean_distance)
 
 SIDE = 8
@@ -268,7 +268,7 @@ def test_missing_alexnet_weights_is_a_clear_error(monkeypatch):
 def test_known_answer_scores(tmp_path):
     from PIL import Image
 
-    from dragnb.scenebench import write_cases
+    from dragnb.evaluation.scenebench import write_cases
 
     (case,) = write_cases(tmp_path / "cases", n=1, seed=3, size=64)
     answer = np.asarray(Image.open(case / "target_image.png").convert("RGB"))

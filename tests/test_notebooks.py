@@ -44,6 +44,7 @@ def test_the_notebooks_are_numbered_and_stored_without_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip outputs before committing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_notebook_runs(name, kernel, tiny_dir):
     nb = read_notebook(name, MODEL=model_for_tests(tiny_dir), OVERRIDES=QUICK, **EXTRA.get(name, {}))

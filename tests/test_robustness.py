@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 import dragnb.session
-from dragnb.bench import SampleRef, load_samples
+from dragnb.evaluation.bench import SampleRef, load_samples
 from dragnb.cache import LORA_LOSSES, LORA_WEIGHTS
 from dragnb.cli import main
 from dragnb.config import DragSettings, InversionSettings, LoraSettings, Settings, apply_overrides
-from dragnb.dragbench import write_sample
+from dragnb.evaluation.dragbench import write_sample
 from dragnb.drag import drag
 from dragnb.errors import InputError, Interrupted, ModelError, SettingError
 from dragnb.files import TEMP_MARK

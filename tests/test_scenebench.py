@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from dragnb.scenebench import load_case, score_case, summarise, write_cases
+from dragnb.evaluation.scenebench import load_case, score_case, summarise, write_cases
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_textured_known_answers_pass_and_originals_fail(textured):
 
 def test_a_rigid_move_does_not_pass_for_a_stretch(textured):
     """Moving the whole shape by the handle's displacement puts the handle on target but is not the deformation."""
-    from dragnb.scenes import moved, render
+    from dragnb.tiny.scenes import moved, render
 
     case, _ = next((c, m) for c, m in map(load_case, textured) if c.kind == "stretch")
     folder = next(f for f in textured if f.name == case.name)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from dragnb.cli import main
 from dragnb.config import DragSettings, LoraSettings, Settings
-from dragnb.dragbench import read_sample, write_sample
+from dragnb.evaluation.dragbench import read_sample, write_sample
 from dragnb.errors import InputError
 from dragnb.generate import generate
 from dragnb.points import make_points

@@ -8,7 +8,10 @@ import torch
 from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure
 
-from dragnb import viz
+from dragnb.ui import plots
+from dragnb.drag import predicted_frames
+from dragnb.features import correspond, feature_maps, pca_rgb
+from dragnb.inversion import round_trip_errors
 from dragnb.config import settings_from_dict
 from dragnb.session import DragSession
 from dragnb.tracking import point_features, search_window
@@ -30,7 +33,7 @@ def edit(tiny_model):
 
 
 def test_compare_shows_source_and_result_with_arrows(edit):
-    fig = viz.compare(edit)
+    fig = plots.compare(edit)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     left, right = fig.axes
     assert (left.images[0].get_array() == edit.source).all() and (right.images[0].get_array() == edit.image).all()
@@ -43,13 +46,13 @@ def test_compare_shows_source_and_result_with_arrows(edit):
 
 
 def test_trajectories_follow_the_recorded_handles(edit):
-    fig = viz.trajectories(edit)
+    fig = plots.trajectories(edit)
     line = fig.axes[0].lines[0]
     np.testing.assert_allclose(np.stack(line.get_data(), 1), edit.trajectory_xy()[:, 0])
 
 
 def test_loss_curves_have_one_line_per_term_and_per_pair(edit):
-    fig = viz.loss_curves(edit)
+    fig = plots.loss_curves(edit)
     terms, distances = fig.axes
     assert [l.get_label() for l in terms.lines] == ["motion", "mask", "total"]
     np.testing.assert_allclose(terms.lines[0].get_ydata(), [s.motion_loss for s in edit.drag.history])
@@ -58,18 +61,18 @@ def test_loss_curves_have_one_line_per_term_and_per_pair(edit):
 
 
 def test_lora_loss_curve(edit):
-    fig = viz.lora_loss(edit.lora, smooth=2)
+    fig = plots.lora_loss(edit.lora, smooth=2)
     raw, smooth = fig.axes[0].lines
     np.testing.assert_allclose(raw.get_ydata(), edit.lora.losses)
     assert len(smooth.get_ydata()) == len(edit.lora.losses) - 1
 
 
 def test_inversion_error_against_the_inverted_step(tiny_model, edit):
-    records = viz.inversion_error_data(tiny_model, edit.source, edit.prompt, [0.2, 0.6], edit.settings.inversion)
+    records = round_trip_errors(tiny_model, edit.source, edit.prompt, [0.2, 0.6], edit.settings.inversion)
     assert [r["steps"] for r in records] == [4, 12] and records[0]["t"] < records[1]["t"]
     assert all(r["latent_error"] >= 0 and np.isfinite(r["psnr"]) for r in records)
     assert records[0]["image"].shape == (48, 64, 3)  # the model size of a 48x64 image on a 64-px model
-    fig = viz.inversion_error(records)
+    fig = plots.inversion_error(records)
     assert len(fig.axes) == 2 + 2  # error curve, its twin axis, one reconstruction per strength
     np.testing.assert_allclose(fig.axes[0].lines[0].get_xdata(), [r["t"] for r in records])
 
@@ -78,32 +81,32 @@ def test_pca_rgb_separates_two_regions():
     feature = torch.zeros(1, 6, 8, 8)
     feature[0, :3, :, :4] = 1.0  # left half differs from the right half
     feature += 0.01 * torch.randn(1, 6, 8, 8)
-    rgb = viz.pca_rgb(feature)
+    rgb = pca_rgb(feature)
     assert rgb.shape == (8, 8, 3) and rgb.min() >= 0 and rgb.max() <= 1
     assert abs(rgb[:, :4, 0].mean() - rgb[:, 4:, 0].mean()) > 0.8  # the first component splits them
 
 
 def test_feature_maps_and_pca_grid(tiny_model, edit):
-    maps = viz.feature_maps(tiny_model, edit.source, edit.prompt, blocks=(-1, -2), timesteps=(101, 681))
+    maps = feature_maps(tiny_model, edit.source, edit.prompt, blocks=(-1, -2), timesteps=(101, 681))
     assert set(maps) == {(-1, 101), (-1, 681), (-2, 101), (-2, 681)}
     assert maps[(-2, 101)].shape[-2:] == (24, 32)  # the supervision grid of a 48x64 image
-    fig = viz.feature_pca(maps, edit.source)
+    fig = plots.feature_pca(maps, edit.source)
     assert len(fig.axes) == 2 * 3
 
 
 def test_correspondence_finds_a_known_shift():
     feature = torch.randn(1, 16, 12, 12)
     shifted = torch.roll(feature, shifts=(1, 2), dims=(2, 3))
-    matches, sims = viz.correspond(feature, shifted, [(8, 8), (16, 4)], (24, 24), (24, 24))
+    matches, sims = correspond(feature, shifted, [(8, 8), (16, 4)], (24, 24), (24, 24))
     np.testing.assert_allclose(matches, [[12, 10], [20, 6]])  # +2 cols, +1 row in feature px = x2 in image px
     assert sims.shape == (2, 12, 12)
-    fig = viz.correspondence(np.zeros((24, 24, 3), np.uint8), np.zeros((24, 24, 3), np.uint8), [(8, 8), (16, 4)],
+    fig = plots.correspondence(np.zeros((24, 24, 3), np.uint8), np.zeros((24, 24, 3), np.uint8), [(8, 8), (16, 4)],
                              matches, sims)
     assert len(fig.axes) == 4
 
 
 def test_tracking_heatmaps_mark_where_tracking_put_the_handle(edit):
-    fig = viz.tracking_heatmaps(edit, steps=(1, 2))
+    fig = plots.tracking_heatmaps(edit, steps=(1, 2))
     history = edit.drag.history
     reference = point_features(edit.drag.initial_features, edit.drag.initial_handles)[0]
     for ax, k in zip(fig.axes, (1, 2)):
@@ -112,7 +115,7 @@ def test_tracking_heatmaps_mark_where_tracking_put_the_handle(edit):
         best = ax.collections[0].get_offsets()[0]  # (col, row)
         assert (best[1], best[0]) == tuple(history[k].handles[0].tolist())  # the argmin is the recorded handle
     with pytest.raises(ValueError, match="keep_features"):
-        viz.tracking_heatmaps(type(edit)(**{**edit.__dict__, "drag": _without_features(edit.drag)}))
+        plots.tracking_heatmaps(type(edit)(**{**edit.__dict__, "drag": _without_features(edit.drag)}))
 
 
 def _without_features(drag):
@@ -122,11 +125,11 @@ def _without_features(drag):
 
 
 def test_animation_of_the_predicted_image(tiny_model, edit):
-    frames = viz.predicted_frames(tiny_model, edit, every=2)
+    frames = predicted_frames(tiny_model, edit.drag, edit.inversion.t, edit.prompt, every=2)
     assert [k for k, _ in frames] == [0, 2, len(edit.drag.history)]
     assert frames[0][1].shape == (48, 64, 3) and frames[0][1].dtype == np.uint8
     assert not np.array_equal(frames[0][1], frames[-1][1])  # the latent moved
-    animation = viz.drag_animation(frames, edit)
+    animation = plots.drag_animation(frames, edit)
     assert isinstance(animation, FuncAnimation)
     html = animation.to_jshtml()
     assert html.count("data:image/png;base64") == len(frames)
@@ -140,7 +143,7 @@ def test_tracking_heatmaps_follow_the_previous_appearance_variant(tiny_model, ed
     session.set_points(edit.points)
     session.set_mask(edit.mask)
     result = session.run(keep_features=True)
-    fig = viz.tracking_heatmaps(result, steps=(1, 2, 3))
+    fig = plots.tracking_heatmaps(result, steps=(1, 2, 3))
     for ax, k in zip(fig.axes, (1, 2, 3)):
         best = ax.collections[0].get_offsets()[0]  # (col, row)
         assert (best[1], best[0]) == tuple(result.drag.history[k].handles[0].tolist())

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from dragnb.config import settings_from_dict
-from dragnb.dragbench import write_sample
+from dragnb.evaluation.dragbench import write_sample
 from dragnb.errors import InputError
 from dragnb.points import make_points
-from dragnb.runpanel import RunPanel
-from dragnb.widgets import CorrespondenceView, DragEditor, disc, mask_runs
+from dragnb.ui.runpanel import RunPanel
+from dragnb.ui.correspondence import CorrespondenceView
+from dragnb.ui.editor import DragEditor, disc, mask_runs
 
 
 def event(editor, kind, x, y):

@@ -1,7 +1,7 @@
 """How the embedded model was made, as data and figures: its training log, its scenes, samples, inversion.
 
 The functions behind ``notebooks/08_embedded_model.ipynb``. Data functions return plain dataclasses; figure
-functions take those and return a :class:`dragnb.viz.Figure` (never shown, not registered with pyplot).
+functions take those and return a :class:`dragnb.ui.plots.Figure` (never shown, not registered with pyplot).
 
 - :func:`read_training_log` parses the ``training_log.jsonl`` that :mod:`dragnb.tiny.train` writes (one JSON
   object a line), :func:`phase_times` sums its minutes per phase, :func:`training_curves` plots it;
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scenes import COLOURS, SHAPES, STYLES, render, sample_scene
-from ..viz import Figure
-from .adherence import Reading, body_colour, largest_component, nearest_colour, read_single_shape, template_ious
+from ..evaluation.scenebench import record_key
 from ..images import psnr
-from ..scenebench import record_key
+from ..ui.plots import Figure
+from .adherence import Reading, body_colour, largest_component, nearest_colour, read_single_shape, template_ious
+from .scenes import COLOURS, SHAPES, STYLES, render, sample_scene
 from .train import HOLDOUT_SEED_BASE, holdout_scenes
 
 HELD_OUT_SEED = 900_000  # scenes for checks: training used seeds from 10 000 000 (dragnb.tiny.train)
@@ -338,7 +338,7 @@ def _axes_off(ax, title: str = "", fontsize: float = 8) -> None:
 
 def scene_gallery(seeds: Sequence[int], size: int = 64, columns: int = 6, width: int = 24,
                   world: str = "flat") -> Figure:
-    """The scenes of ``seeds`` (:func:`dragnb.scenes.sample_scene` in ``world``) at ``size``, prompts as titles."""
+    """The scenes of ``seeds`` (:func:`dragnb.tiny.scenes.sample_scene` in ``world``) at ``size``, prompts as titles."""
     seeds = list(seeds)
     rows = max(1, math.ceil(len(seeds) / columns))
     fig = Figure(figsize=(1.75 * columns, 2.15 * rows), layout="constrained")

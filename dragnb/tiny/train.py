@@ -186,7 +186,7 @@ def build_tokenizer(folder: Path):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
-    from dragnb.scenes import COLOURS, SHAPES, STYLES
+    from dragnb.tiny.scenes import COLOURS, SHAPES, STYLES
 
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "vocab.json").exists():
@@ -235,7 +235,7 @@ def make_models(vocab_size: int, image_size: int = IMAGE_SIZE, factor: int = 4):
 # ------------------------------------------------------------------------------------------ stage 1: pool
 def _render_seeds(job: tuple[int, int, str, int]) -> tuple[np.ndarray, list[str]]:
     """Images (n, S, S, 3) and prompts of the training scenes ``start .. start + n`` (one worker's share)."""
-    from dragnb.scenes import render, sample_scene
+    from dragnb.tiny.scenes import render, sample_scene
 
     start, n, world, size = job
     scenes = [sample_scene(TRAIN_SEED_BASE + i, world=world) for i in range(start, start + n)]
@@ -269,7 +269,7 @@ def scene_pool(work: Path, n: int, log: Log, world: str = "flat", size: int = IM
 
 
 def holdout_scenes(n: int, n_shapes: int | None = None, offset: int = 0, world: str = "flat"):
-    from dragnb.scenes import sample_scene
+    from dragnb.tiny.scenes import sample_scene
 
     return [sample_scene(HOLDOUT_SEED_BASE + offset + i, n_shapes, world=world) for i in range(n)]
 
@@ -290,7 +290,7 @@ def evaluate_vae(vae, n: int = 128, world: str = "flat") -> dict:
     """Held-out PSNR, and hue: fraction of shapes whose mean colour stays within 20 (and 12) RGB units (max channel)."""
     import torch
 
-    from dragnb.scenes import render, shape_mask
+    from dragnb.tiny.scenes import render, shape_mask
 
     size = int(vae.config.sample_size)
     device = next(vae.parameters()).device
@@ -641,7 +641,7 @@ def parse_args(argv=None):
     p.add_argument("--minutes-unet", type=float, default=75.0, help="UNet training-step minutes")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--world", default="flat", choices=["flat", "textured"],
-                   help="the scene world to train on (dragnb.scenes.WORLDS)")
+                   help="the scene world to train on (dragnb.tiny.scenes.WORLDS)")
     p.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="training image side (128 with --vae-factor 8: SD 1.5's geometry)")
     p.add_argument("--vae-factor", type=int, default=4, help="VAE downsampling factor: 4 or 8")
     p.add_argument("--device", default="cpu", help="cpu or cuda (random streams are drawn on the CPU either way)")

@@ -1,6 +1,6 @@
 """The run panel: settings as widgets, Run / Stop, a progress bar per stage and a live view of the drag.
 
-The panel drives a :class:`~dragnb.session.DragSession` from a :class:`~dragnb.widgets.DragEditor`. Run
+The panel drives a :class:`~dragnb.session.DragSession` from a :class:`~dragnb.ui.editor.DragEditor`. Run
 starts the session in a worker thread, so the kernel stays free to process Stop (and any other widget
 event) while the stages run; :meth:`RunPanel.run` does the same work in the calling thread for scripts and
 tests. The session is kept between runs, so stages whose inputs did not change come from its cache.
@@ -23,13 +23,13 @@ import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas
 
-from .config import Settings
-from .drag import DragStep
-from .errors import InputError, Interrupted
-from .models import Model
-from .points import grid_to_image
-from .session import DragSession, EditResult
-from .widgets import HANDLE_COLOUR, TARGET_COLOUR, DragEditor, draw_dot, drawing, fit_to
+from ..config import Settings
+from ..drag import DragStep
+from ..errors import InputError, Interrupted
+from ..models import Model
+from ..points import grid_to_image
+from ..session import DragSession, EditResult
+from .editor import HANDLE_COLOUR, TARGET_COLOUR, DragEditor, draw_dot, drawing, fit_to
 
 STAGE_LABELS = {"lora": "1 LoRA", "inversion": "2 inversion", "drag": "3 drag", "denoise": "4 denoise"}
 LOSS_COLOURS = {"motion": "#e07000", "mask": "#20a040", "total": "#303030"}
@@ -50,8 +50,8 @@ class RunPanel(widgets.VBox):
         self.cache_dir = cache_dir
         self.live_fraction, self.live_interval = live_fraction, live_interval
         self.live = True  # draw the live view during the drag
-        self.keep_latents = False  # keep each iteration's latent (for viz.drag_animation)
-        self.keep_features = False  # keep each iteration's features (for viz.tracking_heatmaps)
+        self.keep_latents = False  # keep each iteration's latent (for plots.drag_animation)
+        self.keep_features = False  # keep each iteration's features (for plots.tracking_heatmaps)
         self.session: DragSession | None = None
         self.result: EditResult | None = None
         self.received: dict | None = None

@@ -34,7 +34,7 @@ DAI as GoodDrag's ``evaluation/compute_DAI.py``:
   figure the mean of the per-image values over images. The result is first resized to the source's size
   (bilinear, as for MD; GoodDrag's script assumes equal sizes). See :func:`dai_per_pair` for the details
   that script leaves open (borders, non-integer points) and for its extra division by N.
-* **Known answers** (the scene benchmark, :mod:`dragnb.scenebench`): placement error of the moved shape in
+* **Known answers** (the scene benchmark, :mod:`dragnb.evaluation.scenebench`): placement error of the moved shape in
   image pixels and PSNR outside the editable mask (fidelity where nothing may change).
 
 Two details the reference leaves to chance are fixed here. The reference seeds once per run (42) and draws
@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import DragnbError
+from ..errors import DragnbError
 
 SD21 = "stabilityai/stable-diffusion-2-1"
 LPIPS_SIZE = 224  # both images are resized to 224 x 224 before LPIPS, as the reference
@@ -114,7 +114,7 @@ class DiftFeaturizer:
     """
 
     def __init__(self, model, settings: DiftSettings = DiftSettings()):
-        from .features import resolve_blocks
+        from ..features import resolve_blocks
 
         self.model = model
         self.settings = settings
@@ -125,8 +125,8 @@ class DiftFeaturizer:
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, prompt: str, generator: torch.Generator) -> torch.Tensor:
-        from .features import tap_up_blocks
-        from .models import encode_prompt
+        from ..features import tap_up_blocks
+        from ..models import encode_prompt
 
         pipe, s = self.model.pipe, self.settings
         device, dtype = self.model.device, pipe.unet.dtype
@@ -158,7 +158,7 @@ class DiftFeaturizer:
 
 def load_featurizer(settings: DiftSettings = DiftSettings(), device=None) -> DiftFeaturizer:
     """Load ``settings.model`` (its own copy: a LoRA on an editing model must not leak into the features)."""
-    from .models import load_model
+    from ..models import load_model
 
     return DiftFeaturizer(load_model(settings.model, device=device), settings)
 
@@ -391,7 +391,7 @@ def dai(source: np.ndarray, edited: np.ndarray, handles_xy, targets_xy, gamma: i
 def known_answer_scores(folder, dragged: np.ndarray) -> dict | None:
     """Placement error and fidelity outside the mask for a scene-benchmark case (a folder with ``case.json``).
 
-    Returns None for other samples, or when :mod:`dragnb.scenebench` is not installed. Keys:
+    Returns None for other samples, or when :mod:`dragnb.evaluation.scenebench` is not installed. Keys:
     ``placement_error_px`` (centre of the moved shape vs the known answer, image pixels; inf if it vanished),
     ``placement_error_fraction`` (of the shorter side), ``area_ratio``, ``psnr_outside_mask`` (dB), ``success``.
     """

@@ -2,10 +2,11 @@
 animation) and never calls ``plt.show()``; figures are not registered with pyplot, so a notebook shows a
 figure once, when it is the cell's value.
 
-Views of a finished edit take an :class:`~dragnb.session.EditResult`. A few views compute what they show
-through the package's own stages: :func:`inversion_error` (invert, denoise, decode at several strengths),
-:func:`feature_maps` (noised latents through :func:`~dragnb.features.features_only`), :func:`predicted_frames`
-(the predicted x̂_0 of each kept drag latent). Points are image pixels (x, y) throughout (:mod:`dragnb.points`).
+Views of a finished edit take an :class:`~dragnb.session.EditResult`. What the other views show is computed
+beside its stage and passed in: :func:`dragnb.inversion.round_trip_errors` for :func:`inversion_error`,
+:func:`dragnb.features.feature_maps` for :func:`feature_pca`, :func:`dragnb.features.correspond` for
+:func:`correspondence`, :func:`dragnb.drag.predicted_frames` for :func:`drag_animation`. Points are image pixels
+(x, y) throughout (:mod:`dragnb.points`).
 """
 
 from __future__ import annotations
@@ -20,15 +21,11 @@ import torch
 from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure as _Figure
 
-from .config import InversionSettings
-from .features import features_only
-from .images import from_model_tensor, model_size, to_model_tensor, to_rgb_array
-from .inversion import decode_latent, denoise_latent, encode_image, invert
-from .lora import LoraResult
-from .models import Model, encode_prompt
-from .points import feature_grid, grid_to_image, image_to_grid
-from .session import EditResult
-from .tracking import point_features, search_window
+from ..features import pca_rgb
+from ..images import to_rgb_array
+from ..lora import LoraResult
+from ..session import EditResult
+from ..tracking import point_features, search_window
 
 HANDLE, TARGET, PATH = "#e02020", "#2050f0", "#ffd000"
 
@@ -143,34 +140,8 @@ def lora_loss(lora: LoraResult, smooth: int = 5) -> Figure:
 
 
 # ---- inversion ----------------------------------------------------------------------------------------
-def inversion_error_data(model: Model, image, prompt: str = "", strengths: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
-                         settings: InversionSettings | None = None) -> list[dict]:
-    """Invert the image to each strength, DDIM back, decode: relative latent error and image PSNR per t.
-
-    Uses the model as it is (with whatever LoRA is active). Returns one dict per strength with keys
-    ``strength, t, steps, latent_error, psnr, image`` (the reconstruction, (H, W, 3) uint8).
-    """
-    base = settings or model.settings.inversion
-    source = to_rgb_array(image)
-    x = to_model_tensor(source, model_size(source.shape[:2], model.resolution, model.size_multiple))
-    z0 = encode_image(model, x)
-    text = encode_prompt(model, prompt)
-    reference = from_model_tensor(decode_latent(model, z0))  # the VAE's own reconstruction: the ceiling
-    records = []
-    for strength in strengths:
-        s = InversionSettings(num_steps=base.num_steps, strength=float(strength), guidance_scale=base.guidance_scale)
-        inverted = invert(model, z0, text, s)
-        back = denoise_latent(model, inverted.zt, text, s)
-        decoded = from_model_tensor(decode_latent(model, back))
-        mse = float(np.mean((decoded.astype(float) - reference.astype(float)) ** 2))
-        records.append({"strength": float(strength), "t": inverted.t, "steps": s.inverted_steps,
-                        "latent_error": float((back - z0).pow(2).mean() / z0.pow(2).mean()),
-                        "psnr": 10 * np.log10(255.0 ** 2 / max(mse, 1e-10)), "image": decoded})
-    return records
-
-
 def inversion_error(records: list[dict]) -> Figure:
-    """Round-trip error (invert → denoise) against the inverted timestep t, from :func:`inversion_error_data`."""
+    """Round-trip error (invert → denoise) against the inverted timestep t, from :func:`dragnb.inversion.round_trip_errors`."""
     fig = Figure(figsize=(4 + 1.6 * len(records), 3.4), layout="constrained")
     grid = fig.add_gridspec(2, 2 + len(records))
     ax = fig.add_subplot(grid[:, :2])
@@ -191,44 +162,8 @@ def inversion_error(records: list[dict]) -> Figure:
 
 
 # ---- features -----------------------------------------------------------------------------------------
-def pca_rgb(feature: torch.Tensor) -> np.ndarray:
-    """(1, C, h, w) or (C, h, w) features -> (h, w, 3) float in [0, 1]: the first three principal components."""
-    f = feature.detach().float().cpu()
-    f = f[0] if f.ndim == 4 else f
-    c, h, w = f.shape
-    x = f.reshape(c, h * w).T  # (hw, C)
-    x = x - x.mean(dim=0)
-    _, _, v = torch.linalg.svd(x, full_matrices=False)  # rows of v: principal directions
-    proj = (x @ v[:3].T).numpy()  # (hw, k), k <= 3
-    if proj.shape[1] < 3:
-        proj = np.pad(proj, ((0, 0), (0, 3 - proj.shape[1])))
-    lo, hi = np.percentile(proj, 1, axis=0), np.percentile(proj, 99, axis=0)
-    return np.clip((proj - lo) / np.maximum(hi - lo, 1e-8), 0, 1).reshape(h, w, 3)
-
-
-@torch.no_grad()
-def feature_maps(model: Model, image, prompt: str = "", blocks: Sequence[int] = (-2,),
-                 timesteps: Sequence[int] = (261, 681), feature_scale: float = 0.5, seed: int = 0) -> dict:
-    """Features F of ``image`` for each (block, t): z_0 noised to t with a fixed ε, one UNet pass per block.
-
-    Returns {(block, t): (1, C, h, w)} on the supervision grid (``feature_scale`` of the model image).
-    """
-    source = to_rgb_array(image)
-    size = model_size(source.shape[:2], model.resolution, model.size_multiple)
-    z0 = encode_image(model, to_model_tensor(source, size))
-    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0.device, z0.dtype)
-    text = encode_prompt(model, prompt)
-    grid = feature_grid(size, feature_scale)
-    out = {}
-    for t in timesteps:
-        zt = model.pipe.scheduler.add_noise(z0, noise, torch.tensor([int(t)]))
-        for block in blocks:
-            out[(block, int(t))] = features_only(model.pipe.unet, zt, int(t), text, [block], grid).cpu()
-    return out
-
-
 def feature_pca(maps: dict, image=None) -> Figure:
-    """PCA→RGB of each feature map from :func:`feature_maps`: rows = blocks, columns = timesteps."""
+    """PCA→RGB of each feature map from :func:`dragnb.features.feature_maps`: rows = blocks, columns = timesteps."""
     blocks = sorted({b for b, _ in maps})
     times = sorted({t for _, t in maps})
     extra = image is not None
@@ -244,24 +179,6 @@ def feature_pca(maps: dict, image=None) -> Figure:
             ax.imshow(pca_rgb(f), interpolation="nearest")
             _axes_off(ax, f"up block {b}, t={t}\n{f.shape[1]} ch, {f.shape[2]}×{f.shape[3]}")
     return fig
-
-
-def correspond(feature_a: torch.Tensor, feature_b: torch.Tensor, points_xy, size_a: tuple[int, int],
-               size_b: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """For each point of image A (x, y), the best cosine match in image B's features (DIFT-style).
-
-    ``feature_*``: (1, C, h, w); ``size_*``: (H, W) of the images. Returns (N, 2) matched (x, y) in B's image
-    pixels and (N, h_b, w_b) cosine similarity maps.
-    """
-    grid_a, grid_b = tuple(feature_a.shape[-2:]), tuple(feature_b.shape[-2:])
-    rc = image_to_grid(np.asarray(points_xy, dtype=float).reshape(-1, 2), size_a, grid_a)
-    rc = rc.round().long().clamp(min=torch.zeros(2, dtype=torch.long), max=torch.tensor(grid_a) - 1)
-    queries = torch.nn.functional.normalize(point_features(feature_a.float(), rc), dim=1)  # (N, C)
-    keys = torch.nn.functional.normalize(feature_b[0].float().flatten(1), dim=0)  # (C, hw)
-    sims = (queries @ keys).reshape(-1, *grid_b)  # (N, h, w)
-    best = sims.flatten(1).argmax(dim=1)
-    best_rc = torch.stack([best // grid_b[1], best % grid_b[1]], dim=1).float()
-    return grid_to_image(best_rc, size_b, grid_b), sims.numpy()
 
 
 def correspondence(image_a, image_b, points_xy, matches_xy, sims: np.ndarray) -> Figure:
@@ -327,27 +244,6 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
 
 
 # ---- animation ----------------------------------------------------------------------------------------
-@torch.no_grad()
-def predicted_frames(model: Model, result: EditResult, every: int = 1) -> list[tuple[int, np.ndarray]]:
-    """x̂_0 predicted from each kept drag latent ẑ_t^k (one UNet pass + decode), as (k, (H, W, 3) uint8).
-
-    Needs ``session.run(keep_latents=True)``; uses the model as it is (the session leaves its LoRA active).
-    """
-    if result.inversion is None or not result.drag.history or result.drag.history[0].latent is None:
-        raise ValueError("predicted_frames needs the drag's latents: run with keep_latents=True on a real image")
-    t, scheduler = result.inversion.t, model.pipe.scheduler
-    text = encode_prompt(model, result.prompt)
-    history = result.drag.history
-    latents = [(s.step, s.latent) for s in history[::every]] + [(len(history), result.drag.latent)]  # + the final one
-    frames = []
-    for k, z in latents:
-        z = z.to(model.device)
-        eps = model.pipe.unet(z, t, text).sample
-        x0 = scheduler.step(eps, t, z).pred_original_sample  # x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
-        frames.append((k, from_model_tensor(decode_latent(model, x0))))
-    return frames
-
-
 def drag_animation(frames: list[tuple[int, np.ndarray]], result: EditResult, interval: int = 150) -> FuncAnimation:
     """An animation of x̂_0 over the drag with the handles moving; ``.to_jshtml()`` or ``.save("x.gif")``."""
     fig = Figure(figsize=(4, 4.2), layout="constrained")

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
-from .images import load_mask, to_rgb_array
-from .points import DragPoints, make_points
+from ..errors import InputError
+from ..images import load_mask, to_rgb_array
+from ..points import DragPoints, make_points
 
 _ALLOWED = {
     ("numpy", "ndarray"), ("numpy", "dtype"),

@@ -1,0 +1,1 @@
+"""Evaluation: DragBench's format, the field's metrics, the scene benchmark with known answers, the bench runner."""

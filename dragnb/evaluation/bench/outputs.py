@@ -1,0 +1,238 @@
+"""The bench's outputs: pairs.csv, summary.json, tables and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics
+from ...files import write_atomic
+from .summary import DAI_KEYS
+
+# ------------------------------------------------------------------------------------------------ outputs
+def _write_json(path: Path, data) -> None:
+    """Write atomically (a crash never leaves half a record that resume would trust)."""
+    text = json.dumps(_clean(data), indent=1, default=_json_default, allow_nan=False)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(obj):
+    """Recursively replace NaN and infinities (which JSON lacks) by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _finite(x):
+    """JSON has no NaN or infinity: such values become None."""
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+
+PAIR_COLUMNS = ("config", "seed", "category", "sample", "pair", "handle_x", "handle_y", "target_x", "target_y",
+                "matched_x", "matched_y", "distance", "image_fidelity", "tracked_x", "tracked_y", "tracked_distance",
+                "drag_steps", "stop_reason", "placement_error_px", "psnr_outside_mask", "seconds",
+                "masked_matched_x", "masked_matched_y", "masked_distance", *DAI_KEYS)
+
+
+def pair_rows(plan) -> list[dict]:
+    """One row per handle/target pair of every finished edit."""
+    rows = []
+    for edit in plan:
+        r = edit.record()
+        if "metrics" not in r:
+            continue
+        m, e = r["metrics"], r["edit"]
+        pts = e["points"]
+        known = m.get("known_answer") or {}
+        masked_xy, masked_d, dai_pairs = m.get("masked_matched_xy"), m.get("masked_distances"), m.get("dai_pairs") or {}
+        for i in range(len(pts) // 2):
+            row = {"config": r["config"], "seed": r["seed"], "category": r["category"], "sample": r["name"],
+                   "pair": i, "handle_x": pts[2 * i][0], "handle_y": pts[2 * i][1],
+                   "target_x": pts[2 * i + 1][0], "target_y": pts[2 * i + 1][1],
+                   "matched_x": m["matched_xy"][i][0] if m["matched_xy"] else None,
+                   "matched_y": m["matched_xy"][i][1] if m["matched_xy"] else None,
+                   "distance": m["distances"][i] if m["distances"] else None,
+                   "image_fidelity": m["image_fidelity"],
+                   "tracked_x": e["final_handles_xy"][i][0] if "final_handles_xy" in e else None,
+                   "tracked_y": e["final_handles_xy"][i][1] if "final_handles_xy" in e else None,
+                   "tracked_distance": (m.get("tracked_distance") or [None] * (i + 1))[i],
+                   "drag_steps": e.get("drag_steps"), "stop_reason": e.get("stop_reason"),
+                   "placement_error_px": known.get("placement_error_px"),
+                   "psnr_outside_mask": known.get("psnr_outside_mask"), "seconds": round(r["seconds"], 3),
+                   "masked_matched_x": masked_xy[i][0] if masked_xy else None,
+                   "masked_matched_y": masked_xy[i][1] if masked_xy else None,
+                   "masked_distance": masked_d[i] if masked_d else None}
+            row.update({f"dai_{g}": (dai_pairs.get(str(g)) or [None] * (i + 1))[i] for g in metrics.DAI_GAMMAS})
+            rows.append(row)
+    return rows
+
+
+def write_outputs(out: Path, summary: dict, plan) -> None:
+    """summary.json, pairs.csv, md_vs_fidelity.png, and with a sweep sweep.csv, sweep.md, sweep.png."""
+    _write_json(out / "summary.json", summary)
+    with open(out / "pairs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PAIR_COLUMNS)
+        writer.writeheader()
+        writer.writerows(pair_rows(plan))
+    fig = plot_md_vs_fidelity(summary)
+    fig.savefig(out / "md_vs_fidelity.png", dpi=110, bbox_inches="tight")
+    if len(summary["configs"]) > 1:
+        rows = sweep_table(summary)
+        with open(out / "sweep.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (out / "sweep.md").write_text(markdown_table(rows))
+        plot_sweep(summary).savefig(out / "sweep.png", dpi=110, bbox_inches="tight")
+
+
+def _fmt(stat: dict | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    std = stat.get("std")
+    return f"{stat['mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _added_columns(res: dict) -> dict:
+    """Masked MD and DAI_γ of one summary block, formatted (``.get``: summaries written before they existed)."""
+    return {"masked_mean_distance": _fmt(res.get("masked_mean_distance"), 2),
+            **{key: _fmt(res.get(key), 4) for key in DAI_KEYS}}
+
+
+def sweep_table(summary: dict) -> list[dict]:
+    """One row per setting of the grid: its assignments and mean ± std of the overall metrics (MD, IF, tracked
+    distance, masked MD, DAI_γ, and the known answers when there are any)."""
+    rows = []
+    for config in summary["configs"]:
+        res = summary["results"][config["name"]]["overall"]
+        row = {a.partition("=")[0]: a.partition("=")[2] for a in config["assignments"]}
+        row.update({"mean_distance": _fmt(res["mean_distance"], 2), "image_fidelity": _fmt(res["image_fidelity"]),
+                    "tracked_distance": _fmt(res["tracked_distance"], 2)})
+        row.update(_added_columns(res))
+        if "known_answer" in res:
+            row.update({"placement_error_px": _fmt(res["known_answer"]["placement_error_px"], 2),
+                        "success_rate": _fmt(res["known_answer"]["success_rate"], 2)})
+        rows.append(row)
+    return rows
+
+
+def category_table(summary: dict, config: str | None = None) -> list[dict]:
+    """One row per category (and one for all) of one setting: n, MD, IF, tracked distance, masked MD, DAI_γ,
+    mean ± std."""
+    name = config or summary["configs"][0]["name"]
+    res = summary["results"][name]
+    rows = []
+    for cat, m in [*res["categories"].items(), ("(all)", res["overall"])]:
+        per_seed = res["per_seed"][str(summary["seeds"][0])]
+        n = (per_seed["overall"] if cat == "(all)" else per_seed["categories"][cat])["n_samples"]
+        row = {"category": cat, "samples": n, "mean_distance": _fmt(m["mean_distance"], 2),
+               "image_fidelity": _fmt(m["image_fidelity"]), "tracked_distance": _fmt(m["tracked_distance"], 2)}
+        row.update(_added_columns(m))
+        if "known_answer" in m:
+            row["placement_error_px"] = _fmt(m["known_answer"]["placement_error_px"], 2)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of dicts as a Markdown table (columns: every key, in first-seen order)."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _points(summary: dict, config: str, where: str = "overall"):
+    res = summary["results"][config]
+    m = res["overall"] if where == "overall" else res["categories"][where]
+    return m["image_fidelity"], m["mean_distance"]
+
+
+def plot_md_vs_fidelity(summary: dict):
+    """Mean Distance (y, lower is better) against Image Fidelity (x, higher is better): the overall point of
+    each setting with ± std over seeds, and for a single setting each category. Without fidelity, MD per
+    category as bars, titled with the reason."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    configs = [c["name"] for c in summary["configs"]]
+    have_if = summary["metrics"]["image_fidelity"] and any(
+        _points(summary, c)[0]["mean"] is not None for c in configs)
+    have_md = summary["metrics"]["mean_distance"]
+    if not have_md:
+        ax.text(0.5, 0.5, "Mean Distance was not computed (--no-mean-distance)", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    if not have_if:
+        res = summary["results"][configs[0]]
+        cats = list(res["categories"])
+        ax.bar(cats, [res["categories"][c]["mean_distance"]["mean"] or 0 for c in cats],
+               yerr=[res["categories"][c]["mean_distance"]["std"] or 0 for c in cats], color="tab:blue")
+        ax.set_ylabel("Mean Distance (px, lower is better)")
+        ax.set_title("Image Fidelity not computed (--no-fidelity or lpips missing)", fontsize=9)
+        ax.tick_params(axis="x", rotation=30)
+        return fig
+    if len(configs) == 1:
+        res = summary["results"][configs[0]]
+        for cat in res["categories"]:
+            f, d = _points(summary, configs[0], cat)
+            if f["mean"] is not None and d["mean"] is not None:
+                ax.errorbar(f["mean"], d["mean"], xerr=f["std"] or 0, yerr=d["std"] or 0, fmt="o", alpha=0.6,
+                            label=cat)
+    for name in configs:
+        f, d = _points(summary, name)
+        if f["mean"] is None or d["mean"] is None:
+            continue
+        ax.errorbar(f["mean"], d["mean"], xerr=f["std"] or 0, yerr=d["std"] or 0, fmt="*", ms=12,
+                    label="all" if len(configs) == 1 else name)
+    ax.set_xlabel("Image Fidelity = 1 - LPIPS (higher is better)")
+    ax.set_ylabel("Mean Distance (px, lower is better)")
+    ax.set_title(f"{Path(summary['model']).name}: better is lower right "
+                 f"({len(summary['seeds'])} seed{'s' if len(summary['seeds']) > 1 else ''})", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_sweep(summary: dict):
+    """Each setting of the grid as one point (MD against IF when both exist; else MD per setting as bars)."""
+    from matplotlib.figure import Figure
+
+    configs = [c["name"] for c in summary["configs"]]
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    f0 = _points(summary, configs[0])[0]
+    if summary["metrics"]["image_fidelity"] and f0["mean"] is not None:
+        for name in configs:
+            f, d = _points(summary, name)
+            ax.errorbar(f["mean"], d["mean"], xerr=f["std"] or 0, yerr=d["std"] or 0, fmt="o")
+            ax.annotate(name, (f["mean"], d["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel("Image Fidelity = 1 - LPIPS (higher is better)")
+        ax.set_title(f"{Path(summary['model']).name}: {len(configs)} settings, better is lower right "
+                     f"(± std over {len(summary['seeds'])} seed(s))", fontsize=9)
+    else:
+        md = [_points(summary, c)[1] for c in configs]
+        ax.bar(range(len(configs)), [m["mean"] or 0 for m in md], yerr=[m["std"] or 0 for m in md])
+        ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right", fontsize=7)
+        ax.set_title("Image Fidelity not computed", fontsize=9)
+    ax.set_ylabel("Mean Distance (px, lower is better)")
+    return fig
+
+

@@ -1,0 +1,252 @@
+"""The scene benchmarks: drag cases with known answers, in the DragBench folder format, and their scoring.
+
+Two benchmarks, both written by :func:`write_cases`:
+
+* ``flat`` (the first one, 50 cases at seed 1000 in ``scene_benchmark.json``): one flat shape moves by 10-20 %
+  of the image side; the handle is its centre, the mask a box around its source and target.
+* ``textured`` (issue 8; 120 cases at seed 1000): scenes of the textured world, handles where a person clicks
+  (a corner or vertex, the highlight, a point near the edge, the centre), 1-3 pairs per case; 70 % rigid
+  moves of one or two shapes (one or two handles on each), 30 % deformations: one side of a shape pulled
+  out (:func:`dragnb.tiny.scenes.stretched`), its mask covering only that half, so the rest must stay.
+
+Each case folder holds what DragBench holds (``original_image.png``, ``meta_data.pkl`` = ``{'prompt',
+'points': [[hx, hy], [tx, ty], ...], 'mask'}``, points in image pixels with x = column, mask uint8 H x W with
+1 = editable) plus the known answer: ``target_image.png`` and ``case.json``.
+
+Scoring is colour-agnostic: each edited shape is segmented in the edited image as the pixels, inside the
+editable mask, that differ from the known answer rendered *without* that shape (other shapes and the
+background stay in that reference, so only the edited shape - and whatever the edit smeared - shows up).
+Success (issue 3): for every edited shape, centre within 5 % of the image side of where it should be and area
+kept within x0.6-1.6; and PSNR >= 30 dB outside the mask. For a stretch, where only the pulled half lies in
+the mask, the edited shape must also overlap the answer's half by IoU >= 0.7 (the unedited image would
+otherwise pass a short stretch: its half overlaps the answer's by 1 / factor <= 0.63). Centre, area and IoU are measured inside the mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..images import psnr
+from ..points import DragPoints
+from ..tiny.cases import BENCHMARK_SEED, BENCHMARKS, SceneCase, benchmark_case
+from ..tiny.scenes import Scene, centroid, render, shape_mask, without
+from .dragbench import safe_load_pickle, write_sample
+
+DIFF_THRESHOLD = 48.0  # max-channel RGB difference that counts as "shape here"; shapes differ from backgrounds by >= 64
+MAX_ERROR_FRACTION = 0.05  # success: centre error <= 5 % of the image side
+AREA_RANGE = (0.6, 1.6)  # success: area kept within this ratio
+MIN_PSNR_OUTSIDE = 30.0  # success: dB outside the mask
+MIN_IOU_STRETCH = 0.7  # success of a deformation also needs this overlap with the answer's pulled half: centre
+# and area alone would pass a shape that did not stretch at all, as the half inside the mask barely moves
+DEFAULT_CASES = {"flat": 50, "textured": 120}  # the shipped figures' case counts
+def record_key(benchmark: str) -> str:
+    """Where ``scene_benchmark.json`` keeps a benchmark's runs: ``runs`` (flat, its first key) or ``<name>_runs``."""
+    return "runs" if benchmark == "flat" else f"{benchmark}_runs"
+
+
+@dataclass(frozen=True)
+class ShapeScore:
+    """How one edited shape came out."""
+
+    index: int
+    centre: tuple[float, float]  # centroid (x, y) of the segmented shape, image pixels (nan if none)
+    expected_centre: tuple[float, float]
+    error_px: float  # placement error, image pixels (inf if the shape vanished)
+    area_ratio: float  # segmented area / expected area
+    iou: float  # overlap of the segmentation with the known answer's shape
+
+
+@dataclass(frozen=True)
+class CaseScore:
+    """How one edited image scores against its case's known answer (worst edited shape for multi-shape cases)."""
+
+    name: str
+    kind: str  # "move" | "stretch"
+    pairs: int
+    centre: tuple[float, float]  # of the worst-placed edited shape
+    expected_centre: tuple[float, float]
+    error_px: float  # the largest placement error over edited shapes, image pixels (inf if one vanished)
+    error_fraction: float  # error_px / image side (shorter side)
+    area_ratio: float  # the edited shape's area ratio farthest from 1
+    iou: float  # the lowest IoU over edited shapes
+    psnr_outside: float  # dB between edited and original outside the mask (99 when identical)
+    success: bool
+    shapes: tuple[ShapeScore, ...] = ()
+
+
+@dataclass(frozen=True)
+class BenchSummary:
+    """Figures over a set of cases."""
+
+    n: int
+    success_rate: float
+    median_error_px: float
+    median_error_fraction: float
+    mean_error_px: float  # over cases where a shape was found
+    median_area_ratio: float
+    median_psnr_outside: float
+    placed_rate: float  # fraction with error <= 5 % of the side
+    area_kept_rate: float  # fraction with area ratio in 0.6-1.6
+    psnr_kept_rate: float  # fraction with PSNR outside >= 30 dB
+    median_iou: float = float("nan")
+    success_by_kind: dict | None = None  # {"move": rate, "stretch": rate} where present
+    n_by_kind: dict | None = None
+
+
+def write_cases(out_dir: str | Path, n: int | None = None, seed: int = BENCHMARK_SEED, size: int | tuple[int, int] = 64,
+                benchmark: str = "flat", start: int = 0) -> list[Path]:
+    """Write cases ``start .. start + n - 1`` of ``benchmark`` in DragBench format plus known answers; the folders.
+
+    Folders are ``scene_000000`` ... (flat) or ``case_000000`` ... (textured); ``n`` defaults to the shipped count.
+    """
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+    n = DEFAULT_CASES[benchmark] if n is None else n
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for i in range(start, start + n):
+        case, mask = benchmark_case(i, benchmark, seed, size)
+        folder = out / case.name
+        w, h = case.size
+        points = DragPoints(np.array([p.handle for p in case.pairs]), np.array([p.target for p in case.pairs]))
+        write_sample(folder, np.asarray(render(case.scene, (w, h))), case.scene.prompt, points, mask)
+        render(case.target_scene, (w, h)).save(folder / "target_image.png")
+        (folder / "case.json").write_text(json.dumps(case.to_dict(), indent=2) + "\n")
+        folders.append(folder)
+    return folders
+
+
+def load_case(case_dir: str | Path) -> tuple[SceneCase, np.ndarray]:
+    """(record, mask uint8 (H, W)) of a case folder written by :func:`write_cases`."""
+    folder = Path(case_dir)
+    case = SceneCase.from_dict(json.loads((folder / "case.json").read_text()))
+    mask = np.asarray(safe_load_pickle(folder / "meta_data.pkl")["mask"], dtype=np.uint8)
+    return case, mask
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+def segment_shape(answer: Scene, index: int, mask: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """Boolean (H, W): editable pixels of ``edited`` (H, W, 3) that differ from the known ``answer`` rendered
+    without shape ``index``."""
+    size = (edited.shape[1], edited.shape[0])
+    reference = np.asarray(render(without(answer, index), size), dtype=np.float32)  # (H, W, 3)
+    differs = np.abs(edited.astype(np.float32) - reference).max(-1) > DIFF_THRESHOLD  # (H, W)
+    return differs & (mask > 0)
+
+
+def _as_array(image, size: tuple[int, int]) -> np.ndarray:
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    img = img.convert("RGB")
+    if img.size != tuple(size):
+        img = img.resize(tuple(size), Image.BICUBIC)
+    return np.asarray(img, dtype=np.uint8)  # (H, W, 3)
+
+
+def score_case(case_dir: str | Path, edited_image) -> CaseScore:
+    """Score an edited image (PIL, uint8 array or path) against the case's known answer."""
+    case, mask = load_case(case_dir)
+    if isinstance(edited_image, (str, Path)):
+        edited_image = Image.open(edited_image)
+    edited = _as_array(edited_image, case.size)
+    original = np.asarray(Image.open(Path(case_dir) / "original_image.png").convert("RGB"), dtype=np.uint8)
+    target = case.target_scene
+    side = min(case.size)
+    shapes = []
+    for exp in case.expected:
+        seg = segment_shape(target, exp.index, mask, edited)
+        centre = centroid(seg)
+        error = math.dist(centre, exp.centre) if seg.any() else math.inf
+        answer = shape_mask(target, exp.index, case.size) & (mask > 0)
+        union = (seg | answer).sum()
+        shapes.append(ShapeScore(exp.index, centre, exp.centre, error, float(seg.sum()) / exp.area,
+                                 float((seg & answer).sum() / union) if union else 0.0))
+    worst = max(shapes, key=lambda s: s.error_px)
+    area = max(shapes, key=lambda s: abs(math.log(s.area_ratio)) if s.area_ratio > 0 else math.inf).area_ratio
+    outside = mask == 0
+    psnr_out = psnr(edited[outside], original[outside]) if outside.any() else 99.0
+    success = (all(s.error_px / side <= MAX_ERROR_FRACTION and AREA_RANGE[0] <= s.area_ratio <= AREA_RANGE[1]
+                   for s in shapes) and psnr_out >= MIN_PSNR_OUTSIDE
+               and (case.kind == "move" or min(s.iou for s in shapes) >= MIN_IOU_STRETCH))
+    return CaseScore(case.name, case.kind, len(case.pairs), worst.centre, worst.expected_centre, worst.error_px,
+                     worst.error_px / side, area, min(s.iou for s in shapes), psnr_out, bool(success), tuple(shapes))
+
+
+def summarise(scores: list[CaseScore]) -> BenchSummary:
+    """Success rate, median placement error and the rates of each success criterion."""
+    n = len(scores)
+    if n == 0:
+        nan = float("nan")
+        return BenchSummary(0, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    err = np.array([s.error_px for s in scores])
+    frac = np.array([s.error_fraction for s in scores])
+    area = np.array([s.area_ratio for s in scores])
+    psnr_ = np.array([s.psnr_outside for s in scores])
+    found = np.isfinite(err)
+    kinds = sorted({s.kind for s in scores})
+    return BenchSummary(
+        n=n,
+        success_rate=float(np.mean([s.success for s in scores])),
+        median_error_px=float(np.median(err)),
+        median_error_fraction=float(np.median(frac)),
+        mean_error_px=float(err[found].mean()) if found.any() else math.inf,
+        median_area_ratio=float(np.median(area)),
+        median_psnr_outside=float(np.median(psnr_)),
+        placed_rate=float(np.mean(frac <= MAX_ERROR_FRACTION)),
+        area_kept_rate=float(np.mean((area >= AREA_RANGE[0]) & (area <= AREA_RANGE[1]))),
+        psnr_kept_rate=float(np.mean(psnr_ >= MIN_PSNR_OUTSIDE)),
+        median_iou=float(np.median([s.iou for s in scores])),
+        success_by_kind={k: float(np.mean([s.success for s in scores if s.kind == k])) for k in kinds},
+        n_by_kind={k: sum(s.kind == k for s in scores) for k in kinds},
+    )
+
+
+def case_dirs(root: str | Path) -> list[Path]:
+    """Case folders under ``root`` (those holding a ``case.json``), sorted."""
+    return sorted(p.parent for p in Path(root).glob("*/case.json"))
+
+
+# ---------------------------------------------------------------------------------------------- command
+def main(argv=None) -> int:
+    """``write OUT [--benchmark flat|textured --n N --seed 1000 --size 64]`` or ``score CASES EDITED``.
+
+    EDITED holds ``<case>.png`` or ``<case>/edited.png`` per case.
+    """
+    p = argparse.ArgumentParser(prog="python -m dragnb.evaluation.scenebench", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="write N cases with known answers")
+    w.add_argument("out")
+    w.add_argument("--benchmark", choices=BENCHMARKS, default="flat")
+    w.add_argument("--n", type=int, default=None, help="cases (default: 50 flat, 120 textured)")
+    w.add_argument("--seed", type=int, default=BENCHMARK_SEED)
+    w.add_argument("--size", type=int, default=64)
+    s = sub.add_parser("score", help="score edited images against the cases")
+    s.add_argument("cases")
+    s.add_argument("edited", help="folder of <case>.png or <case>/edited.png")
+    args = p.parse_args(argv)
+    if args.command == "write":
+        folders = write_cases(args.out, args.n, args.seed, args.size, args.benchmark)
+        print(f"wrote {len(folders)} cases to {args.out}")
+        return 0
+    scores = []
+    for folder in case_dirs(args.cases):
+        for candidate in (Path(args.edited) / f"{folder.name}.png", Path(args.edited) / folder.name / "edited.png"):
+            if candidate.exists():
+                scores.append(score_case(folder, candidate))
+                break
+    for sc in scores:
+        print(json.dumps(asdict(sc)))
+    print(json.dumps(asdict(summarise(scores))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
