@@ -23,3 +23,14 @@ def test_the_defaults_a_model_ships_are_valid_settings(world):
     settings = settings_from_dict(MODEL_DEFAULTS[world])
     assert settings.drag.lam > 0.1  # scaled up for 16x16 latents
     assert MODEL_DEFAULTS[world]["notes"] and len(MODEL_DEFAULTS[world]["notes"]) > 100
+
+
+def test_the_shipped_model_carries_its_worlds_defaults():
+    """One home for the embedded model's settings: its dragnb_defaults.json is what the trainer writes."""
+    import json
+
+    from dragnb.models import EMBEDDED_MODEL
+    from dragnb.tiny.report import model_world
+
+    shipped = json.loads((EMBEDDED_MODEL / "dragnb_defaults.json").read_text())
+    assert shipped == MODEL_DEFAULTS[model_world(EMBEDDED_MODEL)]

@@ -96,59 +96,8 @@ SCHEDULER_CONFIG = dict(  # SD 1.5's DDIM
     prediction_type="epsilon",
     timestep_spacing="leading",
 )
-FLAT_DEFAULTS = {  # the flat-world model (v2), kept so --world flat reproduces it
-    "lora": {"steps": 40},
-    "inversion": {},
-    "drag": {"lr": 0.03, "lam": 1.0, "feature_blocks": [-2], "r1": 5, "r2": 1, "stop_distance": 1.0,
-             "max_steps": 50},
-    "denoise": {},
-    "notes": (
-        "Embedded tiny model (64 px, 16x16x4 latents, supervision grid 32x32). Measured with "
-        "scripts/eval_scenes.py on 50 scene cases; the figures are in scene_benchmark.json beside this file. "
-        "Together these settings place the shape with a median error of 4.4 px against 5.6 px before tuning "
-        "and 5.7 px with the paper's defaults, but the success rate stays low (8 %): shapes stretch. "
-        "drag.lam 1.0: the mask term is a sum over latent elements and this model has 16x fewer than SD 1.5 "
-        "(0.1 x ~10-16). drag.lr 0.03: 0.01 reached too few targets in 80 steps, 0.06 placed worse. "
-        "feature_blocks [-2]: up_blocks[1] outputs 16x16, which beat the 8x8 block. "
-        "drag.r1 5: shapes are flat, so a 3x3 patch inside one sees no edge to move; an 11x11 patch (22 image "
-        "px) reaches the shape's edges (median placement error 6.3 -> 3.0 px on 8 cases). "
-        "drag.r2 1: in a flat interior every pixel matches the handle's feature, so a wide search window lets "
-        "the tracker run ahead of the shape; 1 limits it to a pixel a step. "
-        "drag.stop_distance 1.0 (2 image px, 3 % of the side): the reference's 2 feature px is 4 image px "
-        "here, 6 % of the side, more than the benchmark's 5 % tolerance; 0.5 placed worse on 50 cases (median "
-        "5.1 vs 4.4 px) and ran longer. drag.max_steps 50: drags that had not arrived by then rarely did, and "
-        "it keeps a second drag short. lora.steps 40: 100 placed worse, 0 kept area but placed worse. "
-        "denoise.blend_outside_mask stays off (it is an extension, not the method): on the same 50 cases it "
-        "raised the success rate to 12 % and the cases with >= 30 dB outside the mask from 32 % to 42 %."
-    ),
-}
-TEXTURED_DEFAULTS = {  # the textured-world model (v3), the embedded default
-    "lora": {"steps": 40},
-    "inversion": {},
-    "drag": {"lr": 0.03, "lam": 1.0, "feature_blocks": [-2], "r1": 2, "r2": 3, "stop_distance": 1.0,
-             "max_steps": 50, "supervision": "anchored"},
-    "denoise": {},
-    "notes": (
-        "Embedded model v3 (textured world, 64 px, 16x16x4 latents, supervision grid 32x32). Measured with "
-        "scripts/eval_scenes.py --benchmark textured (figures in scene_benchmark.json beside this file). "
-        "drag.supervision anchored (GoodDrag's information-preserving motion supervision, an option of the loop, "
-        "not the reference's default): on the pilot model's 24 cases it doubled success (8 -> 17 %) and raised "
-        "the cases keeping >= 30 dB outside the mask from 29 to 62 %, area kept 71 -> 83 %: the content pulled "
-        "along keeps its first look instead of smearing step by step. drag.r1 2, drag.r2 3: textured shapes "
-        "have features a small patch and the reference's tracking window can hold on to (the flat model needed "
-        "r1 5, r2 1); r1 5 / r2 1 anchored placed a little worse (median 2.9 vs 2.7 px), r1 3 / r2 2 with 80 "
-        "steps succeeded less (13 %). drag.lam 1.0: the mask term is a sum over latent elements and this model "
-        "has 16x fewer than SD 1.5 (0.1 x ~10-16). drag.lr 0.03, stop_distance 1.0 (2 image px, 3 % of the "
-        "side; the reference's 2 feature px would be 6 %, more than the benchmark's 5 % tolerance), max_steps 50 "
-        "and lora.steps 40 as measured on the flat model. With these settings on the 120-case textured benchmark: "
-        "success 12 % (moves 18 %, stretches 0 %), placed 47 %, area kept 79 %, >= 30 dB outside 48 %, median "
-        "error 3.3 px; the reference defaults 2 % (48 cases). denoise.blend_outside_mask stays off (an extension, "
-        "not the method) although it measured better on the first 24 cases (21 % vs 12 %, >= 30 dB outside 83 % "
-        "vs 33 %): measure it on all 120 before turning it on. max_steps 80 placed a little better on the first "
-        "24 cases (median 2.4 vs 2.8 px) but did not succeed more (12 %)."
-    ),
-}
-MODEL_DEFAULTS = {"flat": FLAT_DEFAULTS, "textured": TEXTURED_DEFAULTS}  # by the world a model was trained on
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"  # the drag settings each world's model ships with
+MODEL_DEFAULTS = {world: json.loads((DEFAULTS_DIR / f"{world}.json").read_text()) for world in ("flat", "textured")}
 
 
 # ----------------------------------------------------------------------------------------------- utilities
