@@ -155,7 +155,6 @@ class DragSettings(_Checked):
     supervision: Literal["reference", "anchored"] = "reference"  # target of F(Ω(h_i^k) + d_i): sg(F(Ω(h_i^k)))
     # (reference), or the original patch F_0(Ω(h_i^0)) (GoodDrag's information-preserving motion supervision,
     # Zhang et al. 2024): the content pulled along keeps its first look instead of drifting step by step
-    seed: int = 42  # the reference seeds the drag with 42
     autocast: bool = False  # fp16 autocast + grad scaler on CUDA, as the reference; fp32 elsewhere
 
 

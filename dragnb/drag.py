@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import DragSettings
+from .config import DragSettings, InversionSettings
 from .features import unet_with_features
 from .images import from_model_tensor
 from .inversion import decode_latent
@@ -76,14 +76,18 @@ DragCallback = Callable[[DragStep], "bool | None"]
 def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
          mask: torch.Tensor | None = None, settings: DragSettings = DragSettings(),
          callbacks: Sequence[DragCallback] = (), guidance_scale: float = 1.0, keep_latents: bool = False,
-         keep_features: bool = False, progress: bool = False) -> DragResult:
+         keep_features: bool = False, progress: bool = False,
+         schedule_steps: int = InversionSettings().num_steps) -> DragResult:
     """Optimise ``zt`` (1, 4, h, w) at timestep ``t`` to move ``handles`` to ``targets`` ((N, 2) (row, col)).
 
     ``text``: (1, 77, D), or [uncond, cond] (2, 77, D) for a generated image with guidance (features of both
     halves are concatenated along channels, as the reference). ``mask``: (1, 1, h, w) on the latent grid,
-    1 = editable, or None. Inputs are not modified.
+    1 = editable, or None. ``schedule_steps``: the length of the DDIM schedule t belongs to (the inversion's
+    ``num_steps``), which fixes the step to x̂_{t-1} of the mask term; drag sets it on the scheduler itself.
+    Inputs are not modified.
     """
     unet, scheduler = model.pipe.unet, model.pipe.scheduler
+    scheduler.set_timesteps(schedule_steps)  # x̂_{t-1} = one DDIM step of this schedule
     device = zt.device
     size = feature_grid((zt.shape[-2] * model.vae_scale, zt.shape[-1] * model.vae_scale), settings.feature_scale)
     handles = handles.to(device, torch.float32).clone()
@@ -92,7 +96,6 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     amp = settings.autocast and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
     grad_scaler = torch.amp.GradScaler("cuda") if amp else None
-    torch.manual_seed(settings.seed)
 
     def forward(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """ε, F and the one-step DDIM prediction x̂_{t-1} for latent z."""

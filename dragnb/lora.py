@@ -24,7 +24,18 @@ from .config import LoraSettings
 from .errors import ModelError
 from .models import Model, encode_prompt
 
-ADAPTER = "dragnb"
+ADAPTER = "dragnb"  # peft adapter names are "dragnb_<cache key>": the UNet's own adapter registry says which is on
+
+
+def adapter_name(key: str) -> str:
+    """The peft adapter name of the LoRA with cache key ``key`` (an unnamed one: plain ``dragnb``)."""
+    return f"{ADAPTER}_{key}" if key else ADAPTER
+
+
+def active_adapter(unet) -> str | None:
+    """The one adapter peft holds on ``unet``, None for the base model (or several, which dragnb never makes)."""
+    names = list(getattr(unet, "peft_config", None) or {})
+    return names[0] if len(names) == 1 else None
 
 
 @dataclass
@@ -53,11 +64,14 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], generator: 
 
 
 def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSettings = LoraSettings(),
-               progress: bool = False, callback: Callable[[int, float], bool | None] | None = None) -> LoraResult:
-    """Fine-tune a LoRA on ``image`` (1, 3, H, W) in [-1, 1]; leaves the adapter active on the UNet.
+               progress: bool = False, callback: Callable[[int, float], bool | None] | None = None,
+               key: str = "") -> LoraResult:
+    """Fine-tune a LoRA on ``image`` (1, 3, H, W) in [-1, 1]; leaves the adapter active on the UNet, named
+    after ``key`` (:func:`adapter_name`).
 
     ``callback(step, loss)`` is called after every step; returning True stops training. Ctrl-C also stops
-    it. Either way the adapter as trained so far is returned, marked ``interrupted``.
+    it. Either way the adapter as trained so far is returned, marked ``interrupted``, and taken off the UNet:
+    a half-trained adapter never stands on the model under the name of the finished one.
     """
     pipe = model.pipe
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
@@ -67,7 +81,7 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
     unet.requires_grad_(False)
     torch.manual_seed(settings.seed)  # peft draws the adapters' initial weights from the global generator
     unet.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
-                                target_modules=list(settings.target_modules)), adapter_name=ADAPTER)
+                                target_modules=list(settings.target_modules)), adapter_name=adapter_name(key))
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
@@ -105,9 +119,12 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
         unet.eval()
         unet.requires_grad_(False)
     result.seconds = time.perf_counter() - start
-    unet._dragnb_lora_key = None  # the caller names the adapter it now carries
-    result.state_dict = {f"unet.{k}": v.detach().cpu().clone() for k, v in
-                         convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=ADAPTER)).items()}
+    state = get_peft_model_state_dict(unet, adapter_name=adapter_name(key))
+    result.state_dict = {f"unet.{k}": v.detach().cpu().clone() for k, v in convert_state_dict_to_diffusers(state).items()}
+    if result.interrupted:
+        remove_lora(pipe)
+    else:
+        result.key = key
     return result
 
 
@@ -115,21 +132,18 @@ def remove_lora(pipe: StableDiffusionPipeline) -> None:
     """Take every LoRA adapter off the UNet, leaving the base weights."""
     if getattr(pipe.unet, "peft_config", None):
         pipe.unload_lora_weights()
-    pipe.unet._dragnb_lora_key = None
 
 
 def apply_lora(model: Model, lora: LoraResult | None) -> None:
     """Make ``lora`` the UNet's only adapter (None: the base model). Cheap when it is already active."""
     pipe = model.pipe
-    key = None if lora is None else lora.key
-    if getattr(pipe.unet, "_dragnb_lora_key", None) == key and key is not None:
+    if lora is not None and lora.key and active_adapter(pipe.unet) == adapter_name(lora.key):
         return
     remove_lora(pipe)
     if lora is not None:
         pipe.unet.load_lora_adapter({k: v.clone() for k, v in lora.state_dict.items()}, prefix="unet",
-                                    adapter_name=ADAPTER)
+                                    adapter_name=adapter_name(lora.key))
         pipe.unet.requires_grad_(False)
-        pipe.unet._dragnb_lora_key = key
 
 
 def save_lora(lora: LoraResult, folder: str | Path) -> Path:

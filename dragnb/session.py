@@ -230,13 +230,12 @@ class DragSession:
                     return callback(step, loss) if callback is not None else None
 
                 result = train_lora(self.model, self.image_tensor, self.prompt, self.settings.lora,
-                                    progress=self.progress, callback=on_step)
-                result.key = key
-                self.model.pipe.unet._dragnb_lora_key = key  # train_lora left this adapter active
+                                    progress=self.progress, callback=on_step, key=key)
                 if disk is not None and not result.interrupted:
                     save_lora_entry(disk, result)
-            if not result.interrupted:  # a half-trained adapter is returned, never reused silently
-                self._cache["lora"] = {key: result}
+            if result.interrupted:  # a half-trained adapter is returned, never cached nor left on the model
+                return result
+            self._cache["lora"] = {key: result}
         apply_lora(self.model, result)  # type: ignore[arg-type]
         return result  # type: ignore[return-value]
 
@@ -257,7 +256,9 @@ class DragSession:
         if result is None:
             self._origin["inversion"] = "computed"
             z0 = encode_image(self.model, self.image_tensor)
-            result = invert(self.model, z0, self._text(), self.settings.inversion, progress=self.progress,
+            text = encode_prompt(self.model, self.prompt, self.settings.inversion.guidance_scale)  # [uncond, cond]
+            # when inversion.guidance_scale > 1: inversion with classifier-free guidance (1 = none, the reference)
+            result = invert(self.model, z0, text, self.settings.inversion, progress=self.progress,
                             callback=self._report("inversion"))
             result.key = key
             if disk is not None and not result.interrupted:
@@ -274,12 +275,10 @@ class DragSession:
     def _start_latent(self) -> tuple[torch.Tensor, int]:
         if self.generated is not None:
             z, t = self.generated.latent_at(self.settings.inversion)
-            self.model.pipe.scheduler.set_timesteps(self.settings.inversion.num_steps)
             return z.to(self.model.device), t
         inversion = self.run_inversion()
         if inversion.interrupted:
             raise Interrupted("inversion", {"inversion": inversion})
-        self.model.pipe.scheduler.set_timesteps(self.settings.inversion.num_steps)
         return inversion.zt, inversion.t
 
     def run_drag(self, callbacks: Sequence[DragCallback] = (), keep_latents: bool = False,
@@ -312,7 +311,8 @@ class DragSession:
 
         result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
                       callbacks=[*callbacks, stop_requested], guidance_scale=self.guidance_scale,
-                      keep_latents=keep_latents, keep_features=keep_features, progress=self.progress)
+                      keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
+                      schedule_steps=self.settings.inversion.num_steps)
         result.key = key
         if result.stop_reason in ("reached", "max_steps"):  # partial results are returned, not cached
             self._cache["drag"] = {key: result}

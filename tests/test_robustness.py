@@ -121,7 +121,6 @@ def test_handle_on_its_target_does_not_divide_by_zero(tiny_model):
     assert torch.isfinite(loss) and float(loss.detach()) > 0 and torch.isfinite(feature.grad).all()
     zt = torch.randn(1, 4, 16, 16)
     text = tiny_model.pipe.encode_prompt("", "cpu", 1, False)[0]
-    tiny_model.pipe.scheduler.set_timesteps(50)
     result = drag(tiny_model, zt, 500, text, at, at.clone(), settings=DragSettings(stop_distance=0.0, max_steps=5))
     assert result.stop_reason == "reached" and not result.history  # arrived before the first step
 

@@ -110,7 +110,6 @@ def test_sd15_unet_config_feature_block():
 def _drag_inputs(tiny_model):
     torch.manual_seed(0)
     zt = torch.randn(1, 4, 16, 16)
-    tiny_model.pipe.scheduler.set_timesteps(50)
     return zt, 681, encode_prompt(tiny_model, "x")
 
 
@@ -186,10 +185,9 @@ def test_generated_mode_with_guidance(tiny_model):
     settings = InversionSettings(num_steps=10, strength=0.6)
     zt, t = gen.latent_at(settings)
     assert t == gen.timesteps[4]
-    tiny_model.pipe.scheduler.set_timesteps(10)
     text = encode_prompt(tiny_model, "a red disc", 3.0)
     result = drag(tiny_model, zt, t, text, torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 20.0]]), None,
-                  DragSettings(max_steps=2), guidance_scale=3.0, keep_features=True)
+                  DragSettings(max_steps=2), guidance_scale=3.0, keep_features=True, schedule_steps=10)
     assert result.history[0].features.shape[1] == 128  # [uncond | cond] features concatenated
 
 
@@ -251,3 +249,47 @@ def test_paper_variants_run(tiny_model):
     assert len(paper.history) == 2
     assert paper.history[0].motion_loss == pytest.approx(ref.history[0].motion_loss * 64, rel=1e-4)  # x C
     assert not torch.allclose(paper.latent, ref.latent)
+
+
+# ---- no hidden state --------------------------------------------------------------------------------------
+def test_drag_sets_the_ddim_step_it_uses(tiny_model):
+    """x̂_{t-1} comes from the schedule drag() is given, whatever the scheduler was left at by its caller."""
+    remove_lora(tiny_model.pipe)
+    zt, t, text = _drag_inputs(tiny_model)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :, :8] = 1  # the left half editable: the mask term weighs the right half
+    args = (tiny_model, zt, t, text, torch.tensor([[10.0, 10.0]]), torch.tensor([[10.0, 20.0]]), mask,
+            DragSettings(max_steps=3, lr=0.05, lam=1.0))
+    runs = []
+    for left_at in (7, 50):
+        tiny_model.pipe.scheduler.set_timesteps(left_at)
+        runs.append(drag(*args, schedule_steps=50))
+    assert torch.equal(runs[0].latent, runs[1].latent)
+    other = drag(*args, schedule_steps=10)  # a different schedule: a different x̂_{t-1}, so a different mask term
+    assert [s.mask_loss for s in other.history] != [s.mask_loss for s in runs[0].history]
+
+
+def test_the_active_lora_is_the_unets_own_adapter(tiny_model, blob_image):
+    from dragnb.lora import active_adapter, adapter_name
+
+    image = to_model_tensor(blob_image, (64, 64))
+    lora = train_lora(tiny_model, image, "", LoraSettings(steps=2), key="abc")
+    assert active_adapter(tiny_model.pipe.unet) == adapter_name("abc") and lora.key == "abc"
+    assert not hasattr(tiny_model.pipe.unet, "_dragnb_lora_key")
+    apply_lora(tiny_model, None)
+    assert active_adapter(tiny_model.pipe.unet) is None
+    half = train_lora(tiny_model, image, "", LoraSettings(steps=5), callback=lambda step, loss: step == 1, key="abc")
+    assert half.interrupted and half.key == "" and active_adapter(tiny_model.pipe.unet) is None  # not left on
+    apply_lora(tiny_model, lora)
+    assert active_adapter(tiny_model.pipe.unet) == adapter_name("abc")
+    remove_lora(tiny_model.pipe)
+
+
+def test_inversion_guidance_setting_takes_effect(tiny_model, blob_image):
+    from dragnb.session import DragSession
+
+    plain = DragSession(tiny_model, blob_image, "a red disc", dataclasses.replace(
+        tiny_model.settings, lora=LoraSettings(steps=0), inversion=InversionSettings(num_steps=10)))
+    guided = DragSession(tiny_model, blob_image, "a red disc", dataclasses.replace(
+        plain.settings, inversion=InversionSettings(num_steps=10, guidance_scale=3.0)))
+    assert not torch.equal(plain.run_inversion().zt, guided.run_inversion().zt)

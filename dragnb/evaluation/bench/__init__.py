@@ -12,7 +12,7 @@ a message naming the file, and counted. Output::
     RUN/cache/                LoRA and inversion per sample (DragSession's disk cache), shared by seeds and settings
 
 A finished edit (its ``record.json`` with the same settings digest) is never redone, so an interrupted run
-resumes where it stopped. Seed s adds s to ``lora.seed`` and ``drag.seed`` (seed 0 = the reference's 0 and 42);
+resumes where it stopped. Seed s adds s to ``lora.seed`` (seed 0 = the reference's 0);
 the metrics' own seed (DIFT noise) stays fixed. Under ``accelerate launch`` each process takes every n-th
 sample and process 0 merges all records into one summary; ``--shard K/N`` does the same by hand.
 ``--score RESULTS`` scores another method's result tree (``RESULTS/<category>/<sample>/dragged_image.png``)

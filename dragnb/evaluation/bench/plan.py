@@ -121,9 +121,9 @@ def split_overrides(assignments: list[str]) -> tuple[list[str], list[str]]:
 
 
 def seeded(settings, seed: int):
-    """Settings for run seed ``seed``: LoRA and drag seeds offset by it (seed 0 leaves them as they are)."""
-    return dataclasses.replace(settings, lora=dataclasses.replace(settings.lora, seed=settings.lora.seed + seed),
-                               drag=dataclasses.replace(settings.drag, seed=settings.drag.seed + seed))
+    """Settings for run seed ``seed``: the LoRA seed offset by it (seed 0 leaves it as it is); the drag and the
+    denoising draw no random numbers."""
+    return dataclasses.replace(settings, lora=dataclasses.replace(settings.lora, seed=settings.lora.seed + seed))
 
 
 def parse_seeds(text: str) -> list[int]:
