@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .attention import reference_control
 from .config import DenoiseSettings, InversionSettings
 from .inversion import decode_latent, schedule
-from .models import Model
+from .models import Model, classifier_free_guidance
 
 
 @dataclass
@@ -66,8 +66,7 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
                 zz = torch.cat([z, z]) if guided else z
                 eps = unet(zz, t, text_b).sample
                 if guided:
-                    eps_u, eps_c = eps.chunk(2)
-                    eps = eps_u + guidance_scale * (eps_c - eps_u)
+                    eps = classifier_free_guidance(eps, guidance_scale)
                 z = scheduler.step(eps, t, z).prev_sample
                 if keep is not None:
                     z = torch.cat([z[:1], z[1:] * (1.0 - keep) + z[:1] * keep])

@@ -26,7 +26,7 @@ from .config import DragSettings, InversionSettings
 from .features import unet_with_features
 from .images import from_model_tensor
 from .inversion import decode_latent
-from .models import Model, encode_prompt
+from .models import Model, classifier_free_guidance, encode_prompt
 from .motion import anchor_patches, mask_loss, motion_loss
 from .points import feature_grid
 from .tracking import point_features, track_points
@@ -104,8 +104,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
             eps, feat = unet_with_features(unet, zz, t, text, settings.feature_blocks, size)
         eps = eps.float()
         if guided:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
+            eps = classifier_free_guidance(eps, guidance_scale)
             feat = torch.cat(feat.chunk(2), dim=1)  # (1, 2C, H, W): [uncond | cond]
         x_prev = scheduler.step(eps, t, z).prev_sample
         return eps, feat, x_prev

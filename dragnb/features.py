@@ -79,15 +79,28 @@ def unet_with_features(unet: UNet2DConditionModel, z: torch.Tensor, t, text: tor
     return eps, gather(captured, blocks, unet, size)
 
 
-def features_only(unet: UNet2DConditionModel, z: torch.Tensor, t, text: torch.Tensor,
-                  blocks: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
-    """F without running the UNet past the last tapped block (faster for tracking and correspondence)."""
+def block_outputs(unet: UNet2DConditionModel, z: torch.Tensor, t, text: torch.Tensor,
+                  blocks: Sequence[int]) -> dict[int, torch.Tensor]:
+    """The raw outputs {b: (B, C_b, h_b, w_b)} of the tapped up blocks, without running the UNet past the last."""
     with tap_up_blocks(unet, blocks, stop_after=True) as captured:
         try:
             unet(z, t, text)
         except _EnoughFeatures:
             pass
-    return gather(captured, blocks, unet, size)
+    return captured
+
+
+def features_only(unet: UNet2DConditionModel, z: torch.Tensor, t, text: torch.Tensor,
+                  blocks: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
+    """F without running the UNet past the last tapped block (faster for tracking and correspondence)."""
+    return gather(block_outputs(unet, z, t, text, blocks), blocks, unet, size)
+
+
+def cosine_similarity(queries: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+    """(N, C) query features against every pixel of ``feature`` (1, C, h, w): (N, h*w) cosine similarities,
+    the matcher of DIFT correspondence and of Mean Distance."""
+    keys = F.normalize(feature[0].flatten(1).float(), dim=0)  # (C, h*w)
+    return torch.stack([F.normalize(q.float(), dim=0) @ keys for q in queries])
 
 
 # ---- for the views: what notebook 03 and the correspondence widget show -------------------------------
@@ -137,9 +150,7 @@ def correspond(feature_a: torch.Tensor, feature_b: torch.Tensor, points_xy, size
     grid_a, grid_b = tuple(feature_a.shape[-2:]), tuple(feature_b.shape[-2:])
     rc = image_to_grid(np.asarray(points_xy, dtype=float).reshape(-1, 2), size_a, grid_a)
     rc = rc.round().long().clamp(min=torch.zeros(2, dtype=torch.long), max=torch.tensor(grid_a) - 1)
-    queries = torch.nn.functional.normalize(point_features(feature_a.float(), rc), dim=1)  # (N, C)
-    keys = torch.nn.functional.normalize(feature_b[0].float().flatten(1), dim=0)  # (C, hw)
-    sims = (queries @ keys).reshape(-1, *grid_b)  # (N, h, w)
+    sims = cosine_similarity(point_features(feature_a, rc), feature_b).reshape(-1, *grid_b)  # (N, h, w)
     best = sims.flatten(1).argmax(dim=1)
     best_rc = torch.stack([best // grid_b[1], best % grid_b[1]], dim=1).float()
     return grid_to_image(best_rc, size_b, grid_b), sims.numpy()

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .config import InversionSettings
 from .images import from_model_tensor, model_size, psnr, to_model_tensor, to_rgb_array
-from .models import Model, encode_prompt
+from .models import Model, classifier_free_guidance, encode_prompt
 
 
 @dataclass
@@ -80,8 +80,7 @@ def guided_noise(model: Model, z: torch.Tensor, t, text: torch.Tensor, guidance_
     """ε with classifier-free guidance when ``text`` holds [uncond, cond]. z: (1, 4, h, w)."""
     if len(text) == 1:
         return model.pipe.unet(z, t, text).sample
-    eps_u, eps_c = model.pipe.unet(torch.cat([z, z]), t, text).sample.chunk(2)
-    return eps_u + guidance_scale * (eps_c - eps_u)
+    return classifier_free_guidance(model.pipe.unet(torch.cat([z, z]), t, text).sample, guidance_scale)
 
 
 @torch.no_grad()

@@ -160,6 +160,12 @@ def _check_components(path: Path, name: str) -> None:
                              "re-download or re-save the model")
 
 
+def classifier_free_guidance(eps: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: ε̂ = ε_u + s (ε_c − ε_u) for a UNet output of the batch [uncond | cond]."""
+    eps_u, eps_c = eps.chunk(2)
+    return eps_u + guidance_scale * (eps_c - eps_u)
+
+
 @torch.no_grad()
 def encode_prompt(model: Model, prompt: str, guidance_scale: float = 1.0) -> torch.Tensor:
     """Text embeddings c: (1, 77, D), or (2, 77, D) = [unconditional, conditional] when guidance > 1."""

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import DragnbError
+from ..features import block_outputs, cosine_similarity
 
 SD21 = "stabilityai/stable-diffusion-2-1"
 LPIPS_SIZE = 224  # both images are resized to 224 x 224 before LPIPS, as the reference
@@ -125,7 +126,6 @@ class DiftFeaturizer:
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, prompt: str, generator: torch.Generator) -> torch.Tensor:
-        from ..features import tap_up_blocks
         from ..models import encode_prompt
 
         pipe, s = self.model.pipe, self.settings
@@ -146,12 +146,7 @@ class DiftFeaturizer:
         zt = pipe.scheduler.add_noise(z0, noise, t)
         # 2. one UNet call, stopping after the tapped block
         text = encode_prompt(self.model, prompt).repeat(s.ensemble_size, 1, 1)  # (E, 77, D)
-        with tap_up_blocks(pipe.unet, [self.block], stop_after=True) as captured:
-            try:
-                pipe.unet(zt, t, text)
-            except Exception:
-                if self.block not in captured:  # a real error, not the early stop after the tapped block
-                    raise
+        captured = block_outputs(pipe.unet, zt, t, text, [self.block])
         feat = captured[self.block].float().mean(0, keepdim=True)  # (1, C, h_b, w_b): ensemble average
         return F.interpolate(feat, size=(h, w), mode="bilinear", align_corners=False).cpu()  # (1, C, H, W)
 
@@ -202,13 +197,11 @@ def match_points(source_features: torch.Tensor, dragged_features: torch.Tensor,
     result. Ties go to the first candidate pixel in row-major order.
     """
     _, c, h, w = dragged_features.shape
-    flat = F.normalize(dragged_features[0].reshape(c, h * w).float(), dim=0)  # (C, H*W)
     allowed = search_mask(mask, (h, w))  # (H*W,) bool or None
     out = []
     for x, y in np.asarray(handles_xy, dtype=np.float64):
         col, row = min(max(int(round(x)), 0), w - 1), min(max(int(round(y)), 0), h - 1)
-        ref = F.normalize(source_features[0, :, row, col].float(), dim=0)  # (C,)
-        similarity = ref @ flat  # (H*W,)
+        similarity = cosine_similarity(source_features[0, :, row, col][None], dragged_features)[0]  # (H*W,)
         if allowed is not None:
             similarity = similarity.masked_fill(~allowed, -math.inf)
         index = int(torch.argmax(similarity))

@@ -15,7 +15,6 @@ functions take those and return a :class:`dragnb.ui.plots.Figure` (never shown, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -31,6 +30,7 @@ import numpy as np
 from ..evaluation.scenebench import record_key
 from ..images import psnr
 from ..ui.plots import Figure
+from ..ui.tables import markdown_table, thousands  # noqa: F401 - the notebook's report.markdown_table
 from .adherence import Reading, body_colour, largest_component, nearest_colour, read_single_shape, template_ious
 from .scenes import COLOURS, SHAPES, STYLES, render, sample_scene
 from .train import HOLDOUT_SEED_BASE, holdout_scenes
@@ -589,11 +589,6 @@ class Component:
     params: int
 
 
-def thousands(n: int) -> str:
-    """``2795643`` as ``2 795 643``."""
-    return f"{n:,}".replace(",", " ")
-
-
 def _count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -625,27 +620,6 @@ def architecture(model) -> list[Component]:
                   f"{sched.num_train_timesteps} steps, {sched.beta_schedule} β {sched.beta_start}–{sched.beta_end}, "
                   f"{sched.prediction_type} prediction", 0),
     ]
-
-
-def markdown_table(rows: Sequence) -> str:
-    """A Markdown table of dicts or dataclasses (the first row's keys as the header); floats to 3 digits."""
-    rows = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in rows]
-    if not rows:
-        return ""
-    keys = list(rows[0])
-
-    def cell(v) -> str:
-        if v is None:
-            return "–"
-        if isinstance(v, float):
-            return "–" if math.isnan(v) else f"{v:.3g}"
-        if isinstance(v, int) and not isinstance(v, bool):
-            return thousands(v)
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ drag benchmark

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .. import metrics
 from ...errors import InputError
-from .outputs import category_table, markdown_table, sweep_table
+from ...ui.tables import markdown_table
+from .outputs import category_table, sweep_table
 from .plan import BenchOptions, parse_seeds
 from .run import run_bench
 
@@ -83,5 +84,5 @@ def main(args) -> int:
     for s in summary["samples"]["skipped_reasons"]:
         print(f"  skipped {s['path']}: {s['reason']}")
     print(markdown_table(category_table(summary)) if len(summary["configs"]) == 1
-          else markdown_table(sweep_table(summary)), end="")
+          else markdown_table(sweep_table(summary)))
     return 0

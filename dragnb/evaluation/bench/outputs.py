@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import metrics
 from ...files import write_atomic
+from ...ui.tables import markdown_table
 from .summary import DAI_KEYS
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -99,7 +100,7 @@ def write_outputs(out: Path, summary: dict, plan) -> None:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        (out / "sweep.md").write_text(markdown_table(rows))
+        (out / "sweep.md").write_text(markdown_table(rows) + "\n")
         plot_sweep(summary).savefig(out / "sweep.png", dpi=110, bbox_inches="tight")
 
 
@@ -149,14 +150,6 @@ def category_table(summary: dict, config: str | None = None) -> list[dict]:
             row["placement_error_px"] = _fmt(m["known_answer"]["placement_error_px"], 2)
         rows.append(row)
     return rows
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """Rows of dicts as a Markdown table (columns: every key, in first-seen order)."""
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _points(summary: dict, config: str, where: str = "overall"):
