@@ -9,7 +9,7 @@ editable mask after every step, so only the masked region is regenerated.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention import reference_control
+from .callbacks import Callback, DenoiseStep, notify
 from .config import DenoiseSettings, InversionSettings
 from .inversion import decode_latent, schedule
 from .models import Model, classifier_free_guidance
@@ -38,13 +39,13 @@ class DenoiseResult:
 @torch.no_grad()
 def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | None, text: torch.Tensor,
             settings: DenoiseSettings = DenoiseSettings(), inversion: InversionSettings = InversionSettings(),
-            guidance_scale: float = 1.0, progress: bool = False,
-            callback: Callable[[int, int], object] | None = None,
+            guidance_scale: float = 1.0, progress: bool = False, callbacks: Sequence[Callback] = (),
             mask: torch.Tensor | None = None) -> DenoiseResult:
     """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control.
 
     ``mask``: (1, 1, h, w) on the latent grid, 1 = editable, used by ``settings.blend_outside_mask``.
-    ``callback(done, total)`` is called after every step (for progress bars).
+    ``callbacks`` get a :class:`~dragnb.callbacks.DenoiseStep` after every step; one returning True stops the
+    denoising there (the image is decoded from that latent and marked ``interrupted``).
     """
     start = time.perf_counter()
     unet, scheduler = model.pipe.unet, model.pipe.scheduler
@@ -70,8 +71,9 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
                 z = scheduler.step(eps, t, z).prev_sample
                 if keep is not None:
                     z = torch.cat([z[:1], z[1:] * (1.0 - keep) + z[:1] * keep])
-                if callback is not None:
-                    callback(i + 1, len(timesteps))
+                if notify(callbacks, DenoiseStep(step=i, total=len(timesteps), t=int(t))):
+                    interrupted = True
+                    break
         except KeyboardInterrupt:
             interrupted = True
     images = decode_latent(model, z)

@@ -14,7 +14,7 @@ A non-finite loss or latent stops it too, returning the last good latent, and so
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .callbacks import Callback, StepRecord, notify
 from .config import DragSettings, InversionSettings
 from .features import unet_with_features
 from .images import from_model_tensor
@@ -32,10 +33,11 @@ from .points import feature_grid
 from .tracking import point_features, track_points
 
 
-@dataclass
-class DragStep:
+@dataclass(kw_only=True)
+class DragStep(StepRecord):
     """What one optimisation iteration computed; handles are those the loss used at this step."""
 
+    stage: str = "drag"
     step: int  # k, 0-based
     handles: torch.Tensor  # (N, 2) (row, col) feature pixels, h_i^k after tracking
     targets: torch.Tensor  # (N, 2) (row, col) feature pixels, g_i
@@ -70,12 +72,9 @@ class DragResult:
         return torch.stack([s.handles for s in self.history] + [self.handles])
 
 
-DragCallback = Callable[[DragStep], "bool | None"]
-
-
 def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
          mask: torch.Tensor | None = None, settings: DragSettings = DragSettings(),
-         callbacks: Sequence[DragCallback] = (), guidance_scale: float = 1.0, keep_latents: bool = False,
+         callbacks: Sequence[Callback] = (), guidance_scale: float = 1.0, keep_latents: bool = False,
          keep_features: bool = False, progress: bool = False,
          schedule_steps: int = InversionSettings().num_steps) -> DragResult:
     """Optimise ``zt`` (1, 4, h, w) at timestep ``t`` to move ``handles`` to ``targets`` ((N, 2) (row, col)).
@@ -152,7 +151,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
             if not torch.isfinite(z).all():
                 result.stop_reason = "non-finite"
                 break
-            record = DragStep(step=step, handles=handles.detach().cpu().clone(), targets=targets.detach().cpu(),
+            record = DragStep(step=step, total=settings.max_steps, handles=handles.detach().cpu().clone(), targets=targets.detach().cpu(),
                               motion_loss=float(motion.detach()), mask_loss=float(masked.detach()),
                               loss=float(loss.detach()), distances=distances.detach().cpu().tolist(),
                               seconds=time.perf_counter() - tick,
@@ -161,7 +160,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
             last_good = z.detach().clone()
             result.history.append(record)
             bar.update(1)
-            if any([bool(cb(record)) for cb in callbacks]):
+            if notify(callbacks, record):
                 result.stop_reason = "callback"
                 break
     except KeyboardInterrupt:

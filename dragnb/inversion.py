@@ -11,13 +11,14 @@ with ᾱ before the first step = ``alphas_cumprod[0]`` (``set_alpha_to_one=False
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from tqdm.auto import tqdm
 
+from .callbacks import Callback, InversionStep, notify
 from .config import InversionSettings
 from .images import from_model_tensor, model_size, psnr, to_model_tensor, to_rgb_array
 from .models import Model, classifier_free_guidance, encode_prompt
@@ -85,10 +86,11 @@ def guided_noise(model: Model, z: torch.Tensor, t, text: torch.Tensor, guidance_
 
 @torch.no_grad()
 def invert(model: Model, z0: torch.Tensor, text: torch.Tensor, settings: InversionSettings = InversionSettings(),
-           progress: bool = False, callback: Callable[[int, int], object] | None = None) -> InversionResult:
+           progress: bool = False, callbacks: Sequence[Callback] = ()) -> InversionResult:
     """DDIM-invert z_0 for ``settings.inverted_steps`` steps; ``text`` from :func:`dragnb.models.encode_prompt`.
 
-    ``callback(done, total)`` is called after every step (for progress bars).
+    ``callbacks`` get an :class:`~dragnb.callbacks.InversionStep` after every step; one returning True stops the
+    inversion there (the result is marked ``interrupted``, as after Ctrl-C).
     """
     start = time.perf_counter()
     forward = model.pipe.scheduler
@@ -104,8 +106,9 @@ def invert(model: Model, z0: torch.Tensor, text: torch.Tensor, settings: Inversi
             z = inverse.step(eps, t, z).prev_sample  # (1, 4, h, w), at timestep t
             result.latents.append(z)
             result.timesteps.append(int(t))
-            if callback is not None:
-                callback(len(result.timesteps), len(steps))
+            if notify(callbacks, InversionStep(step=len(result.timesteps) - 1, total=len(steps), t=int(t))):
+                result.interrupted = True
+                break
     except KeyboardInterrupt:
         result.interrupted = True
     result.seconds = time.perf_counter() - start

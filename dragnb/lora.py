@@ -8,7 +8,7 @@ diffusers-format state dict, so it saves as safetensors that ``pipe.load_lora_we
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
+from .callbacks import Callback, LoraStep, notify
 from .config import LoraSettings
 from .errors import ModelError
 from .models import Model, encode_prompt
@@ -64,13 +65,12 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], generator: 
 
 
 def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSettings = LoraSettings(),
-               progress: bool = False, callback: Callable[[int, float], bool | None] | None = None,
-               key: str = "") -> LoraResult:
+               progress: bool = False, callbacks: Sequence[Callback] = (), key: str = "") -> LoraResult:
     """Fine-tune a LoRA on ``image`` (1, 3, H, W) in [-1, 1]; leaves the adapter active on the UNet, named
     after ``key`` (:func:`adapter_name`).
 
-    ``callback(step, loss)`` is called after every step; returning True stops training. Ctrl-C also stops
-    it. Either way the adapter as trained so far is returned, marked ``interrupted``, and taken off the UNet:
+    ``callbacks`` get a :class:`~dragnb.callbacks.LoraStep` after every step; one returning True stops training.
+    Ctrl-C also stops it. Either way the adapter as trained so far is returned, marked ``interrupted``, and taken off the UNet:
     a half-trained adapter never stands on the model under the name of the finished one.
     """
     pipe = model.pipe
@@ -110,7 +110,7 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
             loss.backward()
             optimizer.step()
             result.losses.append(loss.item())
-            if callback is not None and callback(step, result.losses[-1]):
+            if notify(callbacks, LoraStep(step=step, total=settings.steps, loss=result.losses[-1])):
                 result.interrupted = True  # stopped early: the adapter holds fewer steps than asked for
                 break
     except KeyboardInterrupt:

@@ -14,17 +14,18 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
 from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
-from .drag import DragCallback, DragResult, DragStep, drag
+from .drag import DragResult, drag
 from .errors import InputError, Interrupted, SettingError
 from .generate import GeneratedImage
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
@@ -116,7 +117,6 @@ class DragSession:
         self.guidance_scale = 1.0
         self._cache: dict[str, dict[str, object]] = {stage: {} for stage in STAGES}
         self._stop = False
-        self.progress_callback: Callable[[str, int, int], object] | None = None  # (stage, done, total)
         self._image_digest = _digest(self.source.tobytes(), list(self.source.shape))
 
     @classmethod
@@ -165,11 +165,9 @@ class DragSession:
         """The editable region (H, W), nonzero = editable; None or all zero = the whole image."""
         self._mask = load_mask(mask, self.image_size)
 
-    def _report(self, stage: str):
-        """A (done, total) callback forwarding to ``progress_callback`` as (stage, done, total)."""
-        if self.progress_callback is None:
-            return None
-        return lambda done, total: self.progress_callback(stage, done, total)
+    def _stop_requested(self, record: StepRecord) -> bool:
+        """The session's own callback: Stop ends LoRA (not cached) and the drag (its partial edit is denoised)."""
+        return self._stop and record.stage in ("lora", "drag")
 
     @property
     def feature_grid(self) -> tuple[int, int]:
@@ -206,7 +204,7 @@ class DragSession:
         return encode_prompt(self.model, self.prompt, self.guidance_scale)
 
     # ---- stages -------------------------------------------------------------------------------------
-    def run_lora(self, callback: Callable[[int, float], bool | None] | None = None) -> LoraResult | None:
+    def run_lora(self, callbacks: Sequence[Callback] = ()) -> LoraResult | None:
         """Stage 1 (skipped for generated images and when ``lora.steps`` is 0)."""
         key = self._keys()["lora"]
         if self.generated is not None or self.settings.lora.steps == 0:
@@ -222,15 +220,8 @@ class DragSession:
             self._origin["lora"] = "disk"
             if result is None:
                 self._origin["lora"] = "computed"
-                report = self._report("lora")
-
-                def on_step(step: int, loss: float) -> bool | None:
-                    if report is not None:
-                        report(step + 1, self.settings.lora.steps)
-                    return callback(step, loss) if callback is not None else None
-
                 result = train_lora(self.model, self.image_tensor, self.prompt, self.settings.lora,
-                                    progress=self.progress, callback=on_step, key=key)
+                                    progress=self.progress, callbacks=[*callbacks, self._stop_requested], key=key)
                 if disk is not None and not result.interrupted:
                     save_lora_entry(disk, result)
             if result.interrupted:  # a half-trained adapter is returned, never cached nor left on the model
@@ -239,7 +230,7 @@ class DragSession:
         apply_lora(self.model, result)  # type: ignore[arg-type]
         return result  # type: ignore[return-value]
 
-    def run_inversion(self) -> InversionResult | None:
+    def run_inversion(self, callbacks: Sequence[Callback] = ()) -> InversionResult | None:
         """Stage 2 (for generated images: the kept latents stand in, nothing runs)."""
         key = self._keys()["inversion"]
         if self.generated is not None:
@@ -259,7 +250,7 @@ class DragSession:
             text = encode_prompt(self.model, self.prompt, self.settings.inversion.guidance_scale)  # [uncond, cond]
             # when inversion.guidance_scale > 1: inversion with classifier-free guidance (1 = none, the reference)
             result = invert(self.model, z0, text, self.settings.inversion, progress=self.progress,
-                            callback=self._report("inversion"))
+                            callbacks=callbacks)
             result.key = key
             if disk is not None and not result.interrupted:
                 save_inversion_entry(disk, result)
@@ -281,13 +272,13 @@ class DragSession:
             raise Interrupted("inversion", {"inversion": inversion})
         return inversion.zt, inversion.t
 
-    def run_drag(self, callbacks: Sequence[DragCallback] = (), keep_latents: bool = False,
+    def run_drag(self, callbacks: Sequence[Callback] = (), keep_latents: bool = False,
                  keep_features: bool = False) -> DragResult:
         """Stage 3. Needs points (:meth:`set_points`)."""
         self._stop = False
         return self._drag(callbacks, keep_latents, keep_features)
 
-    def _drag(self, callbacks: Sequence[DragCallback], keep_latents: bool, keep_features: bool) -> DragResult:
+    def _drag(self, callbacks: Sequence[Callback], keep_latents: bool, keep_features: bool) -> DragResult:
         if self.points is None:
             raise InputError("points", "no handle/target points set; call set_points([(hx, hy, tx, ty), ...]) first")
         key = self._keys()["drag"]
@@ -302,15 +293,8 @@ class DragSession:
         latent_size = tuple(zt.shape[-2:])
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 
-        report = self._report("drag")
-
-        def stop_requested(step: DragStep) -> bool:
-            if report is not None:
-                report(step.step + 1, self.settings.drag.max_steps)
-            return self._stop
-
         result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
-                      callbacks=[*callbacks, stop_requested], guidance_scale=self.guidance_scale,
+                      callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                       keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
                       schedule_steps=self.settings.inversion.num_steps)
         result.key = key
@@ -318,8 +302,8 @@ class DragSession:
             self._cache["drag"] = {key: result}
         return result
 
-    def run_denoise(self, dragged: DragResult | None = None) -> DenoiseResult:
-        """Stage 4 from the latest drag (or ``dragged``)."""
+    def run_denoise(self, dragged: DragResult | None = None, callbacks: Sequence[Callback] = ()) -> DenoiseResult:
+        """Stage 4 from the latest drag (or ``dragged``); a denoising stopped by a callback is not cached."""
         dragged = dragged or self.run_drag()
         key = self._denoise_key(dragged)
         if key in self._cache["denoise"]:
@@ -329,17 +313,21 @@ class DragSession:
         mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]))
         result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
                          self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
-                         progress=self.progress, callback=self._report("denoise"), mask=mask)
+                         progress=self.progress, callbacks=callbacks, mask=mask)
         result.key = key
-        self._cache["denoise"] = {key: result}
+        if not result.interrupted:
+            self._cache["denoise"] = {key: result}
         return result
 
     def _denoise_key(self, dragged: DragResult) -> str:
         return _digest(dragged.key, dragged.stop_reason, len(dragged.history), dataclasses.asdict(self.settings.denoise))
 
-    def run(self, callbacks: Sequence[DragCallback] = (), keep_latents: bool = False,
-            keep_features: bool = False, lora_callback=None) -> EditResult:
+    def run(self, callbacks: Sequence[Callback] = (), keep_latents: bool = False,
+            keep_features: bool = False) -> EditResult:
         """All four stages, each skipped when its cached result still holds.
+
+        ``callbacks`` see every step of every stage that runs (:mod:`dragnb.callbacks`: one record type per
+        stage, ``record.stage`` says which); one returning True stops the stage it is called from.
 
         Ctrl-C during the drag returns an edit from the last good latent (``drag.stop_reason`` says so);
         during LoRA or inversion it raises :class:`dragnb.errors.Interrupted` naming the stage and holding the
@@ -348,13 +336,10 @@ class DragSession:
         seconds, origin = {}, {}
         results = {}
         self._stop = False
-
-        def on_lora_step(step: int, loss: float) -> bool:
-            return bool(lora_callback is not None and lora_callback(step, loss)) or self._stop
-
-        for stage, call in (("lora", lambda: self.run_lora(on_lora_step)), ("inversion", self.run_inversion),
+        for stage, call in (("lora", lambda: self.run_lora(callbacks)),
+                            ("inversion", lambda: self.run_inversion(callbacks)),
                             ("drag", lambda: self._drag(callbacks, keep_latents, keep_features)),
-                            ("denoise", lambda: self.run_denoise(results["drag"]))):
+                            ("denoise", lambda: self.run_denoise(results["drag"], callbacks))):
             in_memory = (self._denoise_key(results["drag"]) in self._cache["denoise"] if stage == "denoise"
                          else self.is_cached(stage))
             self._origin.pop(stage, None)

@@ -255,9 +255,9 @@ def test_ctrl_c_during_lora_names_the_stage(tiny_model, blob_image):
     session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, lora=LoraSettings(steps=5)))
     session.set_points([(10, 10, 50, 10)])
 
-    def interrupt(step, loss):
+    def interrupt(record):
         raise KeyboardInterrupt
 
     with pytest.raises(Interrupted) as info:
-        session.run(lora_callback=interrupt)
+        session.run(callbacks=[interrupt])
     assert info.value.stage == "lora" and "lora was interrupted" in str(info.value)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dragnb.callbacks import only
 from dragnb.cli import main
 from dragnb.config import DragSettings, LoraSettings, Settings
 from dragnb.evaluation.dragbench import read_sample, write_sample
@@ -55,7 +56,7 @@ def test_session_needs_points(tiny_model, blob_image):
 def test_stop_request_returns_partial(tiny_model, blob_image):
     session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, drag=DragSettings(max_steps=20, lr=0.05)))
     session.set_points([(10, 10, 50, 10)])
-    result = session.run(callbacks=[lambda step: session.request_stop() if step.step == 1 else None])
+    result = session.run(callbacks=[only("drag", lambda step: session.request_stop() if step.step == 1 else None)])
     assert result.drag.stop_reason == "callback" and len(result.drag.history) == 2
     assert not session.is_cached("drag")  # partial results are returned, not cached as finished
 
@@ -151,29 +152,55 @@ def test_ctrl_c_during_lora_hands_back_partial_results(tiny_model, blob_image):
     session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, lora=LoraSettings(steps=10)))
     session.set_points([(10, 10, 50, 10)])
 
-    def interrupt(step, loss):
-        if step == 2:
+    def interrupt(record):
+        if record.stage == "lora" and record.step == 2:
             raise KeyboardInterrupt
 
     from dragnb.errors import Interrupted
 
     with pytest.raises(Interrupted) as info:
-        session.run(lora_callback=interrupt)
+        session.run(callbacks=[interrupt])
     partial = info.value.partial["lora"]
     assert info.value.stage == "lora" and partial.interrupted and len(partial.losses) == 3  # steps 0-2 done
     assert not session.is_cached("lora")  # a half-trained adapter is not reused
     assert len(session.run().lora.losses) == 10
 
 
-def test_progress_callback_reports_every_stage(tiny_model, blob_image):
+def test_one_callback_sees_every_stage(tiny_model, blob_image):
+    from dragnb.callbacks import DenoiseStep, InversionStep, LoraStep
+    from dragnb.drag import DragStep
+
     session = DragSession(tiny_model, blob_image, "", FAST)
     session.set_points([(10, 10, 50, 10)])
     seen = []
-    session.progress_callback = lambda stage, done, total: seen.append((stage, done, total))
-    result = session.run()
-    stages = [s for s, _, _ in seen]
+    result = session.run(callbacks=[seen.append])
+    stages = [r.stage for r in seen]
     assert stages == ["lora"] * 2 + ["inversion"] * 35 + ["drag"] * len(result.drag.history) + ["denoise"] * 35
-    assert seen[-1] == ("denoise", 35, 35) and seen[36] == ("inversion", 35, 35)
+    kinds = {r.stage: type(r) for r in seen}
+    assert kinds == {"lora": LoraStep, "inversion": InversionStep, "drag": DragStep, "denoise": DenoiseStep}
+    assert (seen[-1].done, seen[-1].total) == (35, 35) and seen[36].done == seen[36].total == 35
+    assert [r.loss for r in seen[:2]] == result.lora.losses and seen[36].t == result.inversion.t
+    assert [r.t for r in seen if r.stage == "denoise"] == sorted({r.t for r in seen if r.stage == "inversion"},
+                                                                   reverse=True)  # back down the same schedule
+
+
+@pytest.mark.parametrize("stage", ["lora", "inversion", "drag", "denoise"])
+def test_any_callback_can_stop_any_stage(tiny_model, blob_image, stage):
+    from dragnb.errors import Interrupted
+
+    session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, lora=LoraSettings(steps=4)))
+    session.set_points([(10, 10, 50, 10)])
+    stop = only(stage, lambda record: record.step == 1)
+    if stage in ("lora", "inversion"):
+        with pytest.raises(Interrupted) as info:
+            session.run(callbacks=[stop])
+        assert info.value.stage == stage and not session.is_cached(stage)
+        return
+    result = session.run(callbacks=[stop])
+    if stage == "drag":
+        assert result.drag.stop_reason == "callback" and len(result.drag.history) == 2
+    else:
+        assert result.denoise.interrupted and not session.is_cached("denoise")
 
 
 def test_stop_during_lora_and_denoise_cache_state(tiny_model, blob_image):
@@ -182,7 +209,7 @@ def test_stop_during_lora_and_denoise_cache_state(tiny_model, blob_image):
     from dragnb.errors import Interrupted
 
     with pytest.raises(Interrupted):  # a Stop pressed during LoRA holds until the drag, then stops LoRA
-        session.run(lora_callback=lambda step, loss: session.request_stop() if step == 1 else None)
+        session.run(callbacks=[only("lora", lambda r: session.request_stop() if r.step == 1 else None)])
     assert not session.is_cached("lora")
     session.run()
     assert session.is_cached("drag") and session.is_cached("denoise")

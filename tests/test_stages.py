@@ -43,8 +43,8 @@ def test_lora_trains_saves_and_loads_in_diffusers(tiny_model, blob_image, tmp_pa
 
 def test_lora_callback_stops(tiny_model, blob_image):
     result = train_lora(tiny_model, to_model_tensor(blob_image, (64, 64)), "", LoraSettings(steps=10),
-                        callback=lambda step, loss: step == 2)
-    assert len(result.losses) == 3
+                        callbacks=[lambda record: record.step == 2])
+    assert len(result.losses) == 3 and result.interrupted
     remove_lora(tiny_model.pipe)
 
 
@@ -278,7 +278,7 @@ def test_the_active_lora_is_the_unets_own_adapter(tiny_model, blob_image):
     assert not hasattr(tiny_model.pipe.unet, "_dragnb_lora_key")
     apply_lora(tiny_model, None)
     assert active_adapter(tiny_model.pipe.unet) is None
-    half = train_lora(tiny_model, image, "", LoraSettings(steps=5), callback=lambda step, loss: step == 1, key="abc")
+    half = train_lora(tiny_model, image, "", LoraSettings(steps=5), callbacks=[lambda r: r.step == 1], key="abc")
     assert half.interrupted and half.key == "" and active_adapter(tiny_model.pipe.unet) is None  # not left on
     apply_lora(tiny_model, lora)
     assert active_adapter(tiny_model.pipe.unet) == adapter_name("abc")

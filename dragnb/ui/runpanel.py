@@ -23,6 +23,7 @@ import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas
 
+from ..callbacks import StepRecord
 from ..config import Settings
 from ..drag import DragStep
 from ..errors import InputError, Interrupted
@@ -195,9 +196,8 @@ class RunPanel(widgets.VBox):
                 self._set_progress(stage, int(cached or skipped), 1, "cached" if cached else
                                    "skipped" if skipped else None)
             self.status.value = "running…"
-            session.progress_callback = self._on_progress
             tick = time.perf_counter()
-            self.result = session.run(callbacks=[self._on_step], keep_latents=self.keep_latents,
+            self.result = session.run(callbacks=[self._on_record], keep_latents=self.keep_latents,
                                       keep_features=self.keep_features)
             seconds = time.perf_counter() - tick
             self._finish(self.result, seconds)
@@ -225,10 +225,12 @@ class RunPanel(widgets.VBox):
         bar.bar_style = "success" if value >= total else "info"
         bar.description = f"{STAGE_LABELS[stage]}{' (' + note + ')' if note else ''}"
 
-    def _on_progress(self, stage: str, done: int, total: int) -> None:
-        """The session's per-step report; the drag's bar is updated by the throttled live view instead."""
-        if stage != "drag":
-            self._set_progress(stage, done, total)
+    def _on_record(self, record: StepRecord) -> bool:
+        """The panel's one callback: every stage's bar; the drag's steps also feed the live view (and its bar)."""
+        if record.stage == "drag":
+            return self._on_step(record)
+        self._set_progress(record.stage, record.done, record.total)
+        return False
 
     def _on_step(self, step: DragStep) -> bool:
         """The drag's callback: record the iteration, redraw within the time budget, say whether to stop."""
