@@ -34,3 +34,28 @@ def test_the_shipped_model_carries_its_worlds_defaults():
 
     shipped = json.loads((EMBEDDED_MODEL / "dragnb_defaults.json").read_text())
     assert shipped == MODEL_DEFAULTS[model_world(EMBEDDED_MODEL)]
+
+
+@pytest.mark.slow
+def test_the_trainer_runs_resumes_and_extends(tmp_path):
+    """Both phases through the shared TimedPhase loop: a short run exports a loadable model; run again with a
+    larger UNet budget and it resumes both phases from their checkpoints and continues the UNet's steps."""
+    import json
+
+    from dragnb.models import load_model
+    from dragnb.tiny.train import main
+
+    common = ["--world", "textured", "--out", str(tmp_path / "model"), "--work", str(tmp_path / "work"),
+              "--minutes-vae", "0.01", "--n-scenes", "48", "--batch-vae", "4", "--batch-unet", "8",
+              "--checkpoint-minutes", "0.002", "--check-minutes", "100", "--threads", "2"]
+    assert main([*common, "--minutes-unet", "0.01"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
+    first = max(r.get("step", 0) for r in log if r["phase"] == "unet")
+    assert first > 0 and any(r.get("event") == "final_eval" for r in log)
+    assert main([*common, "--minutes-unet", "0.02"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
+    resumed = {r["phase"] for r in log if r.get("event") == "resumed"}
+    assert resumed == {"vae", "unet"}
+    assert max(r.get("step", 0) for r in log if r["phase"] == "unet") > first
+    model = load_model(tmp_path / "model", device="cpu")
+    assert model.resolution == 64 and model.settings.drag.supervision == "anchored"

@@ -120,6 +120,67 @@ def save_atomic(obj, path: Path) -> None:
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
+class TimedPhase:
+    """What the VAE and UNet trainers share: resume from the phase's checkpoint (weights, optimiser, step, time
+    spent and both random streams), step until the time budget is spent (only step time counts, so checks and
+    checkpoints do not eat it), log running means every ``log_every`` steps, tell when a checkpoint is due."""
+
+    def __init__(self, path: Path, phase: str, seed: int, budget_minutes: float, log: Log, log_every: int,
+                 **extra_state):
+        import torch
+
+        self.path, self.phase, self.budget, self.log, self.log_every = path, phase, budget_minutes * 60, log, log_every
+        self.state = {"step": 0, "elapsed": 0.0, "done": False, **extra_state}
+        self.rng = np.random.default_rng(seed)  # batches, crops, flips, caption drops
+        self.gen = torch.Generator().manual_seed(seed)  # noise and timesteps, drawn on the CPU on any device
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._last_save = time.time()
+
+    def resume(self, device) -> dict | None:
+        """The saved checkpoint (its streams and state already restored here), or None to start afresh."""
+        import torch
+
+        if not self.path.exists():
+            return None
+        ck = torch.load(self.path, weights_only=False, map_location=device)
+        self.state = ck["state"]
+        self.rng.bit_generator.state = ck["rng"]
+        self.gen.set_state(ck["gen"])
+        self.log(phase=self.phase, event="resumed", step=self.state["step"], elapsed_min=self.state["elapsed"] / 60)
+        return ck
+
+    def save(self, **parts) -> None:
+        """Checkpoint ``parts`` (state dicts) with the phase's state and random streams, atomically."""
+        save_atomic({**parts, "state": self.state, "rng": self.rng.bit_generator.state, "gen": self.gen.get_state()},
+                    self.path)
+        self._last_save = time.time()
+
+    def save_due(self, minutes: float) -> bool:
+        return time.time() - self._last_save > minutes * 60
+
+    @property
+    def running(self) -> bool:
+        return self.state["elapsed"] < self.budget
+
+    @property
+    def fraction(self) -> float:
+        """Share of the budget spent, what the learning-rate schedule follows."""
+        return self.state["elapsed"] / self.budget
+
+    def step_done(self, started: float, lr: float, **terms) -> None:
+        """Count a step that began at ``started`` (time.time()) and log the running means every ``log_every``."""
+        self.state["step"] += 1
+        self.state["elapsed"] += time.time() - started
+        for k, v in terms.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v.detach())
+        self._count += 1
+        if self.state["step"] % self.log_every == 0:
+            self.log(phase=self.phase, step=self.state["step"], elapsed_min=self.state["elapsed"] / 60, lr=lr,
+                     **{k: v / self._count for k, v in self._sums.items()})
+            self._sums, self._count = {}, 0
+
+
 def lr_at(frac: float, step: int, base: float, warmup: int = 100, decay_from: float = 0.85) -> float:
     """Linear warmup, constant, then cosine to 5 % of ``base`` over the last ``1 - decay_from`` of the phase."""
     lr = base * min(1.0, (step + 1) / warmup)
@@ -275,43 +336,35 @@ def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only:
     import torch
     import torch.nn.functional as F
 
-    path = work / ("decoder.pt" if decoder_only else "vae.pt")
     phase = "decoder" if decoder_only else "vae"
     base_lr = args.lr_decoder if decoder_only else args.lr_vae
     params = (list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())) if decoder_only \
         else list(vae.parameters())
     opt = torch.optim.Adam(params, lr=base_lr)
-    state = {"step": 0, "elapsed": 0.0, "done": False}
-    rng = np.random.default_rng(1)
-    gen = torch.Generator().manual_seed(1)
-    if path.exists():
-        ck = torch.load(path, weights_only=False, map_location=args.device)
+    run = TimedPhase(work / ("decoder.pt" if decoder_only else "vae.pt"), phase, 1,
+                     args.minutes_decoder if decoder_only else args.minutes_vae, log, log_every=50)
+    rng, gen = run.rng, run.gen
+    ck = run.resume(args.device)
+    if ck is not None:
         vae.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        state = ck["state"]
-        rng.bit_generator.state = ck["rng"]
-        gen.set_state(ck["gen"])
-        log(phase=phase, event="resumed", step=state["step"], elapsed_min=state["elapsed"] / 60)
-    if state["done"]:
+    if run.state["done"]:
         return
-    budget = (args.minutes_decoder if decoder_only else args.minutes_vae) * 60
-    last_ckpt = last_eval = time.time()
-    sums, count = {}, 0
+    last_eval = time.time()
 
     def checkpoint():
-        save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state,
-                     "rng": rng.bit_generator.state, "gen": gen.get_state()}, path)
+        run.save(model=vae.state_dict(), opt=opt.state_dict())
 
     vae.train()
     vae.requires_grad_(False)
     for p_ in params:
         p_.requires_grad_(True)
-    while state["elapsed"] < budget:
+    while run.running:
         t0 = time.time()
-        lr = lr_at(state["elapsed"] / budget, state["step"], base_lr, decay_from=0.75)
+        frac = run.fraction
+        lr = lr_at(frac, run.state["step"], base_lr, decay_from=0.75)
         for g in opt.param_groups:
             g["lr"] = lr
-        frac = state["elapsed"] / budget
         idx = rng.integers(0, len(images), args.batch_vae)
         x = to_tensor(images[idx], args.device)  # (B, 3, S, S)
         crop = args.vae_crop if args.vae_crop is not None else images.shape[1] // 2
@@ -337,26 +390,17 @@ def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        state["step"] += 1
-        state["elapsed"] += time.time() - t0
-        for k, v in (("loss", loss), ("l1", l1), ("mse", mse), ("colour", colour), ("kl", kl)):
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        count += 1
-        if state["step"] % 50 == 0:
-            log(phase=phase, step=state["step"], elapsed_min=state["elapsed"] / 60, lr=lr,
-                **{k: v / count for k, v in sums.items()})
-            sums, count = {}, 0
+        run.step_done(t0, lr, loss=loss, l1=l1, mse=mse, colour=colour, kl=kl)
         if time.time() - last_eval > args.check_minutes * 60 / 2:
             vae.eval()
-            log(phase=phase, step=state["step"], event="eval", **evaluate_vae(vae, world=args.world))
+            log(phase=phase, step=run.state["step"], event="eval", **evaluate_vae(vae, world=args.world))
             vae.train()
             last_eval = time.time()
-        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+        if run.save_due(args.checkpoint_minutes):
             checkpoint()
-            last_ckpt = time.time()
     vae.eval()
-    log(phase=phase, step=state["step"], event="final_eval", **evaluate_vae(vae, 256, args.world))
-    state["done"] = True
+    log(phase=phase, step=run.state["step"], event="final_eval", **evaluate_vae(vae, 256, args.world))
+    run.state["done"] = True
     checkpoint()
 
 
@@ -444,25 +488,20 @@ def adherence(model_dir: Path, n: int = 48, steps: int = 25, guidance: float = 4
 def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, prompts, args, work, log) -> None:
     import torch
 
-    path = work / "unet.pt"
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr_unet, weight_decay=1e-2)
     ema = [p.detach().clone() for p in params]  # on the training device
-    state = {"step": 0, "elapsed": 0.0, "done": False, "checks": []}
-    rng = np.random.default_rng(2)
-    gen = torch.Generator().manual_seed(2)
-    if path.exists():
-        ck = torch.load(path, weights_only=False, map_location=args.device)
+    run = TimedPhase(work / "unet.pt", "unet", 2, args.minutes_unet, log, log_every=25, checks=[])
+    rng, gen, state = run.rng, run.gen, run.state
+    ck = run.resume(args.device)
+    if ck is not None:
         unet.load_state_dict(ck["unet"])
         text_encoder.load_state_dict(ck["text_encoder"])
         opt.load_state_dict(ck["opt"])
         for e, v in zip(ema, ck["ema"]):
             e.copy_(v)
-        state = ck["state"]
-        rng.bit_generator.state = ck["rng"]
-        gen.set_state(ck["gen"])
-        log(phase="unet", event="resumed", step=state["step"], elapsed_min=state["elapsed"] / 60)
-    if state["done"] and state["elapsed"] >= args.minutes_unet * 60:
+        state = run.state
+    if state["done"] and not run.running:
         return  # a larger --minutes-unet extends a finished run (its lr schedule follows the new budget)
 
     ids = tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True,
@@ -473,12 +512,10 @@ def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, 
     alphas_cumprod = scheduler.alphas_cumprod.to(args.device)  # (1000,)
     snr = alphas_cumprod / (1 - alphas_cumprod)
     loss_weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 weights for epsilon prediction
-    budget = args.minutes_unet * 60
 
     def checkpoint():
-        save_atomic({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
-                     "ema": ema, "state": state, "rng": rng.bit_generator.state, "gen": gen.get_state(),
-                     "scaling_factor": scaling}, path)
+        run.save(unet=unet.state_dict(), text_encoder=text_encoder.state_dict(), opt=opt.state_dict(), ema=ema,
+                 scaling_factor=scaling)
 
     def ema_models():
         """Copies of the UNet and text encoder holding the EMA weights."""
@@ -506,12 +543,11 @@ def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, 
 
     unet.train()
     text_encoder.train()
-    last_ckpt = last_check = time.time()
+    last_check = time.time()
     first_export_done = (Path(args.out) / "model_index.json").exists() and state["step"] > 0
-    sums, count = {}, 0
-    while state["elapsed"] < budget:
+    while run.running:
         t0 = time.time()
-        lr = lr_at(state["elapsed"] / budget, state["step"], args.lr_unet, warmup=200)
+        lr = lr_at(run.fraction, state["step"], args.lr_unet, warmup=200)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.from_numpy(rng.integers(0, len(z0_all), args.batch_unet)).to(args.device)
@@ -537,18 +573,9 @@ def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, 
         decay = min(args.ema, (1 + state["step"]) / (10 + state["step"]))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        state["step"] += 1
-        state["elapsed"] += time.time() - t0
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-        sums["mse"] = sums.get("mse", 0.0) + float(per.detach().mean())
-        count += 1
-        if state["step"] % 25 == 0:
-            log(phase="unet", step=state["step"], elapsed_min=state["elapsed"] / 60, lr=lr,
-                **{k: v / count for k, v in sums.items()})
-            sums, count = {}, 0
-        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+        run.step_done(t0, lr, loss=loss, mse=per.mean())
+        if run.save_due(args.checkpoint_minutes):
             checkpoint()
-            last_ckpt = time.time()
             if not first_export_done:  # an early usable model for integration, right after the first checkpoint
                 check()
                 first_export_done = True
@@ -556,7 +583,7 @@ def train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, 
         if time.time() - last_check > args.check_minutes * 60:
             check()
             checkpoint()
-            last_check = last_ckpt = time.time()
+            last_check = time.time()
     state["done"] = True
     check()
     checkpoint()
