@@ -139,7 +139,9 @@ class DragSettings(_Checked):
 
     STAGE = "drag"
     RULES = {"feature_blocks": _NON_EMPTY, "feature_scale": _POSITIVE, "r1": _at_least(0), "r2": _at_least(0),
-             "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0)}
+             "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0),
+             "steps_per_timestep": _at_least(1), "line_search_distance": _POSITIVE, "line_search_loss": _POSITIVE,
+             "text_lr": _POSITIVE, "text_lam": _at_least(0)}
 
     feature_blocks: tuple[int, ...] = (-2,)  # UNet up-block indices whose outputs are F; -2 = up_blocks[2] on SD 1.5
     feature_scale: float = 0.5  # F is resized to this fraction of the model image: H/2 x W/2
@@ -155,6 +157,20 @@ class DragSettings(_Checked):
     supervision: Literal["reference", "anchored"] = "reference"  # target of F(Ω(h_i^k) + d_i): sg(F(Ω(h_i^k)))
     # (reference), or the original patch F_0(Ω(h_i^0)) (GoodDrag's information-preserving motion supervision,
     # Zhang et al. 2024): the content pulled along keeps its first look instead of drifting step by step
+    schedule: Literal["single", "alternating"] = "single"  # all max_steps drag steps at t (reference), or GoodDrag's
+    # AlDD: steps_per_timestep drag steps at t, one DDIM step to the next timestep, more drag steps there, ...
+    # until max_steps in all (docs/method.md §6)
+    steps_per_timestep: int = 10  # B of the alternating schedule (GoodDrag drags 10 times per denoising step)
+    tracking: Literal["nearest", "line_search"] = "nearest"  # nearest-neighbour point tracking (reference), or
+    # FreeDrag's line search along h^0→g with an adaptive template feature (Ling et al. 2024, docs/method.md §6)
+    line_search_distance: float = 5.0  # FreeDrag's d_max: how far along the line one search may move, feature px
+    line_search_loss: float = 1.0  # FreeDrag's l_expected: the template distance a good next point should have
+    optimize_text: bool = False  # DragText (Choi et al. 2024): optimise the text embedding with the latent
+    text_lr: float = 0.004  # DragText's learning rate of the text embedding (Adam)
+    text_lam: float = 0.1  # DragText's weight of the L1 regulariser keeping the embedding near the prompt's
+    round_points: bool = True  # round h and g to the supervision grid before the loop, as the reference does
+    weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
+    # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
     autocast: bool = False  # fp16 autocast + grad scaler on CUDA, as the reference; fp32 elsewhere
 
 

@@ -40,10 +40,13 @@ class DenoiseResult:
 def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | None, text: torch.Tensor,
             settings: DenoiseSettings = DenoiseSettings(), inversion: InversionSettings = InversionSettings(),
             guidance_scale: float = 1.0, progress: bool = False, callbacks: Sequence[Callback] = (),
-            mask: torch.Tensor | None = None) -> DenoiseResult:
+            mask: torch.Tensor | None = None, skip: int = 0, edited_text: torch.Tensor | None = None) -> DenoiseResult:
     """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control.
 
     ``mask``: (1, 1, h, w) on the latent grid, 1 = editable, used by ``settings.blend_outside_mask``.
+    ``skip``: the first steps of the schedule already taken (by an alternating drag; both latents are then at
+    that later timestep). ``edited_text``: the edited branch's own text embedding (an optimised one, DragText),
+    the original branch keeping ``text``.
     ``callbacks`` get a :class:`~dragnb.callbacks.DenoiseStep` after every step; one returning True stops the
     denoising there (the image is decoded from that latent and marked ``interrupted``).
     """
@@ -55,15 +58,19 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
     keep = None if not blend else 1.0 - mask.to(zt_edited.device, zt_edited.dtype)  # (1, 1, h, w) 1 = protected
     z = torch.cat([zt_original, zt_edited]) if two_branches else zt_edited  # (B, 4, h, w), B = 2: [original, edited]
     guided = len(text) == 2
-    text_b = text.repeat_interleave(len(z), dim=0)  # [uncond x B, cond x B] or [cond x B]
+    if edited_text is None:
+        text_b = text.repeat_interleave(len(z), dim=0)  # [uncond x B, cond x B] or [cond x B]
+    else:  # per branch: [original, edited] within each half
+        halves = zip(text.chunk(len(text)), edited_text.chunk(len(edited_text)))
+        text_b = torch.cat([torch.cat([o, e] if two_branches else [e]) for o, e in halves])
     active = [False]
     interrupted = False
-    timesteps = schedule(scheduler, inversion)
+    timesteps = schedule(scheduler, inversion)[skip:]
     with (reference_control(unet, settings.control_blocks, branches=len(z), active=active)
           if control else nullcontext([])) as controlled:
         try:
             for i, t in enumerate(tqdm(timesteps, desc="denoise", disable=not progress, leave=False)):
-                active[0] = i >= settings.control_from_step
+                active[0] = i + skip >= settings.control_from_step
                 zz = torch.cat([z, z]) if guided else z
                 eps = unet(zz, t, text_b).sample
                 if guided:

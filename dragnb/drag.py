@@ -28,9 +28,9 @@ from .features import unet_with_features
 from .images import from_model_tensor
 from .inversion import decode_latent
 from .models import Model, classifier_free_guidance, encode_prompt
-from .motion import anchor_patches, mask_loss, motion_loss
+from .motion import anchor_patches, bilinear_patch, mask_loss, motion_loss
 from .points import feature_grid
-from .tracking import point_features, track_points
+from .tracking import LINE_SEARCH_ROUND, line_search, point_features, template_distance, template_weight, track_points
 
 
 @dataclass(kw_only=True)
@@ -39,13 +39,15 @@ class DragStep(StepRecord):
 
     stage: str = "drag"
     step: int  # k, 0-based
-    handles: torch.Tensor  # (N, 2) (row, col) feature pixels, h_i^k after tracking
+    t: int  # the timestep of the latent this iteration optimised (changes under schedule="alternating")
+    handles: torch.Tensor  # (N, 2) (row, col) feature pixels, h_i^k after tracking (the line-search point p_i)
     targets: torch.Tensor  # (N, 2) (row, col) feature pixels, g_i
     motion_loss: float
     mask_loss: float
-    loss: float  # motion + mask
+    loss: float  # motion + mask (+ the text regulariser under optimize_text)
     distances: list[float]  # ||g_i - h_i^k|| per pair, feature pixels
     seconds: float  # wall time of this iteration
+    text_distance: float = 0.0  # max |c' - c| of the optimised text embedding (optimize_text), else 0
     latent: torch.Tensor | None = None  # ẑ_t^k before this step's update, when asked for (keep_latents)
     features: torch.Tensor | None = None  # F(ẑ_t^k), when asked for (keep_features)
 
@@ -54,7 +56,7 @@ class DragStep(StepRecord):
 class DragResult:
     """The edited latent and the whole optimisation history."""
 
-    latent: torch.Tensor  # edited ẑ_t (1, 4, h, w), the last good state
+    latent: torch.Tensor  # edited ẑ (1, 4, h, w) at timestep ``t``, the last good state
     initial_handles: torch.Tensor  # (N, 2) (row, col) feature pixels, h_i^0
     handles: torch.Tensor  # (N, 2) final tracked handles
     targets: torch.Tensor  # (N, 2)
@@ -63,6 +65,11 @@ class DragResult:
     mask_used: bool  # False: no mask drawn, whole image editable, no mask term
     history: list[DragStep] = field(default_factory=list)
     initial_features: torch.Tensor | None = None  # F_0 (1, C, *feature_size), for tracking views
+    reference_features: dict[int, torch.Tensor] = field(default_factory=dict)  # F_0 at each timestep dragged at
+    t: int = 0  # timestep of ``latent``: the inverted t, or later after alternating drag and denoising
+    denoised_steps: int = 0  # DDIM steps the drag already took (alternating schedule); the denoising skips them
+    original_latent: torch.Tensor | None = None  # the unedited branch at ``t`` when denoised_steps > 0
+    text: torch.Tensor | None = None  # the optimised text embedding c' (optimize_text), for the edited branch
     seconds: float = 0.0
     key: str = ""
 
@@ -72,89 +79,190 @@ class DragResult:
         return torch.stack([s.handles for s in self.history] + [self.handles])
 
 
+def guided_features(feat: torch.Tensor, guidance_scale: float, weighted: bool) -> torch.Tensor:
+    """(2, C, H, W) [uncond, cond] features -> (1, 2C, H, W); ``weighted``: scaled by (1 - c) and c with
+    c = s / (2s - 1), as the reference's generated-image loop does (docs/method.md §7)."""
+    uncond, cond = feat.chunk(2)
+    if weighted:
+        c = guidance_scale / (2 * guidance_scale - 1)
+        uncond, cond = (1 - c) * uncond, c * cond
+    return torch.cat([uncond, cond], dim=1)
+
+
 def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
          mask: torch.Tensor | None = None, settings: DragSettings = DragSettings(),
          callbacks: Sequence[Callback] = (), guidance_scale: float = 1.0, keep_latents: bool = False,
          keep_features: bool = False, progress: bool = False,
-         schedule_steps: int = InversionSettings().num_steps) -> DragResult:
+         schedule_steps: int = InversionSettings().num_steps, text_mask: torch.Tensor | None = None) -> DragResult:
     """Optimise ``zt`` (1, 4, h, w) at timestep ``t`` to move ``handles`` to ``targets`` ((N, 2) (row, col)).
 
     ``text``: (1, 77, D), or [uncond, cond] (2, 77, D) for a generated image with guidance (features of both
     halves are concatenated along channels, as the reference). ``mask``: (1, 1, h, w) on the latent grid,
     1 = editable, or None. ``schedule_steps``: the length of the DDIM schedule t belongs to (the inversion's
     ``num_steps``), which fixes the step to x̂_{t-1} of the mask term; drag sets it on the scheduler itself.
-    Inputs are not modified.
+    ``text_mask``: (77,) bool, the prompt's tokens the text regulariser of ``optimize_text`` covers (DragText
+    covers the tokens before the padding; None = all). Inputs are not modified.
+    The variants of :class:`~dragnb.config.DragSettings` (``supervision``, ``schedule``, ``tracking``,
+    ``optimize_text``) change the loop as docs/method.md §6 says; all off, it is the reference's loop.
     """
     unet, scheduler = model.pipe.unet, model.pipe.scheduler
     scheduler.set_timesteps(schedule_steps)  # x̂_{t-1} = one DDIM step of this schedule
+    schedule_ts = [int(x) for x in scheduler.timesteps]
     device = zt.device
     size = feature_grid((zt.shape[-2] * model.vae_scale, zt.shape[-1] * model.vae_scale), settings.feature_scale)
     handles = handles.to(device, torch.float32).clone()
     targets = targets.to(device, torch.float32).clone()
+    if settings.round_points:  # the reference rounds the points on the supervision grid before the loop
+        handles, targets = handles.round(), targets.round()
     guided = len(text) == 2
     amp = settings.autocast and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
     grad_scaler = torch.amp.GradScaler("cuda") if amp else None
+    alternating = settings.schedule == "alternating"
+    line = settings.tracking == "line_search"
+    if alternating and int(t) not in schedule_ts:
+        raise ValueError(f"t={t} is not on the {schedule_steps}-step DDIM schedule the alternating drag walks")
 
-    def forward(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ε, F and the one-step DDIM prediction x̂_{t-1} for latent z."""
+    def forward(z: torch.Tensor, t_now: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ε, F and the one-step DDIM prediction x̂_{t-1} for latent z at t_now under text c."""
         with autocast:
             zz = torch.cat([z, z]) if guided else z
-            eps, feat = unet_with_features(unet, zz, t, text, settings.feature_blocks, size)
+            eps, feat = unet_with_features(unet, zz, t_now, c, settings.feature_blocks, size)
         eps = eps.float()
         if guided:
             eps = classifier_free_guidance(eps, guidance_scale)
-            feat = torch.cat(feat.chunk(2), dim=1)  # (1, 2C, H, W): [uncond | cond]
-        x_prev = scheduler.step(eps, t, z).prev_sample
+            feat = guided_features(feat, guidance_scale, settings.weight_guided_features)  # (1, 2C, H, W)
+        x_prev = scheduler.step(eps, t_now, z).prev_sample
         return eps, feat, x_prev
 
     start = time.perf_counter()
-    with torch.no_grad():
-        _, feat0, x_prev0 = forward(zt)
-    references = point_features(feat0, handles)  # F_0(h_i^0), (N, C)
-    anchors = anchor_patches(feat0, handles, settings.r1) if settings.supervision == "anchored" else None
+    t_now = int(t)
+    z_original = zt.detach().clone()  # the unedited branch, walked down the schedule by the alternating drag
+
+    def reference_at(t_now: int):
+        """F_0, x_{t-1}^0, the tracking references and the anchors at ``t_now`` from the unedited branch."""
+        with torch.no_grad():
+            _, feat0, x_prev0 = forward(z_original, t_now, text)
+        anchors = anchor_patches(feat0, initial, settings.r1) if settings.supervision == "anchored" else None
+        return feat0, x_prev0, point_features(feat0, initial), anchors
+
+    initial = handles.clone()
+    feat0, x_prev0, references, anchors = reference_at(t_now)
     z = zt.detach().clone().requires_grad_(True)
     last_good = zt.detach().clone()
-    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[settings.optimizer]([z], lr=settings.lr)
+    variables = [z]
+    if settings.optimize_text:  # DragText: c' starts at c and is optimised with the latent
+        cond = text[-1:].detach().clone().requires_grad_(True)
+        text_now = torch.cat([text[:1].detach(), cond]) if guided else cond
+        text_optimizer = torch.optim.Adam([cond], lr=settings.text_lr)
+        keep = torch.ones(text.shape[1], dtype=torch.bool, device=device) if text_mask is None else text_mask.to(device)
+    else:
+        text_now = text
+
+    def new_optimizer():
+        return {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[settings.optimizer](variables, lr=settings.lr)
+
+    optimizer = new_optimizer()
     result = DragResult(latent=last_good, initial_handles=handles.clone(), handles=handles, targets=targets,
                         feature_size=size, stop_reason="max_steps", mask_used=mask is not None,
-                        initial_features=feat0.detach())
+                        initial_features=feat0.detach(), t=t_now)
+    result.reference_features[t_now] = feat0.detach().cpu()
     mask = None if mask is None else mask.to(device, torch.float32)
+    if line:  # FreeDrag's state: one template per pair, the start and end losses of the last round
+        templates = [bilinear_patch(feat0, h, settings.r1)[0].detach() for h in handles]
+        loss_start = [0.0] * len(handles)
+        loss_end = [0.0] * len(handles)
+        arrived = [False] * len(handles)
+        round_step = 0
     bar = tqdm(total=settings.max_steps, desc="drag", disable=not progress, leave=False)
     try:
         for step in range(settings.max_steps):
+            if alternating and step > 0 and step % settings.steps_per_timestep == 0:  # AlDD: one DDIM step down
+                index = schedule_ts.index(t_now)
+                if index + 1 >= len(schedule_ts):
+                    break
+                with torch.no_grad():
+                    z_next = scheduler.step(forward(z.detach(), t_now, text_now.detach())[0], t_now, z.detach())
+                    z_original = scheduler.step(forward(z_original, t_now, text)[0], t_now, z_original).prev_sample
+                t_now = schedule_ts[index + 1]
+                result.denoised_steps += 1
+                z = z_next.prev_sample.detach().clone().requires_grad_(True)
+                variables[0] = z
+                last_good = z.detach().clone()
+                optimizer = new_optimizer()  # GoodDrag starts a fresh optimiser at each timestep
+                feat0, x_prev0, references, anchors = reference_at(t_now)
+                result.reference_features[t_now] = feat0.detach().cpu()
             tick = time.perf_counter()
-            _, feat, x_prev = forward(z)
-            if step > 0:
-                handles = track_points(feat.detach(), references, handles, settings.r2)
-                if settings.track_from == "previous":  # this project's variant: follow the latest appearance
-                    references = point_features(feat.detach(), handles)
-            distances = torch.linalg.norm(targets - handles, dim=1)
-            if bool(((distances < settings.stop_distance) | (distances == 0)).all()):  # on the target: arrived
-                result.stop_reason = "reached"
-                break
-            motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance, settings.loss_reduction,
-                                 anchors)
+            _, feat, x_prev = forward(z, t_now, text_now)
+            if line:
+                if step == 0 or round_step == LINE_SEARCH_ROUND:  # a round ends: judge it, search anew
+                    if step > 0:
+                        with torch.no_grad():
+                            for i in range(len(handles)):
+                                loss_end[i] = float(template_distance(feat, handles[i], templates[i], settings.r1))
+                                near = float(torch.linalg.norm(targets[i] - handles[i])) < max(settings.stop_distance, 1e-6)
+                                arrived[i] = near and loss_end[i] <= 0.5 * settings.line_search_loss
+                                weight = 1.0 if arrived[i] else template_weight(loss_end[i], settings.line_search_loss)
+                                patch = bilinear_patch(feat, handles[i], settings.r1)[0].detach()
+                                templates[i] = weight * patch + (1 - weight) * templates[i]
+                    if all(arrived):
+                        result.stop_reason = "reached"
+                        break
+                    handles = torch.stack([handles[i] if arrived[i] else line_search(
+                        feat.detach(), handles[i], targets[i], templates[i], settings.r1,
+                        settings.line_search_distance, settings.line_search_loss, loss_start[i], loss_end[i])
+                        for i in range(len(handles))])
+                    round_step = 0
+                distances = torch.linalg.norm(targets - handles, dim=1)
+                per_pair = [template_distance(feat, handles[i], templates[i], settings.r1)
+                            for i in range(len(handles)) if not arrived[i]]
+                motion = torch.stack(per_pair).sum() if per_pair else feat.new_zeros(())
+                if round_step == 0:
+                    loss_start = [float(template_distance(feat, handles[i], templates[i], settings.r1).detach())
+                                  for i in range(len(handles))]
+                round_step += 1
+                if per_pair and max(float(x.detach()) for x in per_pair) < 0.5 * settings.line_search_loss:
+                    round_step = LINE_SEARCH_ROUND  # FreeDrag ends a round early once every patch matches
+            else:
+                if step > 0:
+                    handles = track_points(feat.detach(), references, handles, settings.r2)
+                    if settings.track_from == "previous":  # this project's variant: follow the latest appearance
+                        references = point_features(feat.detach(), handles)
+                distances = torch.linalg.norm(targets - handles, dim=1)
+                if bool(((distances < settings.stop_distance) | (distances == 0)).all()):  # on the target: arrived
+                    result.stop_reason = "reached"
+                    break
+                motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance,
+                                     settings.loss_reduction, anchors)
             masked = mask_loss(x_prev, x_prev0, mask, settings.lam)
             loss = motion + masked
+            if settings.optimize_text:
+                loss = loss + settings.text_lam * ((cond - text[-1:]) * keep[None, :, None]).abs().sum()
             if not torch.isfinite(loss):
                 result.stop_reason = "non-finite"
                 break
             optimizer.zero_grad(set_to_none=True)
+            if settings.optimize_text:
+                text_optimizer.zero_grad(set_to_none=True)
             if grad_scaler is not None:
                 grad_scaler.scale(loss).backward()
                 grad_scaler.step(optimizer)
+                if settings.optimize_text:
+                    grad_scaler.step(text_optimizer)
                 grad_scaler.update()
             else:
                 loss.backward()
                 optimizer.step()
+                if settings.optimize_text:
+                    text_optimizer.step()
             if not torch.isfinite(z).all():
                 result.stop_reason = "non-finite"
                 break
-            record = DragStep(step=step, total=settings.max_steps, handles=handles.detach().cpu().clone(), targets=targets.detach().cpu(),
-                              motion_loss=float(motion.detach()), mask_loss=float(masked.detach()),
-                              loss=float(loss.detach()), distances=distances.detach().cpu().tolist(),
-                              seconds=time.perf_counter() - tick,
+            record = DragStep(step=step, total=settings.max_steps, t=t_now, handles=handles.detach().cpu().clone(),
+                              targets=targets.detach().cpu(), motion_loss=float(motion.detach()),
+                              mask_loss=float(masked.detach()), loss=float(loss.detach()),
+                              distances=distances.detach().cpu().tolist(), seconds=time.perf_counter() - tick,
+                              text_distance=float((cond.detach() - text[-1:]).abs().max()) if settings.optimize_text else 0.0,
                               latent=last_good.cpu() if keep_latents else None,
                               features=feat.detach().cpu() if keep_features else None)
             last_good = z.detach().clone()
@@ -168,6 +276,11 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     finally:
         bar.close()
     result.latent = last_good
+    result.t = t_now
+    if result.denoised_steps:
+        result.original_latent = z_original.detach()
+    if settings.optimize_text:
+        result.text = text_now.detach()
     result.handles = handles.detach().cpu()
     result.initial_handles = result.initial_handles.cpu()
     result.targets = targets.cpu()

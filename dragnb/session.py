@@ -85,8 +85,10 @@ class EditResult:
             "stop_reason": self.drag.stop_reason, "drag_steps": len(self.drag.history),
             "handle_trajectory_xy": self.trajectory_xy().round(2).tolist(),
             "final_handles_xy": self.final_handles_xy.round(2).tolist(),
-            "loss_history": [{"step": s.step, "motion": s.motion_loss, "mask": s.mask_loss, "total": s.loss,
-                              "distances": s.distances, "seconds": s.seconds} for s in self.drag.history],
+            "loss_history": [{"step": s.step, "t": s.t, "motion": s.motion_loss, "mask": s.mask_loss, "total": s.loss,
+                              "distances": s.distances, "text_distance": s.text_distance, "seconds": s.seconds}
+                             for s in self.drag.history],
+            "drag_timestep": self.drag.t, "drag_denoised_steps": self.drag.denoised_steps,
             "lora_losses": self.lora.losses if self.lora else None,
             "inverted_timestep": self.inversion.t if self.inversion else None,
             "seconds": self.seconds, "cached": self.cached, "origin": self.origin,
@@ -200,6 +202,14 @@ class DragSession:
             return dragged is not None and self._denoise_key(dragged) in self._cache["denoise"]
         return keys[stage] in self._cache[stage]
 
+    def _prompt_tokens(self) -> torch.Tensor:
+        """(77,) bool: the prompt's own tokens with <bos> and <eos>, what DragText's text regulariser covers."""
+        tokenizer = self.model.pipe.tokenizer
+        n = len(tokenizer(self.prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids)
+        keep = torch.zeros(tokenizer.model_max_length, dtype=torch.bool)
+        keep[:n] = True
+        return keep
+
     def _text(self) -> torch.Tensor:
         return encode_prompt(self.model, self.prompt, self.guidance_scale)
 
@@ -294,6 +304,7 @@ class DragSession:
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 
         result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
+                      text_mask=self._prompt_tokens(),
                       callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                       keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
                       schedule_steps=self.settings.inversion.num_steps)
@@ -310,10 +321,13 @@ class DragSession:
             return self._cache["denoise"][key]  # type: ignore[return-value]
         self.run_lora()
         original, _ = self._start_latent()
+        if dragged.denoised_steps:  # an alternating drag took the first steps: both branches are further down
+            original = dragged.original_latent.to(self.model.device)
         mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]))
         result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
                          self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
-                         progress=self.progress, callbacks=callbacks, mask=mask)
+                         progress=self.progress, callbacks=callbacks, mask=mask, skip=dragged.denoised_steps,
+                         edited_text=None if dragged.text is None else dragged.text.to(self.model.device))
         result.key = key
         if not result.interrupted:
             self._cache["denoise"] = {key: result}

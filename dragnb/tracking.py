@@ -1,14 +1,19 @@
 """Point tracking (pure functions): re-locate each handle by nearest-neighbour feature search.
 
 h_i ← argmin over q in Ω(h_i, r2) of ||F(q) - F_0(h_i^0)||_1, with F_0 the features before optimisation and
-h_i^0 the initial handle (docs/method.md §3.4). Points are (row, col) feature pixels.
+h_i^0 the initial handle (docs/method.md §3.4). Points are (row, col) feature pixels. The variant
+``tracking="line_search"`` (FreeDrag) instead moves each point along its h^0→g line: :func:`line_search`,
+:func:`template_weight`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+from .motion import bilinear_patch
 
 
 @dataclass(frozen=True)
@@ -44,3 +49,52 @@ def track_points(feature: torch.Tensor, references: torch.Tensor, handles: torch
     with torch.no_grad():
         best = [search_window(feature, ref, h, r2).best for ref, h in zip(references, handles)]
     return torch.tensor(best, dtype=handles.dtype, device=handles.device)
+
+
+# ---- FreeDrag's line search (tracking = "line_search"), docs/method.md §6 ---------------------------------------
+LINE_SEARCH_CANDIDATES = 10  # FreeDrag samples 10 points along each searched segment
+LINE_SEARCH_ROUND = 5  # latent updates between two line searches (FreeDrag's inner loop)
+
+
+def template_distance(feature: torch.Tensor, point: torch.Tensor, template: torch.Tensor, r: int) -> torch.Tensor:
+    """mean |F(Ω(p, r)) - T|: how far the (bilinear) patch at ``point`` is from the pair's template (C, P, P)."""
+    return (bilinear_patch(feature, point, r)[0] - template).abs().mean()
+
+
+def line_search(feature: torch.Tensor, point: torch.Tensor, target: torch.Tensor, template: torch.Tensor, r: int,
+                max_distance: float, expected: float, loss_start: float, loss_end: float) -> torch.Tensor:
+    """FreeDrag's next point p for one pair, always on the line through ``point`` and ``target`` ((2,) row, col).
+
+    If the last round kept the template well (``loss_end`` < expected / 2) it searches forward, up to
+    ``max_distance`` toward the target, for the candidate whose template distance is closest to ``expected``
+    (far enough to pull, close enough to keep the look); if the round at least improved (``loss_end`` <
+    ``loss_start``) it stays; otherwise it backs off by ``max_distance`` and searches twice that range for the
+    best-matching candidate. Candidates are 10 evenly spaced points of the segment, its start excluded.
+    """
+    with torch.no_grad():
+        fractions = torch.arange(1, LINE_SEARCH_CANDIDATES + 1, device=point.device,
+                                 dtype=point.dtype)[:, None] / LINE_SEARCH_CANDIDATES  # (10, 1)
+        remaining = float(torch.linalg.norm(target - point))
+        if remaining == 0:
+            return point.clone()
+        if loss_end < 0.5 * expected:
+            end = point + min(max_distance / remaining, 1.0) * (target - point)
+            pick = "expected"
+        elif loss_end < loss_start:
+            return point.clone()
+        else:
+            point = point - min(max_distance / remaining, 1.0) * (target - point)  # back off along the line
+            remaining = float(torch.linalg.norm(target - point))
+            end = point + min(2 * max_distance / max(remaining, 1e-8), 1.0) * (target - point)
+            pick = "best"
+        candidates = point + fractions * (end - point)  # (10, 2)
+        dist = torch.stack([template_distance(feature, c, template, r) for c in candidates])
+        index = int(torch.argmin((dist - expected).abs() if pick == "expected" else dist))
+        return candidates[index].clone()
+
+
+def template_weight(loss: float, expected: float) -> float:
+    """FreeDrag's adaptive template update weight λ = 1 / (1 + exp(a (loss - b))), a = ln 9 / (0.6 l), b = 0.2 l:
+    a patch that kept its look (small loss) replaces the template, a smeared one barely changes it."""
+    a, b = math.log(9.0) / (0.6 * expected), 0.2 * expected
+    return 1.0 / (1.0 + math.exp(min(a * (loss - b), 50.0)))
