@@ -131,3 +131,22 @@ def test_every_variant_runs_through_the_session(tiny_model, blob_image, changes)
     assert record["settings"]["drag"] | changes == record["settings"]["drag"] and edit.image.shape == blob_image.shape
     assert (edit.drag.text is not None) == bool(changes.get("optimize_text"))
     assert session.run().drag is edit.drag  # and it is cached like any other drag
+
+
+def test_the_views_make_sense_for_each_variant(tiny_model, blob_image):
+    from dragnb.ui import plots
+
+    def edit(**changes):
+        settings = dataclasses.replace(FAST, drag=dataclasses.replace(FAST.drag, **changes))
+        session = DragSession(tiny_model, blob_image, "a red disc", settings)
+        session.set_points([(16, 16, 40, 16)])
+        return session.run(keep_features=True)
+
+    alternating = edit(schedule="alternating", steps_per_timestep=3)
+    ts = sorted({s.t for s in alternating.drag.history}, reverse=True)
+    fig = plots.tracking_heatmaps(alternating, steps=(1, 4))  # step 4 is at the second timestep
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert f"t={ts[0]}" in titles[0] and f"t={ts[1]}" in titles[1]
+    with pytest.raises(ValueError, match="line search"):
+        plots.tracking_heatmaps(edit(tracking="line_search"))
+    assert plots.trajectories(edit(tracking="line_search")).axes and plots.loss_curves(alternating).axes

@@ -161,6 +161,14 @@ def test_panel_settings_come_from_the_widgets(tiny_model):
                                                              feature_blocks=(-1,)),
                                     denoise=dataclasses.replace(base.denoise, reference_control=False))
 
+    # a dropdown per method variant, its choices those DragSettings accepts
+    assert panel.variants["schedule"].options == ("single", "alternating")
+    panel.variants["schedule"].value, panel.variants["tracking"].value = "alternating", "line_search"
+    panel.variants["supervision"].value, panel.optimize_text.value = "anchored", True
+    drag = panel.settings.drag
+    assert (drag.schedule, drag.tracking, drag.supervision, drag.optimize_text) == (
+        "alternating", "line_search", "anchored", True)
+
 
 def test_panel_runs_reuses_cached_stages_and_shows_the_result(tiny_model, blob_image):
     editor = DragEditor(blob_image, display_width=200)

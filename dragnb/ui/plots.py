@@ -99,6 +99,37 @@ def trajectories(result: EditResult, on: str = "result") -> Figure:
     return fig
 
 
+def compare_variants(results: dict[str, EditResult]) -> Figure:
+    """The same edit under several settings: each result with its handles' paths (top), and per setting the mean
+    handle-target distance and the motion term over the iterations (bottom), the variants' curves overlaid."""
+    names = list(results)
+    fig = Figure(figsize=(2.6 * max(len(names), 3), 5.6), layout="constrained")
+    grid = fig.add_gridspec(2, max(len(names), 2))
+    for i, name in enumerate(names):
+        r = results[name]
+        ax = fig.add_subplot(grid[0, i])
+        _show(ax, r.image)
+        path = r.trajectory_xy()
+        for j in range(path.shape[1]):
+            ax.plot(path[:, j, 0], path[:, j, 1], "-", color=PATH, lw=1.2)
+        _arrows(ax, path[0], r.points.targets)
+        _axes_off(ax, f"{name}\n{len(r.drag.history)} steps, {r.drag.stop_reason}")
+    half = max(len(names), 2) // 2
+    dist_ax, loss_ax = fig.add_subplot(grid[1, :half]), fig.add_subplot(grid[1, half:])
+    for name in names:
+        history = results[name].drag.history
+        steps = [s.step for s in history]
+        dist_ax.plot(steps, [float(np.mean(s.distances)) for s in history], label=name)
+        loss_ax.plot(steps, [s.motion_loss for s in history], label=name)
+    dist_ax.set_xlabel("drag step k")
+    dist_ax.set_ylabel("mean ‖g − h‖ (feature px)")
+    loss_ax.set_xlabel("drag step k")
+    loss_ax.set_ylabel("motion term")
+    loss_ax.set_yscale("symlog")
+    dist_ax.legend(fontsize=7)
+    return fig
+
+
 def loss_curves(result: EditResult) -> Figure:
     """Motion, mask and total loss per iteration, and each pair's handle-target distance (feature pixels)."""
     history = result.drag.history
@@ -205,15 +236,23 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
     """The L1 distance to F_0(h^0) over the search window Ω(h^{k-1}, r2) at chosen iterations k ≥ 1.
 
     Needs the iterations' features: ``session.run(keep_features=True)``. The window's argmin (×) is where
-    tracking put the handle at step k; the arrow points to the target.
+    tracking put the handle at step k; the arrow points to the target. Under ``schedule="alternating"`` F_0 is
+    the unedited branch's at the step's own timestep. ``tracking="line_search"`` searches no window (its
+    points move along h⁰→g, :func:`trajectories` shows them), so it has no heatmap.
     """
     drag = result.drag
     history = drag.history
+    if result.settings.drag.tracking == "line_search":
+        raise ValueError("tracking_heatmaps shows nearest-neighbour tracking's search window; line search moves "
+                         "each point along its handle-target line instead: see plots.trajectories")
     steps = [k for k in steps if 1 <= k < len(history)]
     if not steps or history[steps[0]].features is None or drag.initial_features is None:
         raise ValueError("tracking_heatmaps needs features of steps >= 1: run with keep_features=True "
                          "and at least 2 drag steps")
-    initial = point_features(drag.initial_features.cpu(), drag.initial_handles)[pair]  # F_0(h_i^0), (C,)
+    def initial_at(step) -> torch.Tensor:  # F_0(h_i^0) at the step's timestep, (C,)
+        f0 = drag.reference_features.get(step.t, drag.initial_features).cpu()
+        return point_features(f0, drag.initial_handles)[pair]
+
     previous_mode = result.settings.drag.track_from == "previous"  # the project's variant: F_{k-1}(h^{k-1})
     fig = Figure(figsize=(2.8 * len(steps), 3.1), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(steps)))
@@ -221,7 +260,7 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
     for ax, k in zip(axes, steps):
         previous = history[k - 1].handles[pair]
         reference = (point_features(history[k - 1].features, history[k - 1].handles)[pair]
-                     if previous_mode and k >= 2 else initial)
+                     if previous_mode and k >= 2 else initial_at(history[k]))
         window = search_window(history[k].features, reference, previous, r2)
         top, left = window.origin
         hh, ww = window.distances.shape
@@ -235,8 +274,8 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
         d = d / max(float(torch.linalg.norm(d)), 1e-6) * min(r2, float(torch.linalg.norm(target - previous)))
         ax.annotate("", xy=(float(previous[1] + d[1]), float(previous[0] + d[0])),
                     xytext=(float(previous[1]), float(previous[0])), arrowprops=dict(arrowstyle="->", color=TARGET))
-        ax.set_title(f"step {k}: ‖F_k(q) − {'F_k-1(h^k-1)' if previous_mode and k >= 2 else 'F_0(h⁰)'}‖₁",
-                     fontsize=9)
+        ax.set_title(f"step {k} (t={history[k].t}): ‖F_k(q) − "
+                     f"{'F_k-1(h^k-1)' if previous_mode and k >= 2 else 'F_0(h⁰)'}‖₁", fontsize=9)
         ax.set_xlabel("col (feature px)")
         ax.set_ylabel("row")
     axes[0].legend(fontsize=7, loc="lower left")

@@ -18,19 +18,27 @@ import dataclasses
 import threading
 import time
 import traceback
+import typing
 
 import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas
 
 from ..callbacks import StepRecord
-from ..config import Settings
+from ..config import DragSettings, Settings
 from ..drag import DragStep
 from ..errors import InputError, Interrupted
 from ..models import Model
 from ..points import grid_to_image
 from ..session import DragSession, EditResult
 from .editor import HANDLE_COLOUR, TARGET_COLOUR, DragEditor, draw_dot, drawing, fit_to
+
+VARIANT_CHOICES = ("supervision", "schedule", "tracking")  # DragSettings' method switches with choices
+
+
+def _drag_hints() -> dict:
+    return typing.get_type_hints(DragSettings)
+
 
 STAGE_LABELS = {"lora": "1 LoRA", "inversion": "2 inversion", "drag": "3 drag", "denoise": "4 denoise"}
 LOSS_COLOURS = {"motion": "#e07000", "mask": "#20a040", "total": "#303030"}
@@ -82,6 +90,11 @@ class RunPanel(widgets.VBox):
         self.lora_steps = widgets.IntSlider(value=s.lora.steps, min=0, max=300, description="LoRA steps")
         self.reference_control = widgets.Checkbox(value=s.denoise.reference_control,
                                                   description="reference-latent control")
+        # one dropdown per method variant (docs/method.md §6), its choices read from DragSettings itself
+        self.variants = {name: widgets.Dropdown(options=list(typing.get_args(_drag_hints()[name])),
+                                                value=getattr(s.drag, name), description=name)
+                         for name in VARIANT_CHOICES}
+        self.optimize_text = widgets.Checkbox(value=s.drag.optimize_text, description="optimize text (DragText)")
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.run_button.on_click(lambda _: self.start())
@@ -97,14 +110,17 @@ class RunPanel(widgets.VBox):
             canvas.layout.width, canvas.layout.height = f"{w}px", f"{h}px"
         controls = {"prompt": self.prompt, "steps": self.drag_steps, "lr": self.lr, "lam": self.lam,
                     "strength": self.strength, "block": self.block, "lora-steps": self.lora_steps,
-                    "reference-control": self.reference_control, "run": self.run_button, "stop": self.stop_button,
+                    "reference-control": self.reference_control, "optimize-text": self.optimize_text,
+                    **{f"variant-{name}": box for name, box in self.variants.items()},
+                    "run": self.run_button, "stop": self.stop_button,
                     "status": self.status, "loss": self.loss_canvas, "result": self.result_canvas}
         for name, control in controls.items():
             control.add_class(f"dragnb-{name}")
         for stage, bar in self.progress.items():
             bar.add_class(f"dragnb-progress-{stage}")
         settings_box = widgets.VBox([self.prompt, self.drag_steps, self.lr, self.lam, self.strength, self.block,
-                                     self.lora_steps, self.reference_control,
+                                     self.lora_steps, self.reference_control, *self.variants.values(),
+                                     self.optimize_text,
                                      widgets.HBox([self.run_button, self.stop_button]), *self.progress.values(),
                                      self.status])
         results = widgets.HBox([self.result_canvas, self.loss_canvas])
@@ -122,7 +138,9 @@ class RunPanel(widgets.VBox):
             s, lora=dataclasses.replace(s.lora, steps=int(self.lora_steps.value)),
             inversion=dataclasses.replace(s.inversion, strength=round(float(self.strength.value), 4)),
             drag=dataclasses.replace(s.drag, max_steps=int(self.drag_steps.value), lr=float(self.lr.value),
-                                     lam=float(self.lam.value), feature_blocks=tuple(self.block.value)),
+                                     lam=float(self.lam.value), feature_blocks=tuple(self.block.value),
+                                     optimize_text=bool(self.optimize_text.value),
+                                     **{name: box.value for name, box in self.variants.items()}),
             denoise=dataclasses.replace(s.denoise, reference_control=bool(self.reference_control.value)))
 
     # ---- running ------------------------------------------------------------------------------------
