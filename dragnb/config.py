@@ -171,7 +171,6 @@ class DragSettings(_Checked):
     round_points: bool = True  # round h and g to the supervision grid before the loop, as the reference does
     weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
-    autocast: bool = False  # fp16 autocast + grad scaler on CUDA, as the reference; fp32 elsewhere
 
 
 @dataclass(frozen=True)
@@ -189,6 +188,19 @@ class DenoiseSettings(_Checked):
 
 
 @dataclass(frozen=True)
+class ComputeSettings(_Checked):
+    """How the UNet and the VAE compute (precision, memory); ``dragnb.compute``. The results' meaning does not
+    change; their digits may (fp16, bf16)."""
+
+    STAGE = "compute"
+    autocast: Literal["off", "fp16", "bf16"] = "off"  # the drag's and the LoRA's UNet forward under autocast; the
+    # reference: fp16 with a gradient scaler on CUDA (fp16 needs CUDA; bf16 runs anywhere)
+    gradient_checkpointing: bool = False  # the UNet recomputes activations in backward: less memory, same gradients
+    vae_slicing: bool = False  # encode/decode one image of a batch at a time
+    vae_tiling: bool = False  # encode/decode in overlapping tiles (images beyond the model's resolution)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All stages' settings together, as a session and the command line use them."""
 
@@ -196,12 +208,14 @@ class Settings:
     inversion: InversionSettings = field(default_factory=InversionSettings)
     drag: DragSettings = field(default_factory=DragSettings)
     denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_STAGES = {"lora": LoraSettings, "inversion": InversionSettings, "drag": DragSettings, "denoise": DenoiseSettings}
+_STAGES = {"lora": LoraSettings, "inversion": InversionSettings, "drag": DragSettings, "denoise": DenoiseSettings,
+           "compute": ComputeSettings}
 
 
 def _convert(value: Any, kind: type, field_name: str, allowed: str) -> Any:

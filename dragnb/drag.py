@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,14 +22,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .callbacks import Callback, StepRecord, notify
-from .config import DragSettings, InversionSettings
+from .compute import autocast, checkpointing
+from .compute import grad_scaler as scaler_for
+from .config import ComputeSettings, DragSettings, InversionSettings
 from .features import unet_with_features
 from .images import from_model_tensor
 from .inversion import decode_latent
 from .models import Model, classifier_free_guidance, encode_prompt
 from .motion import anchor_patches, bilinear_patch, mask_loss, motion_loss
 from .points import feature_grid
-from .tracking import LINE_SEARCH_ROUND, line_search, point_features, template_distance, template_weight, track_points
+from .tracking import (LINE_SEARCH_ROUND, end_round, line_search, point_features, template_distance,
+                       track_points)
 
 
 @dataclass(kw_only=True)
@@ -93,7 +95,8 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
          mask: torch.Tensor | None = None, settings: DragSettings = DragSettings(),
          callbacks: Sequence[Callback] = (), guidance_scale: float = 1.0, keep_latents: bool = False,
          keep_features: bool = False, progress: bool = False,
-         schedule_steps: int = InversionSettings().num_steps, text_mask: torch.Tensor | None = None) -> DragResult:
+         schedule_steps: int = InversionSettings().num_steps, text_mask: torch.Tensor | None = None,
+         compute: ComputeSettings = ComputeSettings()) -> DragResult:
     """Optimise ``zt`` (1, 4, h, w) at timestep ``t`` to move ``handles`` to ``targets`` ((N, 2) (row, col)).
 
     ``text``: (1, 77, D), or [uncond, cond] (2, 77, D) for a generated image with guidance (features of both
@@ -101,7 +104,8 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     1 = editable, or None. ``schedule_steps``: the length of the DDIM schedule t belongs to (the inversion's
     ``num_steps``), which fixes the step to x̂_{t-1} of the mask term; drag sets it on the scheduler itself.
     ``text_mask``: (77,) bool, the prompt's tokens the text regulariser of ``optimize_text`` covers (DragText
-    covers the tokens before the padding; None = all). Inputs are not modified.
+    covers the tokens before the padding; None = all). ``compute``: autocast and gradient checkpointing of the
+    UNet (:mod:`dragnb.compute`). Inputs are not modified.
     The variants of :class:`~dragnb.config.DragSettings` (``supervision``, ``schedule``, ``tracking``,
     ``optimize_text``) change the loop as docs/method.md §6 says; all off, it is the reference's loop.
     """
@@ -115,9 +119,9 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     if settings.round_points:  # the reference rounds the points on the supervision grid before the loop
         handles, targets = handles.round(), targets.round()
     guided = len(text) == 2
-    amp = settings.autocast and device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
-    grad_scaler = torch.amp.GradScaler("cuda") if amp else None
+    if compute.autocast == "fp16" and device.type != "cuda":
+        raise ValueError("compute.autocast=fp16 needs CUDA (the reference's mixed precision); use bf16 elsewhere")
+    grad_scaler = scaler_for(compute, device)
     alternating = settings.schedule == "alternating"
     line = settings.tracking == "line_search"
     if alternating and int(t) not in schedule_ts:
@@ -125,7 +129,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
 
     def forward(z: torch.Tensor, t_now: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """ε, F and the one-step DDIM prediction x̂_{t-1} for latent z at t_now under text c."""
-        with autocast:
+        with autocast(compute, device):
             zz = torch.cat([z, z]) if guided else z
             eps, feat = unet_with_features(unet, zz, t_now, c, settings.feature_blocks, size)
         eps = eps.float()
@@ -175,106 +179,102 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
         arrived = [False] * len(handles)
         round_step = 0
     bar = tqdm(total=settings.max_steps, desc="drag", disable=not progress, leave=False)
-    try:
-        for step in range(settings.max_steps):
-            if alternating and step > 0 and step % settings.steps_per_timestep == 0:  # AlDD: one DDIM step down
-                index = schedule_ts.index(t_now)
-                if index + 1 >= len(schedule_ts):
-                    break
-                with torch.no_grad():
-                    z_next = scheduler.step(forward(z.detach(), t_now, text_now.detach())[0], t_now, z.detach())
-                    z_original = scheduler.step(forward(z_original, t_now, text)[0], t_now, z_original).prev_sample
-                t_now = schedule_ts[index + 1]
-                result.denoised_steps += 1
-                z = z_next.prev_sample.detach().clone().requires_grad_(True)
-                variables[0] = z
-                last_good = z.detach().clone()
-                optimizer = new_optimizer()  # GoodDrag starts a fresh optimiser at each timestep
-                feat0, x_prev0, references, anchors = reference_at(t_now)
-                result.reference_features[t_now] = feat0.detach().cpu()
-            tick = time.perf_counter()
-            _, feat, x_prev = forward(z, t_now, text_now)
-            if line:
-                if step == 0 or round_step == LINE_SEARCH_ROUND:  # a round ends: judge it, search anew
+    with checkpointing(unet, compute.gradient_checkpointing):  # less memory, the same gradients
+        try:
+            for step in range(settings.max_steps):
+                if alternating and step > 0 and step % settings.steps_per_timestep == 0:  # AlDD: one DDIM step down
+                    index = schedule_ts.index(t_now)
+                    if index + 1 >= len(schedule_ts):
+                        break
+                    with torch.no_grad():
+                        z_next = scheduler.step(forward(z.detach(), t_now, text_now.detach())[0], t_now, z.detach())
+                        z_original = scheduler.step(forward(z_original, t_now, text)[0], t_now, z_original).prev_sample
+                    t_now = schedule_ts[index + 1]
+                    result.denoised_steps += 1
+                    z = z_next.prev_sample.detach().clone().requires_grad_(True)
+                    variables[0] = z
+                    last_good = z.detach().clone()
+                    optimizer = new_optimizer()  # GoodDrag starts a fresh optimiser at each timestep
+                    feat0, x_prev0, references, anchors = reference_at(t_now)
+                    result.reference_features[t_now] = feat0.detach().cpu()
+                tick = time.perf_counter()
+                _, feat, x_prev = forward(z, t_now, text_now)
+                if line:
+                    if step == 0 or round_step == LINE_SEARCH_ROUND:  # a round ends: judge it, search anew
+                        if step > 0:
+                            loss_end, arrived, templates = end_round(feat, handles, targets, templates, settings.r1,
+                                                                     settings.stop_distance, settings.line_search_loss)
+                        if all(arrived):
+                            result.stop_reason = "reached"
+                            break
+                        handles = torch.stack([handles[i] if arrived[i] else line_search(
+                            feat.detach(), handles[i], targets[i], templates[i], settings.r1,
+                            settings.line_search_distance, settings.line_search_loss, loss_start[i], loss_end[i])
+                            for i in range(len(handles))])
+                        round_step = 0
+                    distances = torch.linalg.norm(targets - handles, dim=1)
+                    per_pair = [template_distance(feat, handles[i], templates[i], settings.r1)
+                                for i in range(len(handles)) if not arrived[i]]
+                    motion = torch.stack(per_pair).sum() if per_pair else feat.new_zeros(())
+                    if round_step == 0:
+                        loss_start = [float(template_distance(feat, handles[i], templates[i], settings.r1).detach())
+                                      for i in range(len(handles))]
+                    round_step += 1
+                    if per_pair and max(float(x.detach()) for x in per_pair) < 0.5 * settings.line_search_loss:
+                        round_step = LINE_SEARCH_ROUND  # FreeDrag ends a round early once every patch matches
+                else:
                     if step > 0:
-                        with torch.no_grad():
-                            for i in range(len(handles)):
-                                loss_end[i] = float(template_distance(feat, handles[i], templates[i], settings.r1))
-                                near = float(torch.linalg.norm(targets[i] - handles[i])) < max(settings.stop_distance, 1e-6)
-                                arrived[i] = near and loss_end[i] <= 0.5 * settings.line_search_loss
-                                weight = 1.0 if arrived[i] else template_weight(loss_end[i], settings.line_search_loss)
-                                patch = bilinear_patch(feat, handles[i], settings.r1)[0].detach()
-                                templates[i] = weight * patch + (1 - weight) * templates[i]
-                    if all(arrived):
+                        handles = track_points(feat.detach(), references, handles, settings.r2)
+                        if settings.track_from == "previous":  # this project's variant: follow the latest appearance
+                            references = point_features(feat.detach(), handles)
+                    distances = torch.linalg.norm(targets - handles, dim=1)
+                    if bool(((distances < settings.stop_distance) | (distances == 0)).all()):  # on the target: arrived
                         result.stop_reason = "reached"
                         break
-                    handles = torch.stack([handles[i] if arrived[i] else line_search(
-                        feat.detach(), handles[i], targets[i], templates[i], settings.r1,
-                        settings.line_search_distance, settings.line_search_loss, loss_start[i], loss_end[i])
-                        for i in range(len(handles))])
-                    round_step = 0
-                distances = torch.linalg.norm(targets - handles, dim=1)
-                per_pair = [template_distance(feat, handles[i], templates[i], settings.r1)
-                            for i in range(len(handles)) if not arrived[i]]
-                motion = torch.stack(per_pair).sum() if per_pair else feat.new_zeros(())
-                if round_step == 0:
-                    loss_start = [float(template_distance(feat, handles[i], templates[i], settings.r1).detach())
-                                  for i in range(len(handles))]
-                round_step += 1
-                if per_pair and max(float(x.detach()) for x in per_pair) < 0.5 * settings.line_search_loss:
-                    round_step = LINE_SEARCH_ROUND  # FreeDrag ends a round early once every patch matches
-            else:
-                if step > 0:
-                    handles = track_points(feat.detach(), references, handles, settings.r2)
-                    if settings.track_from == "previous":  # this project's variant: follow the latest appearance
-                        references = point_features(feat.detach(), handles)
-                distances = torch.linalg.norm(targets - handles, dim=1)
-                if bool(((distances < settings.stop_distance) | (distances == 0)).all()):  # on the target: arrived
-                    result.stop_reason = "reached"
+                    motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance,
+                                         settings.loss_reduction, anchors)
+                masked = mask_loss(x_prev, x_prev0, mask, settings.lam)
+                loss = motion + masked
+                if settings.optimize_text:
+                    loss = loss + settings.text_lam * ((cond - text[-1:]) * keep[None, :, None]).abs().sum()
+                if not torch.isfinite(loss):
+                    result.stop_reason = "non-finite"
                     break
-                motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance,
-                                     settings.loss_reduction, anchors)
-            masked = mask_loss(x_prev, x_prev0, mask, settings.lam)
-            loss = motion + masked
-            if settings.optimize_text:
-                loss = loss + settings.text_lam * ((cond - text[-1:]) * keep[None, :, None]).abs().sum()
-            if not torch.isfinite(loss):
-                result.stop_reason = "non-finite"
-                break
-            optimizer.zero_grad(set_to_none=True)
-            if settings.optimize_text:
-                text_optimizer.zero_grad(set_to_none=True)
-            if grad_scaler is not None:
-                grad_scaler.scale(loss).backward()
-                grad_scaler.step(optimizer)
+                optimizer.zero_grad(set_to_none=True)
                 if settings.optimize_text:
-                    grad_scaler.step(text_optimizer)
-                grad_scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-                if settings.optimize_text:
-                    text_optimizer.step()
-            if not torch.isfinite(z).all():
-                result.stop_reason = "non-finite"
-                break
-            record = DragStep(step=step, total=settings.max_steps, t=t_now, handles=handles.detach().cpu().clone(),
-                              targets=targets.detach().cpu(), motion_loss=float(motion.detach()),
-                              mask_loss=float(masked.detach()), loss=float(loss.detach()),
-                              distances=distances.detach().cpu().tolist(), seconds=time.perf_counter() - tick,
-                              text_distance=float((cond.detach() - text[-1:]).abs().max()) if settings.optimize_text else 0.0,
-                              latent=last_good.cpu() if keep_latents else None,
-                              features=feat.detach().cpu() if keep_features else None)
-            last_good = z.detach().clone()
-            result.history.append(record)
-            bar.update(1)
-            if notify(callbacks, record):
-                result.stop_reason = "callback"
-                break
-    except KeyboardInterrupt:
-        result.stop_reason = "interrupted"
-    finally:
-        bar.close()
+                    text_optimizer.zero_grad(set_to_none=True)
+                if grad_scaler is not None:
+                    grad_scaler.scale(loss).backward()
+                    grad_scaler.step(optimizer)
+                    if settings.optimize_text:
+                        grad_scaler.step(text_optimizer)
+                    grad_scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                    if settings.optimize_text:
+                        text_optimizer.step()
+                if not torch.isfinite(z).all():
+                    result.stop_reason = "non-finite"
+                    break
+                record = DragStep(step=step, total=settings.max_steps, t=t_now, handles=handles.detach().cpu().clone(),
+                                  targets=targets.detach().cpu(), motion_loss=float(motion.detach()),
+                                  mask_loss=float(masked.detach()), loss=float(loss.detach()),
+                                  distances=distances.detach().cpu().tolist(), seconds=time.perf_counter() - tick,
+                                  text_distance=(float((cond.detach() - text[-1:]).abs().max())
+                                                 if settings.optimize_text else 0.0),
+                                  latent=last_good.cpu() if keep_latents else None,
+                                  features=feat.detach().cpu() if keep_features else None)
+                last_good = z.detach().clone()
+                result.history.append(record)
+                bar.update(1)
+                if notify(callbacks, record):
+                    result.stop_reason = "callback"
+                    break
+        except KeyboardInterrupt:
+            result.stop_reason = "interrupted"
+        finally:
+            bar.close()
     result.latent = last_good
     result.t = t_now
     if result.denoised_steps:

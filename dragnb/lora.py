@@ -21,7 +21,8 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from .callbacks import Callback, LoraStep, notify
-from .config import LoraSettings
+from .compute import autocast, checkpointing, grad_scaler
+from .config import ComputeSettings, LoraSettings
 from .errors import ModelError
 from .models import Model, encode_prompt
 
@@ -65,14 +66,18 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], generator: 
 
 
 def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSettings = LoraSettings(),
-               progress: bool = False, callbacks: Sequence[Callback] = (), key: str = "") -> LoraResult:
+               progress: bool = False, callbacks: Sequence[Callback] = (), key: str = "",
+               compute: ComputeSettings = ComputeSettings()) -> LoraResult:
     """Fine-tune a LoRA on ``image`` (1, 3, H, W) in [-1, 1]; leaves the adapter active on the UNet, named
     after ``key`` (:func:`adapter_name`).
 
     ``callbacks`` get a :class:`~dragnb.callbacks.LoraStep` after every step; one returning True stops training.
-    Ctrl-C also stops it. Either way the adapter as trained so far is returned, marked ``interrupted``, and taken off the UNet:
-    a half-trained adapter never stands on the model under the name of the finished one.
+    Ctrl-C also stops it. Either way the adapter as trained so far is returned, marked ``interrupted``, and taken
+    off the UNet: a half-trained adapter never stands on the model under the name of the finished one.
+    ``compute``: autocast and gradient checkpointing of the UNet (:mod:`dragnb.compute`).
     """
+    if compute.autocast == "fp16" and model.device.type != "cuda":
+        raise ValueError("compute.autocast=fp16 needs CUDA (the reference's mixed precision); use bf16 elsewhere")
     pipe = model.pipe
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
     device = model.device
@@ -92,27 +97,35 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
     result = LoraResult(state_dict={})
     start = time.perf_counter()
     unet.train()
+    scaler = grad_scaler(compute, device)
     try:
-        for step in tqdm(range(settings.steps), desc="LoRA", disable=not progress, leave=False):
-            batch = torch.cat([random_resized_crop(image, settings.crop_scale, generator)
-                               for _ in range(settings.batch_size)])  # (B, 3, H, W)
-            with torch.no_grad():
-                dist = vae.encode(batch).latent_dist
-                z0 = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator).to(device)) \
-                    * vae.config.scaling_factor  # (B, 4, h, w)
-            noise = torch.randn(z0.shape, generator=generator).to(device)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=generator).to(device)
-            noisy = scheduler.add_noise(z0, noise, t)
-            target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
-            pred = unet(noisy, t, text).sample
-            loss = F.mse_loss(pred.float(), target.float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            result.losses.append(loss.item())
-            if notify(callbacks, LoraStep(step=step, total=settings.steps, loss=result.losses[-1])):
-                result.interrupted = True  # stopped early: the adapter holds fewer steps than asked for
-                break
+        with checkpointing(unet, compute.gradient_checkpointing):  # less memory, the same gradients
+            for step in tqdm(range(settings.steps), desc="LoRA", disable=not progress, leave=False):
+                batch = torch.cat([random_resized_crop(image, settings.crop_scale, generator)
+                                   for _ in range(settings.batch_size)])  # (B, 3, H, W)
+                with torch.no_grad():
+                    dist = vae.encode(batch).latent_dist
+                    z0 = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator).to(device)) \
+                        * vae.config.scaling_factor  # (B, 4, h, w)
+                noise = torch.randn(z0.shape, generator=generator).to(device)
+                t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=generator).to(device)
+                noisy = scheduler.add_noise(z0, noise, t)
+                target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
+                with autocast(compute, device):
+                    pred = unet(noisy, t, text).sample
+                loss = F.mse_loss(pred.float(), target.float())
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                result.losses.append(loss.item())
+                if notify(callbacks, LoraStep(step=step, total=settings.steps, loss=result.losses[-1])):
+                    result.interrupted = True  # stopped early: the adapter holds fewer steps than asked for
+                    break
     except KeyboardInterrupt:
         result.interrupted = True
     finally:

@@ -23,6 +23,7 @@ import torch
 
 from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
+from .compute import vae_memory
 from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
 from .drag import DragResult, drag
@@ -142,6 +143,9 @@ class DragSession:
             raise InputError("settings", f"expected a dragnb.config.Settings, got {type(settings).__name__}")
         unet = self.model.pipe.unet
         check_for_model(settings, len(unet.up_blocks), self.model.pipe.scheduler.config.num_train_timesteps)
+        if settings.compute.autocast == "fp16" and self.model.device.type != "cuda":
+            raise SettingError("compute.autocast", "fp16", f"needs CUDA (the model is on {self.model.device.type}); "
+                               "use bf16 or off")
         rows, cols = feature_grid(self.model_size, settings.drag.feature_scale)
         if rows < 1 or cols < 1:
             raise SettingError("drag.feature_scale", settings.drag.feature_scale,
@@ -186,6 +190,7 @@ class DragSession:
         s = self.settings
         base = _digest(self._image_digest, self.prompt, self.model.name,
                        None if self.generated is None else [self.generated.seed, self.generated.guidance_scale])
+        base = _digest(base, dataclasses.asdict(s.compute))  # precision changes digits: every stage depends on it
         lora = _digest(base, dataclasses.asdict(s.lora)) if self.generated is None else base
         inversion = _digest(lora, dataclasses.asdict(s.inversion))
         points = None if self.points is None else self.points.as_list()
@@ -230,8 +235,10 @@ class DragSession:
             self._origin["lora"] = "disk"
             if result is None:
                 self._origin["lora"] = "computed"
-                result = train_lora(self.model, self.image_tensor, self.prompt, self.settings.lora,
-                                    progress=self.progress, callbacks=[*callbacks, self._stop_requested], key=key)
+                with vae_memory(self.model.pipe.vae, self.settings.compute):
+                    result = train_lora(self.model, self.image_tensor, self.prompt, self.settings.lora,
+                                        progress=self.progress, callbacks=[*callbacks, self._stop_requested], key=key,
+                                        compute=self.settings.compute)
                 if disk is not None and not result.interrupted:
                     save_lora_entry(disk, result)
             if result.interrupted:  # a half-trained adapter is returned, never cached nor left on the model
@@ -256,7 +263,8 @@ class DragSession:
         self._origin["inversion"] = "disk"
         if result is None:
             self._origin["inversion"] = "computed"
-            z0 = encode_image(self.model, self.image_tensor)
+            with vae_memory(self.model.pipe.vae, self.settings.compute):
+                z0 = encode_image(self.model, self.image_tensor)
             text = encode_prompt(self.model, self.prompt, self.settings.inversion.guidance_scale)  # [uncond, cond]
             # when inversion.guidance_scale > 1: inversion with classifier-free guidance (1 = none, the reference)
             result = invert(self.model, z0, text, self.settings.inversion, progress=self.progress,
@@ -304,7 +312,7 @@ class DragSession:
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 
         result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
-                      text_mask=self._prompt_tokens(),
+                      text_mask=self._prompt_tokens(), compute=self.settings.compute,
                       callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                       keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
                       schedule_steps=self.settings.inversion.num_steps)
@@ -324,10 +332,11 @@ class DragSession:
         if dragged.denoised_steps:  # an alternating drag took the first steps: both branches are further down
             original = dragged.original_latent.to(self.model.device)
         mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]))
-        result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
-                         self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
-                         progress=self.progress, callbacks=callbacks, mask=mask, skip=dragged.denoised_steps,
-                         edited_text=None if dragged.text is None else dragged.text.to(self.model.device))
+        with vae_memory(self.model.pipe.vae, self.settings.compute):
+            result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
+                             self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
+                             progress=self.progress, callbacks=callbacks, mask=mask, skip=dragged.denoised_steps,
+                             edited_text=None if dragged.text is None else dragged.text.to(self.model.device))
         result.key = key
         if not result.interrupted:
             self._cache["denoise"] = {key: result}

@@ -98,3 +98,20 @@ def template_weight(loss: float, expected: float) -> float:
     a patch that kept its look (small loss) replaces the template, a smeared one barely changes it."""
     a, b = math.log(9.0) / (0.6 * expected), 0.2 * expected
     return 1.0 / (1.0 + math.exp(min(a * (loss - b), 50.0)))
+
+
+def end_round(feature: torch.Tensor, points: torch.Tensor, targets: torch.Tensor, templates: list[torch.Tensor],
+              r: int, stop_distance: float, expected: float) -> tuple[list[float], list[bool], list[torch.Tensor]]:
+    """FreeDrag's bookkeeping when a round ends: each pair's template distance ℓ_i, whether it arrived (within
+    ``stop_distance`` of its target with ℓ_i ≤ l/2), and its template updated by :func:`template_weight`."""
+    losses, arrived, updated = [], [], []
+    with torch.no_grad():
+        for point, target, template in zip(points, targets, templates):
+            loss = float(template_distance(feature, point, template, r))
+            near = float(torch.linalg.norm(target - point)) < max(stop_distance, 1e-6)
+            done = near and loss <= 0.5 * expected
+            weight = 1.0 if done else template_weight(loss, expected)
+            updated.append(weight * bilinear_patch(feature, point, r)[0] + (1 - weight) * template)
+            losses.append(loss)
+            arrived.append(done)
+    return losses, arrived, updated

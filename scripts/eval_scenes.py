@@ -3,10 +3,15 @@
     .venv/bin/python scripts/eval_scenes.py [--benchmark flat|textured] [--cases DIR] [--n N] [--model DIR]
         [--set drag.lr=0.03 ...] [--paper-defaults] [--first K] [--limit N] [--json OUT.json]
         [--time-second-drag] [--record data/tiny-scenes/scene_benchmark.json --label NAME]
+        [--variant "NAME:drag.schedule=alternating,drag.steps_per_timestep=5" ...]
 
 Writes the cases first if the folder is empty (dragnb.evaluation.scenebench.write_cases, at the model's resolution). The
 settings are the model's own defaults (its dragnb_defaults.json) unless --paper-defaults asks for the reference
 code's. Prints one line per case and the summary (success rate, median placement error, ...).
+
+With ``--variant`` (repeatable) every case runs once per variant in one session, so LoRA and inversion are
+computed once per case and each variant costs its drag and denoising only; the summaries (one per variant,
+``seconds_per_edit`` = drag + denoising) go to --json and, with --record, under ``variant_runs``.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ def main() -> None:
     p.add_argument("--label", default=None, help="the run's name in --record (default: model or paper defaults)")
     p.add_argument("--save-images", default=None, help="folder for the edited images")
     p.add_argument("--time-second-drag", action="store_true", help="also time a second drag on each image")
+    p.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:STAGE.FIELD=V,...",
+                   help="run every case under this variant too (settings over the others'); repeatable")
     args = p.parse_args()
+    if args.variants:
+        return sweep(args)
     model = load_model(args.model, device="cpu")
     args.cases = args.cases or f"runs/scene-cases-{args.benchmark}-{model.resolution}"
     if not case_dirs(args.cases):
@@ -58,7 +67,7 @@ def main() -> None:
         sample = read_sample(folder)
         session = DragSession(model, sample.image, sample.prompt, settings)
         session.set_points(sample.points)
-        session.mask = sample.mask
+        session.set_mask(sample.mask)
         tick = time.perf_counter()
         result = session.run()
         first.append(time.perf_counter() - tick)
@@ -95,6 +104,59 @@ def main() -> None:
         label = args.label or ("paper defaults" if args.paper_defaults else "model defaults")
         summary["command"] = "python scripts/eval_scenes.py " + " ".join(sys.argv[1:])
         data.setdefault(record_key(args.benchmark), {})[label] = {k: v for k, v in summary.items() if k != "cases"}
+        record.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, sep, assignments = text.partition(":")
+    if not sep or not name.strip():
+        raise SystemExit(f"error: --variant: expected NAME:stage.field=value,..., got {text!r}")
+    return name.strip(), [a.strip() for a in assignments.split(",") if a.strip()]
+
+
+def sweep(args) -> None:
+    """Every case once per variant, one session per case (LoRA and inversion shared by the variants)."""
+    model = load_model(args.model, device="cpu")
+    args.cases = args.cases or f"runs/scene-cases-{args.benchmark}-{model.resolution}"
+    if not case_dirs(args.cases):
+        write_cases(args.cases, args.n, args.seed, model.resolution, args.benchmark)
+    base = apply_overrides(Settings() if args.paper_defaults else model.settings, args.overrides)
+    variants = dict(parse_variant(v) for v in args.variants)
+    settings = {name: apply_overrides(base, assignments) for name, assignments in variants.items()}  # checked now
+    folders = case_dirs(args.cases)[args.first:][: args.limit]
+    scores = {name: [] for name in variants}
+    seconds = {name: [] for name in variants}
+    for folder in folders:
+        sample = read_sample(folder)
+        session = DragSession(model, sample.image, sample.prompt, base)
+        session.set_points(sample.points)
+        session.set_mask(sample.mask)
+        line = [folder.name]
+        for name in variants:
+            session.settings = settings[name]
+            result = session.run()
+            seconds[name].append(result.seconds["drag"] + result.seconds["denoise"])
+            score = score_case(folder, result.image)
+            scores[name].append(score)
+            line.append(f"{name} {'OK' if score.success else '--'} {score.error_px:.1f}px")
+        print(" | ".join(line), flush=True)
+    out = {}
+    for name in variants:
+        summary = dataclasses.asdict(summarise(scores[name]))
+        summary["seconds_per_edit"] = statistics.median(seconds[name])
+        summary.update(benchmark=args.benchmark, seed=args.seed, model=model.name, first=args.first,
+                       variant=variants[name], settings=settings[name].to_dict(),
+                       command="python scripts/eval_scenes.py " + " ".join(sys.argv[1:]))
+        out[name] = summary
+        print(name, json.dumps({k: summary[k] for k in ("n", "success_rate", "median_error_px", "placed_rate",
+                                                        "area_kept_rate", "psnr_kept_rate", "seconds_per_edit")}))
+    if args.json:
+        Path(args.json).write_text(json.dumps({n: {**s, "cases": [dataclasses.asdict(c) for c in scores[n]]}
+                                               for n, s in out.items()}, indent=1))
+    if args.record:
+        record = Path(args.record)
+        data = json.loads(record.read_text()) if record.is_file() else {}
+        data.setdefault(record_key("variant"), {}).update(out)
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 

@@ -57,7 +57,8 @@ BAD_SETTINGS = [
     ("drag.feature_scale=0", "drag.feature_scale: got 0.0; must be > 0"),
     ("drag.feature_blocks=", "drag.feature_blocks"),
     ("drag.optimizer=adamw", "drag.optimizer: got 'adamw'; must be one of adam, sgd"),
-    ("drag.lam=-1", "drag.lam"), ("drag.autocast=maybe", "must be true or false"),
+    ("drag.lam=-1", "drag.lam"), ("compute.gradient_checkpointing=maybe", "must be true or false"),
+    ("compute.autocast=fp8", "compute.autocast: got 'fp8'; must be one of off, fp16, bf16"),
     ("lora.rank=0", "lora.rank: got 0; must be >= 1"), ("lora.batch_size=0", "lora.batch_size"),
     ("lora.steps=-1", "lora.steps"), ("lora.lr=0", "lora.lr"), ("lora.crop_scale=1.2,0.5", "lora.crop_scale"),
     ("denoise.control_from_step=-1", "denoise.control_from_step"),
@@ -82,8 +83,8 @@ def test_settings_are_checked_however_they_are_made():
         InversionSettings(strength=1.5)
     with pytest.raises(SettingError, match="lora.rank"):
         LoraSettings(rank=True)  # a bool is not a rank
-    ok = apply_overrides(Settings(), ["drag.r1=2.0", "drag.autocast=off", "drag.feature_blocks=-1,-2"])
-    assert ok.drag.r1 == 2 and ok.drag.autocast is False and ok.drag.feature_blocks == (-1, -2)
+    ok = apply_overrides(Settings(), ["drag.r1=2.0", "compute.vae_tiling=off", "drag.feature_blocks=-1,-2"])
+    assert ok.drag.r1 == 2 and ok.compute.vae_tiling is False and ok.drag.feature_blocks == (-1, -2)
     assert Settings() == apply_overrides(Settings(), [])  # the reference defaults pass their own checks
 
 

@@ -1,0 +1,60 @@
+"""How the UNet and the VAE compute: precision and memory (``Settings.compute``), never what they compute.
+
+* ``autocast``: the UNet forward of the drag and of the LoRA under ``torch.autocast`` (fp16 with a gradient scaler
+  on CUDA, the reference's choice; bf16 on any device); the latent, ε, the losses and the optimiser stay fp32.
+* ``gradient_checkpointing``: the UNet recomputes its activations in the backward pass instead of keeping them
+  (diffusers' own checkpointing): less memory for the same gradients.
+* ``vae_slicing`` / ``vae_tiling``: diffusers' VAE slicing (one image of a batch at a time) and tiling
+  (overlapping tiles, for images larger than the model's resolution).
+
+Each is a context manager that switches the option on for one stage and restores the model afterwards, so
+no setting lingers on a shared model.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+from .config import ComputeSettings
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(compute: ComputeSettings, device: torch.device):
+    """The autocast context of ``compute.autocast`` on ``device`` (a no-op for "off")."""
+    if compute.autocast == "off":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[compute.autocast])
+
+
+def grad_scaler(compute: ComputeSettings, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 gradients need loss scaling (the reference's GradScaler); bf16 and fp32 do not."""
+    return torch.amp.GradScaler(device.type) if compute.autocast == "fp16" else None
+
+
+@contextmanager
+def checkpointing(unet, on: bool):
+    """UNet gradient checkpointing on for the block, restored after."""
+    was = bool(getattr(unet, "is_gradient_checkpointing", False))
+    if on and not was:
+        unet.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if on and not was:
+            unet.disable_gradient_checkpointing()
+
+
+@contextmanager
+def vae_memory(vae, compute: ComputeSettings):
+    """VAE slicing and tiling as ``compute`` asks, for the block, restored after."""
+    before = (bool(getattr(vae, "use_slicing", False)), bool(getattr(vae, "use_tiling", False)))
+    vae.enable_slicing() if compute.vae_slicing else vae.disable_slicing()
+    vae.enable_tiling() if compute.vae_tiling else vae.disable_tiling()
+    try:
+        yield
+    finally:
+        vae.enable_slicing() if before[0] else vae.disable_slicing()
+        vae.enable_tiling() if before[1] else vae.disable_tiling()

@@ -1,0 +1,73 @@
+"""Precision and memory options (issue 13), checked on the CPU: checkpointing gives the same gradients, bf16 runs,
+fp16 is refused off CUDA with one line, the VAE options are switched for a stage and restored, the record says."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from dragnb.compute import checkpointing, vae_memory
+from dragnb.config import ComputeSettings, DragSettings, InversionSettings, LoraSettings, Settings
+from dragnb.drag import drag
+from dragnb.errors import SettingError
+from dragnb.images import to_model_tensor
+from dragnb.lora import remove_lora, train_lora
+from dragnb.models import encode_prompt
+from dragnb.session import DragSession
+
+FAST = Settings(lora=LoraSettings(steps=2), inversion=InversionSettings(num_steps=10),
+                drag=DragSettings(max_steps=3, lr=0.05))
+
+
+def _drag(tiny_model, compute):
+    remove_lora(tiny_model.pipe)
+    torch.manual_seed(0)
+    zt = torch.randn(1, 4, 16, 16)
+    tiny_model.pipe.scheduler.set_timesteps(50)
+    t = int(tiny_model.pipe.scheduler.timesteps[15])
+    return drag(tiny_model, zt, t, encode_prompt(tiny_model, "x"), torch.tensor([[10.0, 10.0]]),
+                torch.tensor([[10.0, 20.0]]), None, DragSettings(max_steps=3, lr=0.05), compute=compute)
+
+
+def test_gradient_checkpointing_gives_the_same_drag(tiny_model):
+    plain = _drag(tiny_model, ComputeSettings())
+    checkpointed = _drag(tiny_model, ComputeSettings(gradient_checkpointing=True))
+    torch.testing.assert_close(checkpointed.latent, plain.latent, atol=1e-6, rtol=1e-5)
+    assert [s.handles.tolist() for s in checkpointed.history] == [s.handles.tolist() for s in plain.history]
+    assert not tiny_model.pipe.unet.is_gradient_checkpointing  # restored after the stage
+
+
+def test_bf16_autocast_runs_on_the_cpu(tiny_model, blob_image):
+    bf16 = _drag(tiny_model, ComputeSettings(autocast="bf16"))
+    fp32 = _drag(tiny_model, ComputeSettings())
+    assert torch.isfinite(bf16.latent).all() and len(bf16.history) == 3
+    assert not torch.equal(bf16.latent, fp32.latent)  # it did compute in bf16
+    lora = train_lora(tiny_model, to_model_tensor(blob_image, (64, 64)), "", LoraSettings(steps=2),
+                      compute=ComputeSettings(autocast="bf16", gradient_checkpointing=True))
+    assert len(lora.losses) == 2 and all(torch.isfinite(torch.tensor(lora.losses)))
+    remove_lora(tiny_model.pipe)
+
+
+def test_fp16_needs_cuda_and_says_so(tiny_model, blob_image):
+    bad = dataclasses.replace(FAST, compute=ComputeSettings(autocast="fp16"))
+    if tiny_model.device.type != "cuda":
+        with pytest.raises(SettingError, match="compute.autocast: got 'fp16'; needs CUDA"):
+            DragSession(tiny_model, blob_image, "", bad)
+
+
+def test_vae_options_hold_for_a_stage_and_are_restored(tiny_model, blob_image):
+    vae = tiny_model.pipe.vae
+    with vae_memory(vae, ComputeSettings(vae_slicing=True, vae_tiling=True)):
+        assert vae.use_slicing and vae.use_tiling
+    assert not vae.use_slicing and not vae.use_tiling
+    with checkpointing(tiny_model.pipe.unet, True):
+        assert tiny_model.pipe.unet.is_gradient_checkpointing
+    assert not tiny_model.pipe.unet.is_gradient_checkpointing
+    session = DragSession(tiny_model, blob_image, "", dataclasses.replace(
+        FAST, compute=ComputeSettings(vae_slicing=True, gradient_checkpointing=True)))
+    session.set_points([(16, 16, 40, 16)])
+    edit = session.run()
+    assert edit.to_record()["settings"]["compute"] == {"autocast": "off", "gradient_checkpointing": True,
+                                                       "vae_slicing": True, "vae_tiling": False}
+    other = DragSession(tiny_model, blob_image, "", FAST)
+    assert other._keys()["lora"] != session._keys()["lora"]  # compute options are part of every cache key
