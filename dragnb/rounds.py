@@ -192,7 +192,7 @@ class History:
             rounds.append(_read_round(folder, entry, position, rounds, argument))
         current = document.get("current", 0)
         if isinstance(current, bool) or not isinstance(current, int) or not 0 <= current < len(rounds):
-            current = len(rounds) - 1
+            raise InputError(argument, f"{HISTORY_FILE}: current is {current!r}; it must be a round, 0..{len(rounds) - 1}")
         model = str(document.get("model") or "")
         if document.get("embedded_model"):  # saved elsewhere: the embedded model is this checkout's
             from .models import EMBEDDED_MODEL
@@ -210,6 +210,18 @@ def generation_of(generated: GeneratedImage) -> dict:
 def _write_png(folder: Path, name: str, array: np.ndarray) -> str:
     write_atomic(folder / name, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format="PNG"))
     return name
+
+
+def _is_generation(data, parent: int | None) -> bool:
+    """Whether ``data`` is what :func:`generation_of` writes, for a first round."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    return (parent is None and isinstance(data, dict) and isinstance(data.get("prompt"), str)
+            and isinstance(data.get("guidance_scale"), (int, float)) and not isinstance(data["guidance_scale"], bool)
+            and whole(data.get("seed")) and whole(data.get("num_steps")) and data["num_steps"] > 0
+            and isinstance(data.get("size"), list) and len(data["size"]) == 2
+            and all(whole(v) and v > 0 for v in data["size"]))
 
 
 def _read_document(folder: Path, argument: str) -> dict:
@@ -286,9 +298,9 @@ def _read_round(folder: Path, entry, position: int, before: list[Round], argumen
     if result is not None and points is None:
         raise fail("it has a result but no points")
     generated = entry.get("generated")
-    if generated is not None and (parent is not None or not isinstance(generated, dict) or not
-                                  {"prompt", "guidance_scale", "seed", "num_steps", "size"} <= set(generated)):
-        raise fail("generated must be null, or for a first round {prompt, guidance_scale, seed, num_steps, size}")
+    if generated is not None and not _is_generation(generated, parent):
+        raise fail("generated must be null, or for a first round {prompt: text, guidance_scale: number, seed: "
+                   "whole number, num_steps: whole number > 0, size: [height, width]}")
     return Round(index=position, parent=parent, source=source, prompt=prompt, settings=settings,
                  keep_lora=keep_lora, points=points, mask=mask, image=result,
                  record=entry.get("record") if isinstance(entry.get("record"), dict) else None,

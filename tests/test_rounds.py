@@ -220,6 +220,10 @@ BAD_HISTORIES = {
                       r"round 1: drag\.lr: got -1\.0; must be > 0"),
     "a bad parent": (lambda h: _rewrite(h, lambda d: d["rounds"][1].update(parent=1)) or h,
                      r"round 1: parent 1 is not an earlier round with a result"),
+    "a bad current round": (lambda h: _rewrite(h, lambda d: d.update(current=5)) or h,
+                            r"history\.json: current is 5; it must be a round, 0\.\.1"),
+    "a bad generation": (lambda h: _rewrite(h, lambda d: d["rounds"][0].update(generated={"seed": "x"})) or h,
+                         r"round 0: generated must be null, or for a first round"),
     "a path as a file name": (lambda h: _rewrite(h, lambda d: d["rounds"][0].update(source="../x.png")) or h,
                               r"round 0: source must name a PNG file in the history folder"),
 }
