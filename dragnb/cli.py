@@ -1,4 +1,4 @@
-"""Command line: ``python -m dragnb drag ...`` for scripted edits (see README)."""
+"""Command line: ``python -m dragnb drag ...`` for scripted edits, ``replay`` for a saved history of rounds (see README)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,64 @@ def _run_drag(args) -> int:
     return 0
 
 
+def _replay_parser(sub) -> None:
+    p = sub.add_parser("replay", help="re-run a saved history of rounds (session.save_history) round by round")
+    p.add_argument("history", metavar="HISTORY_DIR", help="folder holding history.json and the rounds' images")
+    p.add_argument("--out", required=True, help="folder for the replay: the same files (history.json, images)")
+    p.add_argument("--model", default=None, help="hub id or diffusers folder (default: the history's own model)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    p.add_argument("--offline", action="store_true", help="never use the network to fetch weights")
+    p.add_argument("--cache-dir", default=None, help="keep LoRA and inversion results here for later runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_replay(args) -> int:
+    """Everything is read and checked (history, images, --out) before the model loads; then each round runs
+    again and is compared with the saved result."""
+    import numpy as np
+
+    from .cache import open_cache
+    from .files import writable_folder
+    from .images import psnr
+    from .models import EMBEDDED_MODEL, load_model, resolve_device
+    from .rounds import History
+    from .session import DragSession
+
+    history = History.load(args.history, "HISTORY_DIR")
+    source_dir = Path(args.history).expanduser().resolve()
+    if Path(args.out).expanduser().resolve() == source_dir:
+        raise InputError("--out", f"{args.out!r} is the history folder itself; give another folder (the replay "
+                         "writes the same file names)")
+    out = writable_folder(args.out, "--out")
+    cache_dir = open_cache(args.cache_dir, "--cache-dir") if args.cache_dir else None
+    name = args.model if args.model is not None else history.model or None
+    if name is None and not EMBEDDED_MODEL.is_dir():
+        raise InputError("--model", "the embedded model is not in data/ yet; pass --model NAME_OR_PATH")
+    device = resolve_device(args.device, "--device")
+    if args.quiet:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+    model = load_model(name, device=device, offline=args.offline or None)
+
+    def report(before, again) -> None:
+        origin = "a first round" if before.parent is None else f"from round {before.parent}"
+        if not before.done:
+            verdict = "not run (no result was saved)"
+        elif np.array_equal(before.image, again.image):
+            verdict = "identical to the saved result"
+        else:
+            verdict = f"differs from the saved result (PSNR {psnr(before.image, again.image):.1f} dB)"
+        print(f"round {before.index} ({origin}): {verdict}")
+
+    session = DragSession.replay(model, history, cache_dir=cache_dir, progress=not args.quiet, on_round=report)
+    path = session.save_history(out)
+    print(f"wrote {path} and the images of {len(session.rounds)} round(s)")
+    return 0
+
+
 def _negative_values(argv: list[str]) -> list[str]:
     """``--points -1,18,30,30`` as ``--points=-1,18,30,30``: argparse takes a value starting with '-' for an option."""
     out, i = [], 0
@@ -118,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dragnb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _drag_parser(sub)
+    _replay_parser(sub)
     train = sub.add_parser("train-tiny", help="train the embedded tiny model (see dragnb/tiny/train.py)",
                            add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
@@ -129,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "drag":
             return _run_drag(args)
+        if args.command == "replay":
+            return _run_replay(args)
         if args.command == "train-tiny":
             from .tiny.train import main as train_main
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .config import InversionSettings
 from .inversion import decode_latent, guided_noise
+from .lora import apply_lora
 from .models import Model, encode_prompt
 
 
@@ -36,8 +37,13 @@ class GeneratedImage:
 @torch.no_grad()
 def generate(model: Model, prompt: str, size: tuple[int, int] | None = None, guidance_scale: float = 7.5,
              seed: int = 0, num_steps: int = 50, progress: bool = False) -> GeneratedImage:
-    """DDIM sampling with classifier-free guidance; ``size`` (H, W) in image pixels (default: the model's)."""
+    """DDIM sampling with classifier-free guidance; ``size`` (H, W) in image pixels (default: the model's).
+
+    Always from the base model: a LoRA an earlier session left on the UNet is taken off first, so the image
+    depends on the arguments alone (and a saved history's generated first round can be made again).
+    """
     start = time.perf_counter()
+    apply_lora(model, None)
     h, w = size or (model.resolution, model.resolution)
     shape = (1, model.pipe.unet.config.in_channels, h // model.vae_scale, w // model.vae_scale)
     z = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(model.device)

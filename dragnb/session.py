@@ -6,6 +6,12 @@ settings of this stage and those before it), so a second drag on the same image 
 inversion. With ``cache_dir`` the LoRA and inversion also persist on disk (:mod:`dragnb.cache`: written
 atomically, a broken entry is discarded and recomputed). Settings are checked against the model whenever they
 are set, so a bad value fails before any stage runs.
+
+Edits go in rounds (:mod:`dragnb.rounds`, docs/method.md §10): :meth:`DragSession.new_round` makes the last result
+the source of the next drag, :meth:`~DragSession.undo`, :meth:`~DragSession.redo` and :meth:`~DragSession.goto`
+move through them, :meth:`~DragSession.save_history` writes them for ``python -m dragnb replay``. Each stage's
+memory cache holds its last :data:`CACHE_ENTRIES` results, so moving back to a round and running it again comes
+from the cache.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,14 +34,16 @@ from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
 from .drag import DragResult, drag
 from .errors import InputError, Interrupted, SettingError
-from .generate import GeneratedImage
+from .generate import GeneratedImage, generate
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
 from .inversion import InversionResult, encode_image, invert
 from .lora import LoraResult, apply_lora, train_lora
 from .models import Model, encode_prompt
 from .points import DragPoints, feature_grid, grid_to_image, image_to_grid, make_points
+from .rounds import History, Round
 
 STAGES = ("lora", "inversion", "drag", "denoise")
+CACHE_ENTRIES = 8  # results each stage keeps in memory (the latest used), e.g. one per round moved between
 
 
 def _digest(*parts) -> str:
@@ -100,15 +108,14 @@ class EditResult:
 
 
 class DragSession:
-    """Holds one image, its prompt, points, mask and settings, and each stage's cached result."""
+    """Holds one image, its prompt, points, mask and settings, each stage's cached results, and the rounds."""
 
     def __init__(self, model: Model, image, prompt: str = "", settings: Settings | None = None,
                  cache_dir: str | Path | None = None, progress: bool = False):
         self.model = model
-        self.source = to_rgb_array(image, "image")  # (H, W, 3) uint8
-        self.image_size: tuple[int, int] = self.source.shape[:2]
+        source = to_rgb_array(image, "image")  # (H, W, 3) uint8
+        self.image_size: tuple[int, int] = source.shape[:2]
         self.model_size = model_size(self.image_size, model.resolution, model.size_multiple)
-        self.image_tensor = to_model_tensor(self.source, self.model_size)  # (1, 3, h, w) in [-1, 1]
         self.prompt = prompt or ""
         self.settings = settings or model.settings
         self.cache_dir = open_cache(cache_dir) if cache_dir else None
@@ -116,20 +123,30 @@ class DragSession:
         self.points: DragPoints | None = None
         self._mask: np.ndarray | None = None
         self._origin: dict[str, str] = {}  # where each stage's latest result came from
-        self.generated: GeneratedImage | None = None
-        self.guidance_scale = 1.0
-        self._cache: dict[str, dict[str, object]] = {stage: {} for stage in STAGES}
+        self._cache: dict[str, dict[str, object]] = {stage: {} for stage in STAGES}  # key -> result, oldest first
         self._stop = False
-        self._image_digest = _digest(self.source.tobytes(), list(self.source.shape))
+        self._kept_lora: tuple[str, torch.Tensor, str] | None = None  # (digest, tensor, prompt) of a kept LoRA's image
+        self._set_source(source)
+        self.history = History(rounds=[Round(index=0, parent=None, source=source, prompt=self.prompt,
+                                             settings=self.settings)], model=model.name)
 
     @classmethod
     def from_generated(cls, model: Model, generated: GeneratedImage, settings: Settings | None = None,
                        **kwargs) -> DragSession:
         """Drag a generated image from its kept latent: no LoRA, no inversion, the generation's guidance."""
         session = cls(model, from_model_tensor(generated.image), generated.prompt, settings, **kwargs)
-        session.generated = generated
-        session.guidance_scale = generated.guidance_scale
+        session.history = History(rounds=[], model=model.name)
+        session._enter(session.history.add(None, session.source, session.prompt, session.settings,
+                                           generated=generated))
         return session
+
+    def _set_source(self, image: np.ndarray, generated: GeneratedImage | None = None) -> None:
+        """Make ``image`` (H, W, 3) uint8 the image the stages work on: its model tensor and digest go with it."""
+        self.source = image
+        self.image_tensor = to_model_tensor(image, self.model_size)  # (1, 3, h, w) in [-1, 1]
+        self._image_digest = _digest(image.tobytes(), list(image.shape))
+        self.generated: GeneratedImage | None = generated
+        self.guidance_scale = 1.0 if generated is None else generated.guidance_scale
 
     # ---- inputs -------------------------------------------------------------------------------------
     @property
@@ -191,8 +208,14 @@ class DragSession:
         base = _digest(self._image_digest, self.prompt, self.model.name,
                        None if self.generated is None else [self.generated.seed, self.generated.guidance_scale])
         base = _digest(base, dataclasses.asdict(s.compute))  # precision changes digits: every stage depends on it
-        lora = _digest(base, dataclasses.asdict(s.lora)) if self.generated is None else base
-        inversion = _digest(lora, dataclasses.asdict(s.inversion))
+        if self._kept_lora is None:
+            lora = _digest(base, dataclasses.asdict(s.lora)) if self.generated is None else base
+            inversion = _digest(lora, dataclasses.asdict(s.inversion))
+        else:  # round 0's LoRA (its image and prompt: its very key), inverting this round's image with it
+            digest, _, prompt = self._kept_lora
+            root = _digest(_digest(digest, prompt, self.model.name, None), dataclasses.asdict(s.compute))
+            lora = _digest(root, dataclasses.asdict(s.lora))  # exactly round 0's LoRA key
+            inversion = _digest(lora, base, dataclasses.asdict(s.inversion))
         points = None if self.points is None else self.points.as_list()
         mask = None if self.mask is None else _digest(np.packbits(self.mask).tobytes(), list(self.mask.shape))
         drag_key = _digest(inversion, points, mask, dataclasses.asdict(s.drag))
@@ -218,6 +241,14 @@ class DragSession:
     def _text(self) -> torch.Tensor:
         return encode_prompt(self.model, self.prompt, self.guidance_scale)
 
+    def _remember(self, stage: str, key: str, result) -> None:
+        """Keep ``result`` as the newest of ``stage``'s memory cache, dropping the oldest beyond CACHE_ENTRIES."""
+        entries = self._cache[stage]
+        entries.pop(key, None)
+        entries[key] = result
+        while len(entries) > CACHE_ENTRIES:
+            entries.pop(next(iter(entries)))
+
     # ---- stages -------------------------------------------------------------------------------------
     def run_lora(self, callbacks: Sequence[Callback] = ()) -> LoraResult | None:
         """Stage 1 (skipped for generated images and when ``lora.steps`` is 0)."""
@@ -235,15 +266,16 @@ class DragSession:
             self._origin["lora"] = "disk"
             if result is None:
                 self._origin["lora"] = "computed"
+                image, prompt = (self.image_tensor, self.prompt) if self._kept_lora is None else self._kept_lora[1:]
                 with vae_memory(self.model.pipe.vae, self.settings.compute):
-                    result = train_lora(self.model, self.image_tensor, self.prompt, self.settings.lora,
-                                        progress=self.progress, callbacks=[*callbacks, self._stop_requested], key=key,
+                    result = train_lora(self.model, image, prompt, self.settings.lora, progress=self.progress,
+                                        callbacks=[*callbacks, self._stop_requested], key=key,
                                         compute=self.settings.compute)
                 if disk is not None and not result.interrupted:
                     save_lora_entry(disk, result)
             if result.interrupted:  # a half-trained adapter is returned, never cached nor left on the model
                 return result
-            self._cache["lora"] = {key: result}
+        self._remember("lora", key, result)
         apply_lora(self.model, result)  # type: ignore[arg-type]
         return result  # type: ignore[return-value]
 
@@ -255,6 +287,7 @@ class DragSession:
             return None
         if key in self._cache["inversion"]:
             self._origin["inversion"] = "memory"
+            self._remember("inversion", key, self._cache["inversion"][key])
             return self._cache["inversion"][key]  # type: ignore[return-value]
         self.run_lora()
         disk = self.cache_dir / "inversion" / f"{key}.safetensors" if self.cache_dir else None
@@ -273,7 +306,7 @@ class DragSession:
             if disk is not None and not result.interrupted:
                 save_inversion_entry(disk, result)
         if not result.interrupted:
-            self._cache["inversion"] = {key: result}
+            self._remember("inversion", key, result)
         return result
 
     @property
@@ -302,6 +335,7 @@ class DragSession:
         key = self._keys()["drag"]
         cached = self._cache["drag"].get(key)
         if cached is not None and not (keep_latents and cached.history and cached.history[0].latent is None):
+            self._remember("drag", key, cached)
             return cached  # type: ignore[return-value]
         self.run_lora()
         zt, t = self._start_latent()
@@ -318,7 +352,7 @@ class DragSession:
                       schedule_steps=self.settings.inversion.num_steps)
         result.key = key
         if result.stop_reason in ("reached", "max_steps"):  # partial results are returned, not cached
-            self._cache["drag"] = {key: result}
+            self._remember("drag", key, result)
         return result
 
     def run_denoise(self, dragged: DragResult | None = None, callbacks: Sequence[Callback] = ()) -> DenoiseResult:
@@ -326,6 +360,7 @@ class DragSession:
         dragged = dragged or self.run_drag()
         key = self._denoise_key(dragged)
         if key in self._cache["denoise"]:
+            self._remember("denoise", key, self._cache["denoise"][key])
             return self._cache["denoise"][key]  # type: ignore[return-value]
         self.run_lora()
         original, _ = self._start_latent()
@@ -339,7 +374,7 @@ class DragSession:
                              edited_text=None if dragged.text is None else dragged.text.to(self.model.device))
         result.key = key
         if not result.interrupted:
-            self._cache["denoise"] = {key: result}
+            self._remember("denoise", key, result)
         return result
 
     def _denoise_key(self, dragged: DragResult) -> str:
@@ -355,6 +390,9 @@ class DragSession:
         Ctrl-C during the drag returns an edit from the last good latent (``drag.stop_reason`` says so);
         during LoRA or inversion it raises :class:`dragnb.errors.Interrupted` naming the stage and holding the
         results of the stages before it; nothing of the interrupted stage is cached, in memory or on disk.
+
+        The edit becomes the current round's result. A round whose result later rounds were made from keeps it:
+        an edit with other inputs goes to a new round beside it (:meth:`branch`), so no later round loses its source.
         """
         seconds, origin = {}, {}
         results = {}
@@ -380,8 +418,116 @@ class DragSession:
         cached = {stage: origin[stage] in ("memory", "disk") for stage in STAGES}
         den = results["denoise"]
         image = resize_array(from_model_tensor(den.image), self.image_size)
-        return EditResult(image=image, source=self.source, points=self.points, mask=self.mask, prompt=self.prompt,
-                          model=self.model.name, settings=self.settings, lora=results["lora"],
-                          inversion=results["inversion"], drag=results["drag"], denoise=den,
-                          image_size=self.image_size, model_size=self.model_size, seconds=seconds, cached=cached,
-                          origin=origin)
+        result = EditResult(image=image, source=self.source, points=self.points, mask=self.mask, prompt=self.prompt,
+                            model=self.model.name, settings=self.settings, lora=results["lora"],
+                            inversion=results["inversion"], drag=results["drag"], denoise=den,
+                            image_size=self.image_size, model_size=self.model_size, seconds=seconds, cached=cached,
+                            origin=origin)
+        self._keep(result)
+        return result
+
+    # ---- rounds (dragnb/rounds.py, docs/method.md §10) ----------------------------------------------------
+    @property
+    def rounds(self) -> list[Round]:
+        """Every round so far, all branches, in the order made: source, points, mask, settings, record, result."""
+        return list(self.history.rounds)
+
+    @property
+    def round(self) -> Round:
+        """The round the session is at: its source is ``self.source``."""
+        return self.history.round
+
+    def _keep(self, result: EditResult) -> None:
+        rnd = self.round
+        if rnd.done and self.history.children(rnd.index) and not rnd.same_inputs(
+                result.points, result.mask, result.prompt, result.settings):
+            rnd = self.branch()
+        rnd.keep(result)
+
+    def _enter(self, rnd: Round) -> Round:
+        """Work on round ``rnd``: its source, prompt, settings, points and mask, and the LoRA it uses."""
+        self._set_source(rnd.source, rnd.generated)
+        self.prompt, self.settings = rnd.prompt, rnd.settings
+        self.points, self._mask = rnd.points, rnd.mask
+        root = self.history.root(rnd.index)
+        self._kept_lora = None if not rnd.keep_lora else (
+            _digest(root.source.tobytes(), list(root.source.shape)), to_model_tensor(root.source, self.model_size),
+            root.prompt)
+        return rnd
+
+    def new_round(self, keep_lora: bool = False, prompt: str | None = None) -> Round:
+        """Make the current round's result the source of a new round and go to it (points and mask cleared).
+
+        ``prompt``: the new round's (default: the session's prompt, unchanged). The LoRA fits one image
+        (docs/method.md §2.1), so by default it is trained again on the new source; ``keep_lora=True`` uses the
+        first round's LoRA instead (its cache key is that round's), which is faster and keeps what the model learnt
+        of the original. A round made from a round that already has later rounds starts a new branch.
+        """
+        if not isinstance(keep_lora, bool):
+            raise InputError("keep_lora", f"expected True or False, got {keep_lora!r}")
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError("prompt", f"expected a string, got {type(prompt).__name__}")
+        current = self.round
+        if not current.done:
+            raise InputError("new_round", f"round {current.index} has no result yet; run() it first")
+        if keep_lora and self.history.root(current.index).generated is not None:
+            raise InputError("keep_lora", "the first round is a generated image, which trains no LoRA to keep; "
+                             "use keep_lora=False")
+        rnd = self.history.add(current.index, current.image, self.prompt if prompt is None else prompt,
+                               self.settings, keep_lora)
+        return self._enter(rnd)
+
+    def branch(self) -> Round:
+        """A new round beside the current one (its source, parent and LoRA choice), keeping the session's points,
+        mask, prompt and settings: a different drag of the same image that leaves the current round as it is."""
+        current = self.round
+        rnd = self.history.add(current.parent, current.source, self.prompt, self.settings, current.keep_lora,
+                               self.points, self.mask, current.generated)
+        return self._enter(rnd)
+
+    def undo(self) -> Round:
+        """Go to the round before (the one whose result this round drags); the stages' caches stay."""
+        return self._enter(self.history.undo())
+
+    def redo(self) -> Round:
+        """Go back to the round :meth:`undo` left (else the newest round made from this one)."""
+        return self._enter(self.history.redo())
+
+    def goto(self, index: int) -> Round:
+        """Go to round ``index`` of any branch."""
+        return self._enter(self.history.goto(index))
+
+    def save_history(self, folder: str | Path) -> Path:
+        """Write every round (images and ``history.json``) to ``folder`` for ``python -m dragnb replay``."""
+        return self.history.save(folder)
+
+    @classmethod
+    def replay(cls, model: Model, history: History, cache_dir: str | Path | None = None, progress: bool = False,
+               on_round: Callable[[Round, Round], object] | None = None) -> DragSession:
+        """Run a saved history (:meth:`History.load`) again, round by round, on ``model``: the first round from its
+        saved source (a generated one generated again), every later one from the *replayed* result of its parent,
+        with the saved prompt, points, mask, settings and LoRA choice. ``on_round(saved, replayed)`` is called
+        after each round. On the same model and settings the results are the saved ones (bit for bit on the CPU).
+        """
+        first = history.rounds[0]
+        if first.generation is not None:
+            g = first.generation
+            generated = generate(model, g["prompt"], tuple(g["size"]), g["guidance_scale"], g["seed"], g["num_steps"])
+            session = cls.from_generated(model, generated, first.settings, cache_dir=cache_dir, progress=progress)
+        else:
+            session = cls(model, first.source, first.prompt, first.settings, cache_dir=cache_dir, progress=progress)
+        for saved in history.rounds:
+            if saved.index > 0 and saved.parent is None:  # another first round: a branch beside round 0
+                session.goto(0)
+                session.branch()
+            elif saved.index > 0:
+                session.goto(saved.parent)
+                session.new_round(keep_lora=saved.keep_lora, prompt=saved.prompt)
+            session.prompt, session.settings = saved.prompt, saved.settings
+            session.points, session.mask = saved.points, saved.mask
+            if saved.done:
+                session.run()
+            if on_round is not None:
+                on_round(saved, session.round)
+        session.goto(history.current)
+        return session

@@ -3,7 +3,8 @@ target on the canvas, paints a mask stroke, presses Run, waits for the result, a
 exactly those points, a non-empty mask and a result. It saves two screenshots to artifacts/screenshots/
 (DRAGNB_SCREENSHOTS=docs/images refreshes the README's).
 Then it starts a long drag and presses Stop: the click is handled while the run goes on (the run panel runs
-the session in a worker thread) and the partial result comes back.
+the session in a worker thread) and the partial result comes back. Last, one round trip (issue 12): "continue from
+result" puts the result on the canvas (two thumbnails in the strip), "undo round" brings round 0's source back.
 
 It needs Debian's chromium (``.ci/run`` installs it); without it the test fails, saying so.
 """
@@ -27,6 +28,25 @@ DOCS_IMAGES = Path(os.environ.get("DRAGNB_SCREENSHOTS", Path(__file__).resolve()
 CASE = 36  # the notebook's case of the textured scene benchmark
 # The model's own defaults with half its LoRA steps: a real edit for the README's screenshots, ~15 s of CPU.
 SETTINGS = {"lora": {"steps": 20}}
+# The sum of the editor's canvas (its layers composited) as the browser drew it.
+CANVAS_SUM = """() => {
+  const c = document.querySelector('canvas.dragnb-canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let s = 0;
+  for (let i = 0; i < d.length; i++) s += d[i];
+  return s;
+}"""
+
+
+def settled_sum(page, timeout: float = 20.0) -> int:
+    """The canvas's sum once two reads 0.25 s apart agree (the frontend has drawn what the kernel sent)."""
+    deadline, last = time.time() + timeout, None
+    while True:
+        now = page.evaluate(CANVAS_SUM)
+        if now == last or time.time() > deadline:
+            return now
+        last = now
+        page.wait_for_timeout(250)
 
 
 @pytest.mark.slow
@@ -104,6 +124,23 @@ def test_editor_in_jupyterlab(tiny_dir, tmp_path):
             expect(page.locator(".dragnb-status")).to_contain_text(re.compile("partial|error"), timeout=60_000)
             stopped = kernel_json(page, "import json; print(json.dumps({'reason': panel.result.drag.stop_reason, "
                                         "'steps': len(panel.result.drag.history), 'error': panel.error}))")
+
+            # Rounds: continue from the (partial) result, then undo; the canvas is read back in the page. Round 0
+            # drawn afresh first (no live trajectories), as undo draws it.
+            kernel_json(page, "editor.layers['live'].clear(); editor.redraw(); print(1)")
+            source_sum = settled_sum(page)
+            page.locator(".dragnb-continue").click()
+            expect(page.locator(".dragnb-rounds .dragnb-round")).to_have_count(2, timeout=30_000)
+            page.wait_for_function(f"() => ({CANVAS_SUM})() !== {source_sum}", timeout=30_000)
+            continued = kernel_json(page, "import json, numpy as np; print(json.dumps({'round': panel.session.round"
+                                          ".index, 'shows_result': bool(np.array_equal(editor.image, panel.session"
+                                          ".rounds[0].image)), 'points': editor.points}))")
+            page.locator(".dragnb-undo-round").click()
+            page.wait_for_function(f"() => ({CANVAS_SUM})() === {source_sum}", timeout=30_000)
+            undone = kernel_json(page, "import json, numpy as np; print(json.dumps({'round': panel.session.round"
+                                       ".index, 'shows_source': bool(np.array_equal(editor.image, image)), "
+                                       "'points': [list(map(float, p)) for p in editor.points]}))")
+            expect(page.locator(".dragnb-rounds .dragnb-round-current")).to_have_count(1)
         finally:
             browser.close()
 
@@ -112,3 +149,5 @@ def test_editor_in_jupyterlab(tiny_dir, tmp_path):
     assert got["mask"] >= 20, got  # a stroke of a brush several pixels wide (counts vary slightly with timing)
     assert got["result"] == [*size, 3] and got["steps"] >= 1, got
     assert stopped["error"] is None and stopped["reason"] == "callback" and 2 <= stopped["steps"] < 300, stopped
+    assert continued == {"round": 1, "shows_result": True, "points": []}, continued
+    assert undone == {"round": 0, "shows_source": True, "points": [[hx, hy, tx, ty]]}, undone

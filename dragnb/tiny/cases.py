@@ -323,3 +323,20 @@ def benchmark_case(index: int, benchmark: str = "textured", seed: int = BENCHMAR
     return make_textured_case(seed * 1_000_003 + index, size, name=f"case_{index:06d}")
 
 
+
+
+def next_move(case: SceneCase, dx: float, dy: float = 0.0) -> tuple[list[tuple[float, float, float, float]], np.ndarray]:
+    """A second round for ``case`` (:mod:`dragnb.rounds`): its first edited shape moved again, from where the
+    answer put it, by (dx, dy) fractions of the width and height; the handle at the shape's centroid.
+
+    Returns (points, mask) as :func:`benchmark_case` does: one (hx, hy, tx, ty) pair in image pixels and the
+    editable box around the shape before and after the move. Raises ValueError when the shape would leave the image.
+    """
+    w, h = case.size
+    before = case.target_scene
+    edit = Edit(case.edits[0].index, "move", dx, dy)
+    after = edit.apply(before)
+    if not fits(after.shapes[edit.index], aspect=w / h):
+        raise ValueError(f"moving shape {edit.index} by ({dx}, {dy}) takes it out of the image; move it less")
+    hx, hy = centroid(shape_mask(before, edit.index, (w, h)))
+    return [(hx, hy, hx + dx * w, hy + dy * h)], edit_mask(before, after, (edit,), (w, h))

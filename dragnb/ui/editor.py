@@ -23,6 +23,7 @@ import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
 from PIL import Image
 
+from ..errors import InputError
 from ..evaluation.dragbench import Sample, read_sample
 from ..images import load_mask, to_rgb_array
 from ..points import make_points
@@ -161,6 +162,24 @@ class DragEditor(widgets.VBox):
         loaded = load_mask(mask, self.image_size)
         self._mask = np.zeros(self.image_size, bool) if loaded is None else loaded.copy()
         self.draw_mask()
+
+    def set_image(self, image, points=None, mask=None) -> None:
+        """Show another image of the same size (a round's source, :mod:`dragnb.rounds`) with its points and mask
+        (none given: cleared)."""
+        replacement = to_rgb_array(image, "image")
+        if replacement.shape[:2] != self.image_size:
+            h, w = self.image_size
+            raise InputError("image", f"got {replacement.shape[1]}x{replacement.shape[0]}, this editor's canvas is "
+                             f"for {w}x{h} images; make a new DragEditor for another size")
+        self.image = replacement
+        self._pairs, self.pending = [], None
+        self._mask = np.zeros(self.image_size, bool)
+        self.layers["live"].clear()
+        if points is not None and len(points):
+            self.set_points(points)
+        if mask is not None:
+            self.set_mask(mask)
+        self.redraw()
 
     # ---- geometry -----------------------------------------------------------------------------------
     @property

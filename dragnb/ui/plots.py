@@ -24,6 +24,7 @@ from matplotlib.figure import Figure as _Figure
 from ..features import pca_rgb
 from ..images import to_rgb_array
 from ..lora import LoraResult
+from ..rounds import Round
 from ..session import EditResult
 from ..tracking import point_features, search_window
 
@@ -151,6 +152,33 @@ def loss_curves(result: EditResult) -> Figure:
     b.set_ylabel("‖g − h‖ (feature pixels)")
     b.set_title("distance to target", fontsize=10)
     b.legend(fontsize=8)
+    return fig
+
+
+def rounds(rounds: Sequence[Round], current: int | None = None) -> Figure:
+    """Each round (:mod:`dragnb.rounds`) as a column: its source with mask, handles and targets above, its result
+    below, titled with the round it was made from; ``current`` (a round index) is framed."""
+    fig = Figure(figsize=(2.2 * max(1, len(rounds)), 4.6), layout="constrained")
+    axes = np.asarray(fig.subplots(2, max(1, len(rounds)), squeeze=False))
+    for column, rnd in zip(axes.T, rounds):
+        top, bottom = column
+        _show(top, rnd.source)
+        _tint(top, rnd.mask)
+        if rnd.points is not None:
+            _arrows(top, rnd.points.handles, rnd.points.targets)
+        origin = "first round" if rnd.parent is None else f"from {rnd.parent}"
+        _axes_off(top, f"round {rnd.index} ({origin}{', LoRA kept' if rnd.keep_lora else ''})")
+        if rnd.image is not None:
+            _show(bottom, rnd.image)
+            _axes_off(bottom, "its result")
+        else:
+            bottom.axis("off")
+            bottom.set_title("not run", fontsize=10)
+        if rnd.index == current:
+            for ax in column:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(TARGET)
+                    spine.set_linewidth(3)
     return fig
 
 

@@ -10,6 +10,12 @@ it draws only while the time spent drawing stays below ``live_fraction`` of the 
 ``panel.live_stats`` records what it cost. Results are plain data: ``panel.result`` (an
 :class:`~dragnb.session.EditResult`), ``panel.received`` (the points and mask the run used),
 ``panel.history`` (per-iteration handles and loss terms).
+
+Edits go in rounds (:mod:`dragnb.rounds`): **continue from result** makes the result the canvas's source for
+the next drag (points and mask cleared; the LoRA trained again on it, or round 0's kept with *keep round 0's
+LoRA*), **undo round** and **redo round** move back and forth, and the strip of thumbnails (the current one
+framed) goes to any round of any branch. Moving shows that round's source, points, mask, settings and result and
+runs nothing; Run then takes what it can from the session's cache.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import time
 import traceback
 import typing
 
+import io
+
 import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas
+from PIL import Image
 
 from ..callbacks import StepRecord
 from ..config import DragSettings, Settings
@@ -30,6 +39,7 @@ from ..drag import DragStep
 from ..errors import InputError, Interrupted
 from ..models import Model
 from ..points import grid_to_image
+from ..rounds import Round
 from ..session import DragSession, EditResult
 from .editor import HANDLE_COLOUR, TARGET_COLOUR, DragEditor, draw_dot, drawing, fit_to
 
@@ -42,6 +52,7 @@ def _drag_hints() -> dict:
 
 STAGE_LABELS = {"lora": "1 LoRA", "inversion": "2 inversion", "drag": "3 drag", "denoise": "4 denoise"}
 LOSS_COLOURS = {"motion": "#e07000", "mask": "#20a040", "total": "#303030"}
+THUMBNAIL = 72  # the longer side of a round's thumbnail, screen pixels
 
 
 class RunPanel(widgets.VBox):
@@ -83,10 +94,9 @@ class RunPanel(widgets.VBox):
                                             description="inversion", readout_format=".2f")
         n_blocks = len(model.pipe.unet.up_blocks)
         options = [(f"up_blocks[{i}]", (i - n_blocks,)) for i in range(n_blocks)]
-        current = tuple(b if b < 0 else b - n_blocks for b in s.drag.feature_blocks)
-        if current not in [v for _, v in options]:
-            options.append((" + ".join(f"up_blocks[{b % n_blocks}]" for b in current), current))
-        self.block = widgets.Dropdown(options=options, value=current, description="features")
+        self.block = widgets.Dropdown(options=options, value=options[-2 if n_blocks > 1 else -1][1],
+                                      description="features")
+        self._show_blocks(s.drag.feature_blocks)
         self.lora_steps = widgets.IntSlider(value=s.lora.steps, min=0, max=300, description="LoRA steps")
         self.reference_control = widgets.Checkbox(value=s.denoise.reference_control,
                                                   description="reference-latent control")
@@ -103,6 +113,20 @@ class RunPanel(widgets.VBox):
                                                     style={"description_width": "160px"})
                          for stage, label in STAGE_LABELS.items()}
         self.status = widgets.HTML("ready")
+        self.continue_button = widgets.Button(description="continue from result", icon="forward",
+                                              tooltip="make this result the source of the next drag", disabled=True)
+        self.undo_round_button = widgets.Button(description="undo round", icon="undo", disabled=True,
+                                                tooltip="back to the round before: its source, points and mask")
+        self.redo_round_button = widgets.Button(description="redo round", icon="repeat", disabled=True,
+                                                tooltip="forward to the round undo left")
+        self.keep_lora = widgets.Checkbox(value=False, description="keep round 0's LoRA", indent=False,
+                                          tooltip="continue without training a LoRA on the new source")
+        self.continue_button.on_click(lambda _: self.continue_round())
+        self.undo_round_button.on_click(lambda _: self.undo_round())
+        self.redo_round_button.on_click(lambda _: self.redo_round())
+        for button in (self.continue_button, self.undo_round_button, self.redo_round_button):
+            button.layout.width = "170px"
+        self.rounds_strip = widgets.HBox([])
         ch, cw = editor.display_size
         self.loss_canvas = Canvas(width=360, height=200)
         self.result_canvas = Canvas(width=cw, height=ch)
@@ -113,7 +137,9 @@ class RunPanel(widgets.VBox):
                     "reference-control": self.reference_control, "optimize-text": self.optimize_text,
                     **{f"variant-{name}": box for name, box in self.variants.items()},
                     "run": self.run_button, "stop": self.stop_button,
-                    "status": self.status, "loss": self.loss_canvas, "result": self.result_canvas}
+                    "status": self.status, "loss": self.loss_canvas, "result": self.result_canvas,
+                    "continue": self.continue_button, "undo-round": self.undo_round_button,
+                    "redo-round": self.redo_round_button, "keep-lora": self.keep_lora, "rounds": self.rounds_strip}
         for name, control in controls.items():
             control.add_class(f"dragnb-{name}")
         for stage, bar in self.progress.items():
@@ -125,7 +151,9 @@ class RunPanel(widgets.VBox):
                                      self.status])
         results = widgets.HBox([self.result_canvas, self.loss_canvas])
         results.add_class("dragnb-results")
-        super().__init__([widgets.HBox([editor, settings_box]), results])
+        rounds = widgets.VBox([widgets.HBox([self.continue_button, self.undo_round_button, self.redo_round_button,
+                                             self.keep_lora]), self.rounds_strip])
+        super().__init__([widgets.HBox([editor, settings_box]), results, rounds])
         self.add_class("dragnb-panel")
         self._clear_loss()
 
@@ -142,6 +170,26 @@ class RunPanel(widgets.VBox):
                                      optimize_text=bool(self.optimize_text.value),
                                      **{name: box.value for name, box in self.variants.items()}),
             denoise=dataclasses.replace(s.denoise, reference_control=bool(self.reference_control.value)))
+
+    def _show_blocks(self, blocks: tuple[int, ...]) -> None:
+        """The features dropdown set to ``blocks`` (negative indices), adding a choice for a combination."""
+        n_blocks = len(self.model.pipe.unet.up_blocks)
+        value = tuple(b if b < 0 else b - n_blocks for b in blocks)
+        if value not in [v for _, v in self.block.options]:
+            self.block.options = [*self.block.options,
+                                  (" + ".join(f"up_blocks[{b % n_blocks}]" for b in value), value)]
+        self.block.value = value
+
+    def _show_settings(self, s: Settings) -> None:
+        """The widgets show ``s`` (a round's settings) and edit over it."""
+        self.base_settings = s
+        self.drag_steps.value, self.lr.value, self.lam.value = s.drag.max_steps, s.drag.lr, s.drag.lam
+        self.strength.value, self.lora_steps.value = s.inversion.strength, s.lora.steps
+        self.reference_control.value = s.denoise.reference_control
+        self.optimize_text.value = s.drag.optimize_text
+        for name, box in self.variants.items():
+            box.value = getattr(s.drag, name)
+        self._show_blocks(s.drag.feature_blocks)
 
     # ---- running ------------------------------------------------------------------------------------
     @property
@@ -196,6 +244,7 @@ class RunPanel(widgets.VBox):
         self._stop = False
         self.error = None
         self.run_button.disabled, self.stop_button.disabled = True, False
+        self._update_rounds(busy=True)
         self.received = {"points": self.editor.points, "mask": self.editor.mask, "prompt": self.prompt.value}
         self.history = []
         self.live_stats = {"view_seconds": 0.0, "draws": 0}
@@ -235,6 +284,7 @@ class RunPanel(widgets.VBox):
                 traceback.print_exc()
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
+            self._update_rounds(busy=False)
 
     def _set_progress(self, stage: str, value: int, total: int, note: str | None = None) -> None:
         bar = self.progress[stage]
@@ -292,6 +342,91 @@ class RunPanel(widgets.VBox):
                   "interrupted": "interrupted: partial result"}.get(drag.stop_reason, drag.stop_reason)
         self.status.value = (f"<b>done</b> in {seconds:.1f} s · drag {len(drag.history)} steps ({reason}) · "
                              f"live view {100 * self.live_stats['fraction']:.1f} % of the loop")
+
+    # ---- rounds (dragnb/rounds.py) --------------------------------------------------------------------
+    def continue_round(self) -> Round | None:
+        """What "continue from result" does: the result becomes the canvas's source, points and mask cleared."""
+        if self.running or self.session is None or not self.session.round.done:
+            return None
+        self.session.new_round(keep_lora=bool(self.keep_lora.value))
+        return self._show_round()
+
+    def undo_round(self) -> Round | None:
+        """What "undo round" does: show the round before (its source, points, mask, settings and result)."""
+        if self.running or self.session is None or not self.session.history.can_undo:
+            return None
+        self.session.undo()
+        return self._show_round()
+
+    def redo_round(self) -> Round | None:
+        """What "redo round" does: show the round undo left."""
+        if self.running or self.session is None or not self.session.history.can_redo:
+            return None
+        self.session.redo()
+        return self._show_round()
+
+    def goto_round(self, index: int) -> Round | None:
+        """What a thumbnail's button does: show round ``index``."""
+        if self.running or self.session is None:
+            return None
+        self.session.goto(index)
+        return self._show_round()
+
+    def _show_round(self) -> Round:
+        """The editor shows the session's current round; nothing runs (Run then finds its stages cached)."""
+        rnd = self.session.round
+        self.editor.set_image(rnd.source, None if rnd.points is None else rnd.points.as_list(), rnd.mask)
+        self._session_image = self.editor.image  # the same session goes on
+        self.prompt.value = rnd.prompt
+        if rnd.settings != self.settings:
+            self._show_settings(rnd.settings)
+        self.result, self.history = rnd.result, []
+        self._clear_loss()
+        if rnd.result is not None:
+            self.show_result(rnd.result)
+        else:
+            with drawing():
+                self.result_canvas.clear()
+        origin = "a first round" if rnd.parent is None else f"from round {rnd.parent}'s result"
+        lora = ", round 0's LoRA kept" if rnd.keep_lora else ""
+        todo = "its result is shown; Run again comes from the cache" if rnd.done else             "click a handle and its target, then Run"
+        self.status.value = f"<b>round {rnd.index}</b> ({origin}{lora}): {todo}"
+        self._update_rounds(busy=False)
+        return rnd
+
+    def _update_rounds(self, busy: bool) -> None:
+        """The strip of thumbnails (the current round framed) and which round buttons can be pressed."""
+        session = self.session
+        rounds = [] if session is None else session.rounds
+        current = None if session is None else session.round.index
+        self.rounds_strip.children = [self._thumbnail(rnd, rnd.index == current, busy) for rnd in rounds]
+        self.continue_button.disabled = busy or session is None or not session.round.done
+        self.undo_round_button.disabled = busy or session is None or not session.history.can_undo
+        self.redo_round_button.disabled = busy or session is None or not session.history.can_redo
+
+    def _thumbnail(self, rnd: Round, current: bool, busy: bool) -> widgets.VBox:
+        """A round's result (its source until it has run) and a button that goes to it."""
+        image = rnd.image if rnd.done else rnd.source
+        h, w = image.shape[:2]
+        size = (max(1, round(THUMBNAIL * h / max(h, w))), max(1, round(THUMBNAIL * w / max(h, w))))
+        buffer = io.BytesIO()
+        Image.fromarray(fit_to(image, size)).save(buffer, format="png")
+        picture = widgets.Image(value=buffer.getvalue(), format="png",
+                                layout=widgets.Layout(width=f"{size[1]}px", height=f"{size[0]}px"))
+        label = f"{rnd.index}" + ("" if rnd.parent is None else f" ← {rnd.parent}") + ("" if rnd.done else " ·")
+        button = widgets.Button(description=label, disabled=busy, button_style="info" if current else "",
+                                tooltip=f"round {rnd.index}" + ("" if rnd.parent is None else
+                                                                f", from round {rnd.parent}'s result")
+                                + ("" if rnd.done else ", not run yet"),
+                                layout=widgets.Layout(width=f"{max(size[1], 56)}px"))
+        button.on_click(lambda _, index=rnd.index: self.goto_round(index))
+        box = widgets.VBox([picture, button],
+                           layout=widgets.Layout(border=f"2px solid {TARGET_COLOUR if current else 'transparent'}",
+                                                 padding="2px", margin="0 4px 0 0"))
+        box.add_class("dragnb-round")
+        if current:
+            box.add_class("dragnb-round-current")
+        return box
 
     # ---- drawing ------------------------------------------------------------------------------------
     def _draw_live(self) -> None:
