@@ -22,6 +22,20 @@ from .config import ComputeSettings
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def unsupported(compute: ComputeSettings, device: torch.device) -> str | None:
+    """Why ``compute`` cannot run on ``device`` (None: it can). fp16 autocast is the reference's CUDA mixed precision."""
+    if compute.autocast == "fp16" and device.type != "cuda":
+        return f"needs CUDA (the model is on {device.type}); use bf16 or off"
+    return None
+
+
+def require_supported(compute: ComputeSettings, device: torch.device) -> None:
+    """:func:`unsupported` as an error, for the stages called outside a session (which checks it up front)."""
+    reason = unsupported(compute, device)
+    if reason is not None:
+        raise ValueError(f"compute.autocast={compute.autocast} {reason}")
+
+
 def autocast(compute: ComputeSettings, device: torch.device):
     """The autocast context of ``compute.autocast`` on ``device`` (a no-op for "off")."""
     if compute.autocast == "off":

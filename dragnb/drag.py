@@ -22,14 +22,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .callbacks import Callback, StepRecord, notify
-from .compute import autocast, checkpointing
+from .compute import autocast, checkpointing, require_supported
 from .compute import grad_scaler as scaler_for
 from .config import ComputeSettings, DragSettings, InversionSettings
 from .features import unet_with_features
 from .images import from_model_tensor
 from .inversion import decode_latent
 from .models import Model, classifier_free_guidance, encode_prompt
-from .motion import anchor_patches, bilinear_patch, mask_loss, motion_loss
+from .motion import anchor_patches, arrived, bilinear_patch, mask_loss, motion_loss
 from .points import feature_grid
 from .tracking import (LINE_SEARCH_ROUND, end_round, line_search, point_features, template_distance,
                        track_points)
@@ -119,8 +119,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     if settings.round_points:  # the reference rounds the points on the supervision grid before the loop
         handles, targets = handles.round(), targets.round()
     guided = len(text) == 2
-    if compute.autocast == "fp16" and device.type != "cuda":
-        raise ValueError("compute.autocast=fp16 needs CUDA (the reference's mixed precision); use bf16 elsewhere")
+    require_supported(compute, device)
     grad_scaler = scaler_for(compute, device)
     alternating = settings.schedule == "alternating"
     line = settings.tracking == "line_search"
@@ -170,13 +169,13 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     result = DragResult(latent=last_good, initial_handles=handles.clone(), handles=handles, targets=targets,
                         feature_size=size, stop_reason="max_steps", mask_used=mask is not None,
                         initial_features=feat0.detach(), t=t_now)
-    result.reference_features[t_now] = feat0.detach().cpu()
+    result.reference_features[t_now] = result.initial_features  # the same tensor, not a copy
     mask = None if mask is None else mask.to(device, torch.float32)
     if line:  # FreeDrag's state: one template per pair, the start and end losses of the last round
         templates = [bilinear_patch(feat0, h, settings.r1)[0].detach() for h in handles]
         loss_start = [0.0] * len(handles)
         loss_end = [0.0] * len(handles)
-        arrived = [False] * len(handles)
+        done_pairs = [False] * len(handles)
         round_step = 0
     bar = tqdm(total=settings.max_steps, desc="drag", disable=not progress, leave=False)
     with checkpointing(unet, compute.gradient_checkpointing):  # less memory, the same gradients
@@ -196,29 +195,28 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                     last_good = z.detach().clone()
                     optimizer = new_optimizer()  # GoodDrag starts a fresh optimiser at each timestep
                     feat0, x_prev0, references, anchors = reference_at(t_now)
-                    result.reference_features[t_now] = feat0.detach().cpu()
+                    result.reference_features[t_now] = feat0.detach()
                 tick = time.perf_counter()
                 _, feat, x_prev = forward(z, t_now, text_now)
                 if line:
                     if step == 0 or round_step == LINE_SEARCH_ROUND:  # a round ends: judge it, search anew
                         if step > 0:
-                            loss_end, arrived, templates = end_round(feat, handles, targets, templates, settings.r1,
+                            loss_end, done_pairs, templates = end_round(feat, handles, targets, templates, settings.r1,
                                                                      settings.stop_distance, settings.line_search_loss)
-                        if all(arrived):
+                        if all(done_pairs):
                             result.stop_reason = "reached"
                             break
-                        handles = torch.stack([handles[i] if arrived[i] else line_search(
+                        handles = torch.stack([handles[i] if done_pairs[i] else line_search(
                             feat.detach(), handles[i], targets[i], templates[i], settings.r1,
                             settings.line_search_distance, settings.line_search_loss, loss_start[i], loss_end[i])
                             for i in range(len(handles))])
                         round_step = 0
                     distances = torch.linalg.norm(targets - handles, dim=1)
-                    per_pair = [template_distance(feat, handles[i], templates[i], settings.r1)
-                                for i in range(len(handles)) if not arrived[i]]
+                    terms = [template_distance(feat, h, tpl, settings.r1) for h, tpl in zip(handles, templates)]
+                    per_pair = [term for term, done in zip(terms, done_pairs) if not done]
                     motion = torch.stack(per_pair).sum() if per_pair else feat.new_zeros(())
                     if round_step == 0:
-                        loss_start = [float(template_distance(feat, handles[i], templates[i], settings.r1).detach())
-                                      for i in range(len(handles))]
+                        loss_start = [float(term.detach()) for term in terms]
                     round_step += 1
                     if per_pair and max(float(x.detach()) for x in per_pair) < 0.5 * settings.line_search_loss:
                         round_step = LINE_SEARCH_ROUND  # FreeDrag ends a round early once every patch matches
@@ -228,7 +226,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                         if settings.track_from == "previous":  # this project's variant: follow the latest appearance
                             references = point_features(feat.detach(), handles)
                     distances = torch.linalg.norm(targets - handles, dim=1)
-                    if bool(((distances < settings.stop_distance) | (distances == 0)).all()):  # on the target: arrived
+                    if bool(arrived(distances, settings.stop_distance).all()):
                         result.stop_reason = "reached"
                         break
                     motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance,

@@ -21,7 +21,7 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from .callbacks import Callback, LoraStep, notify
-from .compute import autocast, checkpointing, grad_scaler
+from .compute import autocast, checkpointing, grad_scaler, require_supported
 from .config import ComputeSettings, LoraSettings
 from .errors import ModelError
 from .models import Model, encode_prompt
@@ -76,8 +76,7 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
     off the UNet: a half-trained adapter never stands on the model under the name of the finished one.
     ``compute``: autocast and gradient checkpointing of the UNet (:mod:`dragnb.compute`).
     """
-    if compute.autocast == "fp16" and model.device.type != "cuda":
-        raise ValueError("compute.autocast=fp16 needs CUDA (the reference's mixed precision); use bf16 elsewhere")
+    require_supported(compute, model.device)
     pipe = model.pipe
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
     device = model.device

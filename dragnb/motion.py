@@ -36,6 +36,12 @@ def bilinear_patch(feature: torch.Tensor, center: torch.Tensor, radius: int) -> 
     return top * (1 - wr) + bottom * wr
 
 
+def arrived(distance: torch.Tensor, stop_distance: float) -> torch.Tensor:
+    """Whether a pair at ``distance`` from its target is done: within ``stop_distance``, or exactly on it (where
+    d_i has no direction). The loop's stop rule and the motion term's skip both ask this."""
+    return (distance < stop_distance) | (distance == 0)
+
+
 def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, r1: int = 1,
                 stop_distance: float = 2.0, reduction: str = "reference",
                 anchors: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,7 +58,7 @@ def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Ten
     patch_area = (2 * r1 + 1) ** 2
     for i, (h, g) in enumerate(zip(handles, targets)):
         distance = torch.linalg.norm(g - h)
-        if distance < stop_distance or distance == 0:  # arrived; on the target d_i has no direction
+        if arrived(distance, stop_distance):
             continue
         d = (g - h) / distance  # unit direction d_i
         if anchors is not None:

@@ -29,7 +29,7 @@ import torch
 
 from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
-from .compute import vae_memory
+from .compute import unsupported, vae_memory
 from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
 from .drag import DragResult, drag
@@ -160,9 +160,9 @@ class DragSession:
             raise InputError("settings", f"expected a dragnb.config.Settings, got {type(settings).__name__}")
         unet = self.model.pipe.unet
         check_for_model(settings, len(unet.up_blocks), self.model.pipe.scheduler.config.num_train_timesteps)
-        if settings.compute.autocast == "fp16" and self.model.device.type != "cuda":
-            raise SettingError("compute.autocast", "fp16", f"needs CUDA (the model is on {self.model.device.type}); "
-                               "use bf16 or off")
+        reason = unsupported(settings.compute, self.model.device)
+        if reason is not None:
+            raise SettingError("compute.autocast", settings.compute.autocast, reason)
         rows, cols = feature_grid(self.model_size, settings.drag.feature_scale)
         if rows < 1 or cols < 1:
             raise SettingError("drag.feature_scale", settings.drag.feature_scale,

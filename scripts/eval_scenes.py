@@ -56,12 +56,7 @@ def main() -> None:
     args = p.parse_args()
     if args.variants:
         return sweep(args)
-    model = load_model(args.model, device="cpu")
-    args.cases = args.cases or f"runs/scene-cases-{args.benchmark}-{model.resolution}"
-    if not case_dirs(args.cases):
-        write_cases(args.cases, args.n, args.seed, model.resolution, args.benchmark)
-    settings = apply_overrides(Settings() if args.paper_defaults else model.settings, args.overrides)
-    folders = case_dirs(args.cases)[args.first:][: args.limit]
+    model, settings, folders = prepare(args)
     scores, first, second = [], [], []
     for folder in folders:
         sample = read_sample(folder)
@@ -114,16 +109,21 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name.strip(), [a.strip() for a in assignments.split(",") if a.strip()]
 
 
-def sweep(args) -> None:
-    """Every case once per variant, one session per case (LoRA and inversion shared by the variants)."""
+def prepare(args):
+    """The model, the base settings and the case folders to run (written first if the folder is empty)."""
     model = load_model(args.model, device="cpu")
     args.cases = args.cases or f"runs/scene-cases-{args.benchmark}-{model.resolution}"
     if not case_dirs(args.cases):
         write_cases(args.cases, args.n, args.seed, model.resolution, args.benchmark)
-    base = apply_overrides(Settings() if args.paper_defaults else model.settings, args.overrides)
+    settings = apply_overrides(Settings() if args.paper_defaults else model.settings, args.overrides)
+    return model, settings, case_dirs(args.cases)[args.first:][: args.limit]
+
+
+def sweep(args) -> None:
+    """Every case once per variant, one session per case (LoRA and inversion shared by the variants)."""
+    model, base, folders = prepare(args)
     variants = dict(parse_variant(v) for v in args.variants)
     settings = {name: apply_overrides(base, assignments) for name, assignments in variants.items()}  # checked now
-    folders = case_dirs(args.cases)[args.first:][: args.limit]
     scores = {name: [] for name in variants}
     seconds = {name: [] for name in variants}
     for folder in folders:

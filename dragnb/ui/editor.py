@@ -126,11 +126,7 @@ class DragEditor(widgets.VBox):
                                         self.brush]),
                           self.canvas, self.info])
         self.add_class("dragnb-editor")
-        if points is not None and len(points):
-            self.set_points(points)
-        if mask is not None:
-            self.set_mask(mask)
-        self.redraw()
+        self._fill(points, mask)
 
     @classmethod
     def from_sample(cls, sample: Sample | str | Path, **kwargs) -> DragEditor:
@@ -175,6 +171,10 @@ class DragEditor(widgets.VBox):
         self._pairs, self.pending = [], None
         self._mask = np.zeros(self.image_size, bool)
         self.layers["live"].clear()
+        self._fill(points, mask)
+
+    def _fill(self, points, mask) -> None:
+        """Take the given points and mask (None: leave them empty) and draw everything."""
         if points is not None and len(points):
             self.set_points(points)
         if mask is not None:
