@@ -6,6 +6,8 @@
   (diffusers' own checkpointing): less memory for the same gradients.
 * ``vae_slicing`` / ``vae_tiling``: diffusers' VAE slicing (one image of a batch at a time) and tiling
   (overlapping tiles, for images larger than the model's resolution).
+* ``fuse_lora``: inversion, drag and denoising run with the LoRA folded into the weights
+  (:func:`dragnb.lora.fused_lora`): the bare UNet's cost, the same function up to rounding.
 
 Each is a context manager that switches the option on for one stage and restores the model afterwards, so
 no setting lingers on a shared model.

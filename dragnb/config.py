@@ -198,6 +198,8 @@ class ComputeSettings(_Checked):
     gradient_checkpointing: bool = False  # the UNet recomputes activations in backward: less memory, same gradients
     vae_slicing: bool = False  # encode/decode one image of a batch at a time
     vae_tiling: bool = False  # encode/decode in overlapping tiles (images beyond the model's resolution)
+    fuse_lora: bool = False  # inversion, drag and denoising run with the LoRA folded into the weights (W + s·B·A):
+    # the bare UNet's cost, the same function up to rounding; the reference keeps the adapter unfused
 
 
 @dataclass(frozen=True)

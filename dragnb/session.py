@@ -37,7 +37,7 @@ from .errors import InputError, Interrupted, SettingError
 from .generate import GeneratedImage, generate
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
 from .inversion import InversionResult, encode_image, invert
-from .lora import LoraResult, apply_lora, train_lora
+from .lora import LoraResult, apply_lora, fused_lora, train_lora
 from .models import Model, encode_prompt
 from .points import DragPoints, feature_grid, grid_to_image, image_to_grid, make_points
 from .rounds import History, Round
@@ -300,14 +300,19 @@ class DragSession:
                 z0 = encode_image(self.model, self.image_tensor)
             text = encode_prompt(self.model, self.prompt, self.settings.inversion.guidance_scale)  # [uncond, cond]
             # when inversion.guidance_scale > 1: inversion with classifier-free guidance (1 = none, the reference)
-            result = invert(self.model, z0, text, self.settings.inversion, progress=self.progress,
-                            callbacks=callbacks)
+            with self._fused():
+                result = invert(self.model, z0, text, self.settings.inversion, progress=self.progress,
+                                callbacks=callbacks)
             result.key = key
             if disk is not None and not result.interrupted:
                 save_inversion_entry(disk, result)
         if not result.interrupted:
             self._remember("inversion", key, result)
         return result
+
+    def _fused(self):
+        """``compute.fuse_lora``: the active LoRA folded into the UNet's weights for one stage (dragnb.lora.fused_lora)."""
+        return fused_lora(self.model.pipe.unet, self.settings.compute.fuse_lora)
 
     @property
     def _latent_shape(self) -> tuple[int, int, int, int]:
@@ -345,11 +350,12 @@ class DragSession:
         latent_size = tuple(zt.shape[-2:])
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 
-        result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
-                      text_mask=self._prompt_tokens(), compute=self.settings.compute,
-                      callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
-                      keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
-                      schedule_steps=self.settings.inversion.num_steps)
+        with self._fused():
+            result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
+                          text_mask=self._prompt_tokens(), compute=self.settings.compute,
+                          callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
+                          keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
+                          schedule_steps=self.settings.inversion.num_steps)
         result.key = key
         if result.stop_reason in ("reached", "max_steps"):  # partial results are returned, not cached
             self._remember("drag", key, result)
@@ -367,7 +373,7 @@ class DragSession:
         if dragged.denoised_steps:  # an alternating drag took the first steps: both branches are further down
             original = dragged.original_latent.to(self.model.device)
         mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]))
-        with vae_memory(self.model.pipe.vae, self.settings.compute):
+        with vae_memory(self.model.pipe.vae, self.settings.compute), self._fused():
             result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
                              self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
                              progress=self.progress, callbacks=callbacks, mask=mask, skip=dragged.denoised_steps,

@@ -1,14 +1,24 @@
-"""Benchmark (not a test): time each stage and the drag iteration against its floor, on this machine.
+"""Benchmark (not a test): a whole edit and a re-drag per precision/memory option, per stage, with peak memory
+and the drag iteration against its floor, on this machine.
 
-    .venv/bin/python scripts/benchmark.py [--models tiny,sd15] [--latent 16] [--lora-steps 5] [--drag-steps 8]
+    .venv/bin/python scripts/benchmark.py [--device cuda] [--models embedded,sd15] [--image 512]
+        [--lora-steps 80] [--drag-steps 80] [--option "NAME:compute.autocast=fp16,..."] [--json F] [--markdown F]
 
-The floor is one bare UNet forward + backward to the latent on the same latent, timestep and prompt:
-a drag iteration cannot cost less. The ratio says how much the method adds on top (feature hooks,
-resizing, the one-step DDIM prediction, the loss, tracking, the optimiser step). Models:
-  tiny  the tiny random SD-family model of the tests (dragnb.testing)
-  sd15  Stable Diffusion 1.5's UNet config with random weights, a small f = 8 VAE and a 2-layer text encoder
-        of SD 1.5's width (the UNet dominates every stage), at a small latent.
-Prints a table and writes JSON with --json.
+Models:
+  embedded  the embedded model (data/tiny-scenes) with its own defaults, at its 64 px
+  tiny      the tiny random SD-family model of the tests (dragnb.testing)
+  sd15      Stable Diffusion 1.5's topology with random weights (UNet, VAE and a 12-layer CLIP text encoder at
+            SD 1.5's configs: the same cost as the real weights), at --image (default 512, latents 64x64)
+  sd15-unet SD 1.5's UNet with a small VAE and a 2-layer text encoder (the UNet dominates; for the CPU)
+
+Each option (repeatable ``--option NAME:ASSIGNMENTS``, the settings overrides of ``--set``; default: the set in
+OPTIONS for the device) runs one first edit (LoRA ``--lora-steps``, the inversion, ``--drag-steps`` drag
+iterations exactly, the denoising) and one re-drag (new points; LoRA and inversion cached), each timed around
+``session.run()`` with the device synchronised, with ``torch.cuda.max_memory_allocated`` reset before each on
+CUDA. The floor is one bare UNet forward + backward to the latent on the same latent, timestep and prompt under
+the same precision and memory options (and the LoRA as the drag sees it): a drag iteration cannot cost less;
+the ratio says what the method adds (feature taps, resizing, the one-step DDIM prediction, losses, tracking,
+the optimiser step, the record). Prints a table and writes JSON / markdown when asked.
 """
 
 from __future__ import annotations
@@ -28,96 +38,216 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from dragnb.config import DragSettings, LoraSettings, Settings
-from dragnb.models import Model, ddim_scheduler, encode_prompt
+from dragnb.compute import autocast, checkpointing
+from dragnb.config import Settings, apply_overrides
+from dragnb.images import to_model_tensor
+from dragnb.lora import fused_lora
+from dragnb.models import Model, ddim_scheduler, encode_prompt, load_model, resolve_device
 from dragnb.session import DragSession
 from dragnb.testing import SD15_UNET_CONFIG, character_tokenizer, tiny_random_pipeline
 
+SD15_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+                       layers_per_block=2, norm_num_groups=32, down_block_types=("DownEncoderBlock2D",) * 4,
+                       up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512)
+OPTIONS = {  # name -> settings overrides; the default rows per device
+    "cuda": {
+        "fp32": [],
+        "fp32 + fused LoRA": ["compute.fuse_lora=true"],
+        "fp16": ["compute.autocast=fp16"],
+        "bf16": ["compute.autocast=bf16"],
+        "fp16 + memory": ["compute.autocast=fp16", "compute.gradient_checkpointing=true", "compute.vae_slicing=true"],
+        "fp16 + memory + fused LoRA": ["compute.autocast=fp16", "compute.gradient_checkpointing=true",
+                                       "compute.vae_slicing=true", "compute.fuse_lora=true"],
+    },
+    "cpu": {
+        "fp32": [],
+        "fp32 + fused LoRA": ["compute.fuse_lora=true"],
+        "bf16": ["compute.autocast=bf16"],
+        "fp32 + checkpointing": ["compute.gradient_checkpointing=true"],
+    },
+}
 
-def sd15_like_pipeline() -> StableDiffusionPipeline:
+
+def sd15_pipeline(small_parts: bool) -> StableDiffusionPipeline:
+    """SD 1.5's topology with random weights; ``small_parts``: a small VAE and a 2-layer text encoder."""
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
-    vae = AutoencoderKL(block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=8, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    vae = AutoencoderKL(**(SD15_VAE_CONFIG if not small_parts else dict(
+        block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)))
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = character_tokenizer(tmp)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=1024,
-                                        num_hidden_layers=2, num_attention_heads=12, max_position_embeddings=77,
-                                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                        pad_token_id=tokenizer.pad_token_id))
-    pipe = tiny_random_pipeline()
-    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=pipe.scheduler,
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=768,
+                                        intermediate_size=1024 if small_parts else 3072,
+                                        num_hidden_layers=2 if small_parts else 12, num_attention_heads=12,
+                                        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    scheduler = tiny_random_pipeline().scheduler  # SD 1.5's DDIM betas
+    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-def floor_seconds(model: Model, z: torch.Tensor, t: int, text: torch.Tensor, repeats: int) -> list[float]:
-    """Bare UNet forward + backward to the latent, as many times as asked."""
-    times = []
-    for _ in range(repeats):
-        x = z.detach().clone().requires_grad_(True)
-        tick = time.perf_counter()
-        model.pipe.unet(x, t, text).sample.sum().backward()
-        times.append(time.perf_counter() - tick)
-    return times
-
-
-def bench(name: str, pipe: StableDiffusionPipeline, latent: int, lora_steps: int, drag_steps: int) -> dict:
+def build(name: str, device: torch.device) -> Model:
+    if name == "embedded":
+        return load_model(None, device=device)
+    pipe = tiny_random_pipeline() if name == "tiny" else sd15_pipeline(small_parts=name == "sd15-unet")
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
+    pipe.to(device)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.requires_grad_(False).eval()
-    model = Model(pipe=pipe, name=name, settings=Settings())
-    side = latent * model.vae_scale
+    return Model(pipe=pipe, name=name, settings=Settings())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_run(session: DragSession, device: torch.device) -> tuple[object, float, float | None]:
+    """(edit, seconds, peak GiB on CUDA else None) of one ``session.run()``."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    tick = time.perf_counter()
+    edit = session.run()
+    sync(device)
+    seconds = time.perf_counter() - tick
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+    return edit, seconds, peak
+
+
+def floor_seconds(model: Model, settings: Settings, z: torch.Tensor, t: int, text: torch.Tensor,
+                  repeats: int) -> list[float]:
+    """Bare UNet forward + backward to the latent under the options the drag ran with."""
+    unet, compute, device = model.pipe.unet, settings.compute, model.device
+    times = []
+    with fused_lora(unet, compute.fuse_lora), checkpointing(unet, compute.gradient_checkpointing):
+        for _ in range(repeats + 1):  # the first is a warm-up
+            x = z.detach().clone().requires_grad_(True)
+            sync(device)
+            tick = time.perf_counter()
+            with autocast(compute, device):
+                eps = unet(x, t, text).sample
+            eps.float().sum().backward()
+            sync(device)
+            times.append(time.perf_counter() - tick)
+    return times[1:]
+
+
+def bench(model: Model, option: str, overrides: list[str], image_side: int | None, lora_steps: int | None,
+          drag_steps: int) -> dict:
+    device = model.device
+    side = image_side or model.resolution
     rng = np.random.default_rng(0)
     image = (rng.random((side, side, 3)) * 255).astype(np.uint8)
-    settings = Settings(lora=LoraSettings(steps=lora_steps), drag=DragSettings(max_steps=drag_steps, stop_distance=0.0))
+    fixed = [f"drag.max_steps={drag_steps}", "drag.stop_distance=0"]  # exactly drag_steps iterations
+    if lora_steps is not None:
+        fixed.append(f"lora.steps={lora_steps}")
+    settings = apply_overrides(model.settings, [*fixed, *overrides])
     session = DragSession(model, image, "a photo", settings)
-    session.model_size = (side, side)  # benchmark at exactly this latent, not the model's native size
-    from dragnb.images import to_model_tensor
-
-    session.image_tensor = to_model_tensor(image, (side, side))
+    if side != model.resolution:  # benchmark at exactly this latent, not the model's native size
+        session.model_size = (side, side)
+        session.image_tensor = to_model_tensor(image, (side, side))
     session.set_points([(side * 0.3, side * 0.5, side * 0.7, side * 0.5)])
     mask = np.zeros((side, side), bool)
     mask[side // 4: 3 * side // 4, side // 8: 7 * side // 8] = True  # a mask, so the loss reaches ε as in use
     session.set_mask(mask)
-    result = session.run()
-    steps = [s.seconds for s in result.drag.history[1:]] or [s.seconds for s in result.drag.history]
-    inv = result.inversion
-    text = encode_prompt(model, "a photo")
-    floor = floor_seconds(model, inv.zt, inv.t, text, repeats=max(3, len(steps)))
+    first, first_s, first_peak = timed_run(session, device)
+    session.set_points([(side * 0.3, side * 0.4, side * 0.6, side * 0.6)])
+    second, second_s, second_peak = timed_run(session, device)
+    steps = [s.seconds for s in first.drag.history[1:]] or [s.seconds for s in first.drag.history]
+    inv = first.inversion
+    floor = floor_seconds(model, settings, inv.zt, inv.t, encode_prompt(model, "a photo"),
+                          repeats=max(5, min(20, len(steps))))
     iteration, bare = statistics.median(steps), statistics.median(floor)
     return {
-        "model": name, "unet_parameters_M": sum(p.numel() for p in pipe.unet.parameters()) / 1e6,
-        "image": side, "latent": latent, "lora_steps": lora_steps, "drag_steps": len(result.drag.history),
-        "seconds": result.seconds,
-        "lora_step_s": result.seconds["lora"] / max(1, lora_steps),
-        "inversion_step_s": result.seconds["inversion"] / settings.inversion.inverted_steps,
-        "denoise_step_s": result.seconds["denoise"] / settings.inversion.inverted_steps,
+        "model": model.name, "option": option, "overrides": overrides, "device": str(device),
+        "unet_parameters_M": sum(p.numel() for p in model.pipe.unet.parameters()) / 1e6,
+        "image": side, "latent": side // model.vae_scale, "lora_steps": settings.lora.steps,
+        "drag_steps": len(first.drag.history), "denoise_steps": settings.inversion.inverted_steps,
+        "first_edit_s": first_s, "first_stages_s": first.seconds, "first_peak_gib": first_peak,
+        "second_drag_s": second_s, "second_stages_s": second.seconds, "second_peak_gib": second_peak,
         "drag_iteration_s": iteration, "floor_fwd_bwd_s": bare, "iteration_over_floor": iteration / bare,
+        "settings": settings.to_dict(),
     }
+
+
+COLUMNS = [("model", "model"), ("option", "option"), ("image", "image"), ("first edit s", "first_edit_s"),
+           ("LoRA s", None), ("inversion s", None), ("drag s", None), ("denoise s", None),
+           ("re-drag s", "second_drag_s"), ("peak GiB", "first_peak_gib"), ("re-drag peak GiB", "second_peak_gib"),
+           ("iteration ms", "drag_iteration_s"), ("floor ms", "floor_fwd_bwd_s"), ("ratio", "iteration_over_floor")]
+
+
+def cells(row: dict) -> list[str]:
+    out = []
+    for label, key in COLUMNS:
+        if key is None:
+            value = row["first_stages_s"][{"LoRA s": "lora", "inversion s": "inversion", "drag s": "drag",
+                                           "denoise s": "denoise"}[label]]
+        else:
+            value = row[key]
+        if key in ("drag_iteration_s", "floor_fwd_bwd_s"):
+            value = value * 1000
+        out.append("–" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value))
+    return out
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| " + " | ".join(label for label, _ in COLUMNS) + " |",
+             "| " + " | ".join("---" for _ in COLUMNS) + " |"]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def parse_option(text: str) -> tuple[str, list[str]]:
+    name, sep, assignments = text.partition(":")
+    if not sep or not name.strip():
+        raise SystemExit(f"error: --option: expected NAME:stage.field=value,..., got {text!r}")
+    return name.strip(), [a.strip() for a in assignments.split(",") if a.strip()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="tiny,sd15")
-    parser.add_argument("--latent", type=int, default=16, help="latent side (image side = latent x VAE factor)")
-    parser.add_argument("--lora-steps", type=int, default=5)
-    parser.add_argument("--drag-steps", type=int, default=8)
+    parser.add_argument("--models", default="embedded,sd15-unet")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when there is one)")
+    parser.add_argument("--image", type=int, default=None, help="image side for the random models (default: native)")
+    parser.add_argument("--lora-steps", type=int, default=None, help="default: each model's own lora.steps")
+    parser.add_argument("--drag-steps", type=int, default=80)
+    parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME:ASSIGNMENTS")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    options = dict(parse_option(o) for o in args.options) or OPTIONS["cuda" if device.type == "cuda" else "cpu"]
+    for overrides in options.values():
+        apply_overrides(Settings(), overrides)  # a bad option fails here, before any model is built
     rows = []
     for name in args.models.split(","):
-        pipe = tiny_random_pipeline() if name == "tiny" else sd15_like_pipeline()
-        rows.append(bench(name, pipe, args.latent, args.lora_steps, args.drag_steps))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    cols = ["model", "unet_parameters_M", "latent", "lora_step_s", "inversion_step_s", "drag_iteration_s",
-            "floor_fwd_bwd_s", "iteration_over_floor", "denoise_step_s"]
-    print(" | ".join(cols))
-    for r in rows:
-        print(" | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
-        print("  stage seconds:", {k: round(v, 2) for k, v in r["seconds"].items()})
+        model = build(name.strip(), device)
+        image = None if name == "embedded" else args.image
+        for option, overrides in options.items():
+            if "compute.autocast=fp16" in overrides and device.type != "cuda":
+                continue
+            row = bench(model, option, overrides, image, args.lora_steps, args.drag_steps)
+            rows.append(row)
+            print(" | ".join(cells(row)), flush=True)
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    header = (f"{gpu or platform.processor() or platform.machine()}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} CPU threads; drag iterations fixed at {args.drag_steps}")
+    table = markdown(rows, header)
+    print("\n" + table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"header": header, "rows": rows}, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from dragnb.config import ComputeSettings, DragSettings, InversionSettings, Lora
 from dragnb.drag import drag
 from dragnb.errors import SettingError
 from dragnb.images import to_model_tensor
-from dragnb.lora import remove_lora, train_lora
+from dragnb.lora import fused_lora, remove_lora, train_lora
 from dragnb.models import encode_prompt
 from dragnb.session import DragSession
 
@@ -68,6 +68,42 @@ def test_vae_options_hold_for_a_stage_and_are_restored(tiny_model, blob_image):
     session.set_points([(16, 16, 40, 16)])
     edit = session.run()
     assert edit.to_record()["settings"]["compute"] == {"autocast": "off", "gradient_checkpointing": True,
-                                                       "vae_slicing": True, "vae_tiling": False}
+                                                       "vae_slicing": True, "vae_tiling": False, "fuse_lora": False}
     other = DragSession(tiny_model, blob_image, "", FAST)
     assert other._keys()["lora"] != session._keys()["lora"]  # compute options are part of every cache key
+
+
+def test_fused_lora_is_the_adapter_folded_in_and_is_put_back(tiny_model, blob_image):
+    unet = tiny_model.pipe.unet
+    train_lora(tiny_model, to_model_tensor(blob_image, (64, 64)), "", LoraSettings(steps=3, lr=1e-2))
+    torch.manual_seed(0)
+    z, text = torch.randn(1, 4, 16, 16), encode_prompt(tiny_model, "x")
+    with torch.no_grad():
+        adapter = unet(z, 500, text).sample
+        remove_lora(tiny_model.pipe)
+        base = unet(z, 500, text).sample
+    train_lora(tiny_model, to_model_tensor(blob_image, (64, 64)), "", LoraSettings(steps=3, lr=1e-2))  # the same again
+    before = {name: id(m) for name, m in unet.named_modules()}
+    with torch.no_grad(), fused_lora(unet) as n:
+        assert n > 0 and not any("lora_" in name for name, _ in unet.named_modules())
+        fused = unet(z, 500, text).sample
+    torch.testing.assert_close(fused, adapter, atol=1e-5, rtol=1e-4)  # the same function ...
+    assert (fused - base).abs().max() > 1e-3  # ... which is not the base model's
+    assert {name: id(m) for name, m in unet.named_modules()} == before  # every adapted layer back, unchanged
+    with torch.no_grad():
+        torch.testing.assert_close(unet(z, 500, text).sample, adapter, atol=0, rtol=0)
+    remove_lora(tiny_model.pipe)
+
+
+def test_fuse_lora_in_a_session_gives_the_unfused_edit_up_to_rounding(tiny_model, blob_image):
+    edits = {}
+    for fuse in (False, True):
+        session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, compute=ComputeSettings(fuse_lora=fuse)))
+        session.set_points([(16, 16, 40, 16)])
+        edits[fuse] = session.run()
+    plain, fused = edits[False], edits[True]
+    torch.testing.assert_close(fused.inversion.zt, plain.inversion.zt, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fused.drag.latent, plain.drag.latent, atol=1e-3, rtol=1e-3)
+    assert abs(fused.image.astype(int) - plain.image.astype(int)).max() <= 2
+    assert fused.to_record()["settings"]["compute"]["fuse_lora"] is True
+    assert any("lora_" in n for n, _ in tiny_model.pipe.unet.named_modules())  # the adapter itself stays on
