@@ -24,6 +24,7 @@ the optimiser step, the record). Prints a table and writes JSON / markdown when 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -39,7 +40,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from dragnb.compute import autocast, checkpointing
-from dragnb.config import Settings, apply_overrides
+from dragnb.config import ComputeSettings, Settings, apply_overrides
 from dragnb.images import to_model_tensor
 from dragnb.lora import fused_lora
 from dragnb.models import Model, ddim_scheduler, encode_prompt, load_model, resolve_device
@@ -89,7 +90,8 @@ def sd15_pipeline(small_parts: bool) -> StableDiffusionPipeline:
 
 def build(name: str, device: torch.device) -> Model:
     if name == "embedded":
-        return load_model(None, device=device)
+        model = load_model(None, device=device)
+        return dataclasses.replace(model, name="embedded")
     pipe = tiny_random_pipeline() if name == "tiny" else sd15_pipeline(small_parts=name == "sd15-unet")
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
     pipe.to(device)
@@ -140,7 +142,10 @@ def bench(model: Model, option: str, overrides: list[str], image_side: int | Non
     side = image_side or model.resolution
     rng = np.random.default_rng(0)
     image = (rng.random((side, side, 3)) * 255).astype(np.uint8)
-    fixed = [f"drag.max_steps={drag_steps}", "drag.stop_distance=0"]  # exactly drag_steps iterations
+    fixed = [f"drag.max_steps={drag_steps}", "drag.stop_distance=0",  # exactly drag_steps iterations
+             "drag.round_points=false"]  # (a handle tracked onto a rounded target is at distance 0: it would stop)
+    fixed += [f"compute.{f.name}={str(f.default).lower()}" for f in dataclasses.fields(ComputeSettings)]  # each
+    # option row says every compute field it changes from the plain defaults, whatever the model's own defaults
     if lora_steps is not None:
         fixed.append(f"lora.steps={lora_steps}")
     settings = apply_overrides(model.settings, [*fixed, *overrides])

@@ -8,8 +8,10 @@
 beside the checked-out code, case by case, alternating, on the model folder of ``--model-rev`` (default: the
 same revision's ``data/tiny-scenes``, so both versions read the same weights and the same ``dragnb_defaults.json``).
 ``--set`` applies to both versions, ``--new-set`` to the checked-out one only (its speed options, e.g.
-``compute.fuse_lora=true``). ``--fixed-work`` sets ``drag.stop_distance=0`` on both, so every drag runs all
-``max_steps`` iterations and both versions do the same amount of work whatever their tracker says.
+``compute.fuse_lora=true``). ``--fixed-work`` sets ``drag.stop_distance=0`` on both, and on the checked-out code
+``drag.round_points=false`` (a handle tracked onto a target rounded to the grid is at distance 0, which stops even
+that rule), so every drag runs all ``max_steps`` iterations and both versions do the same work whatever their
+trackers say.
 
 Per case: a first edit (all four stages) and a second drag on the same image (the handle moved half-way: LoRA and
 inversion cached), each timed around ``session.run()``. Prints per-stage medians and the ratio old / new.
@@ -102,6 +104,7 @@ def main() -> None:
         raise SystemExit(f"error: --cases {args.cases!r} holds no case folders; write them with "
                          "python -m dragnb.evaluation.scenebench write DIR --benchmark textured")
     both = [*args.both, *(["drag.stop_distance=0"] if args.fixed_work else [])]
+    new = [*(["drag.round_points=false"] if args.fixed_work else []), *args.new]
     with tempfile.TemporaryDirectory() as tmp:
         old_src, model_src = Path(tmp) / "old", Path(tmp) / "model"
         export(args.baseline, ["dragnb"], old_src)
@@ -110,7 +113,7 @@ def main() -> None:
         rows = {"old": [], "new": []}
         for folder in folders:  # alternating, so a change of machine load hits both alike
             rows["old"].append(run_child(old_src, model, both, str(Path(folder).resolve())))
-            rows["new"].append(run_child(ROOT, model, [*both, *args.new], str(Path(folder).resolve())))
+            rows["new"].append(run_child(ROOT, model, [*both, *new], str(Path(folder).resolve())))
             o, n = rows["old"][-1], rows["new"][-1]
             print(f"{Path(folder).name}: first {o['first_s']:.2f} -> {n['first_s']:.2f} s, "
                   f"second {o['second_s']:.2f} -> {n['second_s']:.2f} s "
@@ -129,7 +132,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"command": "python scripts/speed_compare.py " + " ".join(sys.argv[1:]),
                                                "baseline": args.baseline, "model_rev": args.model_rev or args.baseline,
-                                               "set": both, "new_set": args.new, "threads": os.environ.get(
+                                               "set": both, "new_set": new, "threads": os.environ.get(
                                                    "OMP_NUM_THREADS", "2"), "summary": summary, "rows": rows}, indent=1))
 
 

@@ -1,0 +1,34 @@
+"""The measuring scripts run and report what they measured (they assert no time: they are not benchmarks here)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_row_times_each_stage_and_the_floor_under_its_option(tiny_model):
+    benchmark = _script("benchmark")
+    row = benchmark.bench(tiny_model, "fused", ["compute.fuse_lora=true"], None, lora_steps=1, drag_steps=2)
+    assert row["drag_steps"] == 2 and row["lora_steps"] == 1  # exactly the iterations asked for
+    assert row["settings"]["compute"]["fuse_lora"] is True
+    assert row["second_stages_s"]["lora"] == 0.0 and row["second_stages_s"]["inversion"] == 0.0  # cached
+    assert row["first_edit_s"] >= sum(row["first_stages_s"].values()) * 0.99
+    assert row["floor_fwd_bwd_s"] > 0 and row["iteration_over_floor"] == pytest.approx(
+        row["drag_iteration_s"] / row["floor_fwd_bwd_s"])
+    table = benchmark.markdown([row], "header")
+    assert table.count("\n") == 5 and "fused" in table
+
+
+def test_benchmark_refuses_a_bad_option_before_any_model():
+    benchmark = _script("benchmark")
+    with pytest.raises(SystemExit, match="--option: expected NAME"):
+        benchmark.parse_option("compute.autocast=bf16")
