@@ -169,7 +169,7 @@ def fused_lora(unet, on: bool = True) -> Iterator[int]:
 
     The same function as the adapter (x·W' = x·W + s·(x·A)·B up to rounding) at the cost of the bare UNet: on the
     embedded model a UNet forward costs 11.3 ms with the adapter and 7.2 ms without. Not bit-identical to the
-    reference, which keeps the adapter unfused: ``compute.fuse_lora`` is off by default (docs/method.md §9).
+    reference, which keeps the adapter unfused: ``compute.fuse_lora`` is off by default (docs/method.md §6).
     """
     swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
     if on:

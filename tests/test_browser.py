@@ -26,8 +26,8 @@ from notebook_support import model_for_tests, read_notebook
 # Screenshots go to artifacts/ (ignored); DRAGNB_SCREENSHOTS=docs/images refreshes the README's own.
 DOCS_IMAGES = Path(os.environ.get("DRAGNB_SCREENSHOTS", Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"))
 CASE = 36  # the notebook's case of the textured scene benchmark
-# The model's own defaults with half its LoRA steps: a real edit for the README's screenshots, ~15 s of CPU.
-SETTINGS = {"lora": {"steps": 20}}
+# The model's own defaults (LoRA 20 steps, up to 120 drag iterations): a real edit for the README's screenshots.
+SETTINGS: dict = {}
 # The sum of the editor's canvas (its layers composited) as the browser drew it.
 CANVAS_SUM = """() => {
   const c = document.querySelector('canvas.dragnb-canvas');
