@@ -294,6 +294,15 @@ def apply_overrides(settings: Settings, assignments: list[str]) -> Settings:
     return settings_from_dict(data, settings)
 
 
+def named_overrides(text: str, argument: str) -> tuple[str, list[str]]:
+    """``"NAME:drag.lr=0.02,lora.steps=20"`` -> ("NAME", ["drag.lr=0.02", "lora.steps=20"]): one labelled set of
+    overrides, as the scripts' ``--variant`` and ``--option`` take them (checked by :func:`apply_overrides`)."""
+    name, sep, assignments = text.partition(":")
+    if not sep or not name.strip():
+        raise InputError(argument, f"expects NAME:stage.field=value,... (e.g. fast:lora.steps=20), got {text!r}")
+    return name.strip(), [a.strip() for a in assignments.split(",") if a.strip()]
+
+
 DEFAULTS_FILE = "dragnb_defaults.json"
 
 

@@ -40,7 +40,8 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from dragnb.compute import autocast, checkpointing
-from dragnb.config import ComputeSettings, Settings, apply_overrides
+from dragnb.config import ComputeSettings, Settings, apply_overrides, named_overrides
+from dragnb.errors import InputError
 from dragnb.images import to_model_tensor
 from dragnb.lora import fused_lora
 from dragnb.models import Model, ddim_scheduler, encode_prompt, load_model, resolve_device
@@ -204,13 +205,6 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_option(text: str) -> tuple[str, list[str]]:
-    name, sep, assignments = text.partition(":")
-    if not sep or not name.strip():
-        raise SystemExit(f"error: --option: expected NAME:stage.field=value,..., got {text!r}")
-    return name.strip(), [a.strip() for a in assignments.split(",") if a.strip()]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="embedded,sd15-unet")
@@ -226,9 +220,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    options = dict(parse_option(o) for o in args.options) or OPTIONS["cuda" if device.type == "cuda" else "cpu"]
-    for overrides in options.values():
-        apply_overrides(Settings(), overrides)  # a bad option fails here, before any model is built
+    try:
+        options = dict(named_overrides(o, "--option") for o in args.options) or OPTIONS[
+            "cuda" if device.type == "cuda" else "cpu"]
+        for overrides in options.values():
+            apply_overrides(Settings(), overrides)  # a bad option fails here, before any model is built
+    except InputError as exc:
+        raise SystemExit(f"error: {exc}") from None
     rows = []
     for name in args.models.split(","):
         model = build(name.strip(), device)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from dragnb.config import Settings, apply_overrides
+from dragnb.config import Settings, apply_overrides, named_overrides
+from dragnb.errors import InputError
 from dragnb.evaluation.dragbench import read_sample
 from dragnb.models import load_model
 from dragnb.evaluation.scenebench import BENCHMARKS, case_dirs, record_key, score_case, summarise, write_cases
@@ -102,13 +103,6 @@ def main() -> None:
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 
-def parse_variant(text: str) -> tuple[str, list[str]]:
-    name, sep, assignments = text.partition(":")
-    if not sep or not name.strip():
-        raise SystemExit(f"error: --variant: expected NAME:stage.field=value,..., got {text!r}")
-    return name.strip(), [a.strip() for a in assignments.split(",") if a.strip()]
-
-
 def prepare(args):
     """The model, the base settings and the case folders to run (written first if the folder is empty)."""
     model = load_model(args.model, device="cpu")
@@ -122,8 +116,11 @@ def prepare(args):
 def sweep(args) -> None:
     """Every case once per variant, one session per case (LoRA and inversion shared by the variants)."""
     model, base, folders = prepare(args)
-    variants = dict(parse_variant(v) for v in args.variants)
-    settings = {name: apply_overrides(base, assignments) for name, assignments in variants.items()}  # checked now
+    try:
+        variants = dict(named_overrides(v, "--variant") for v in args.variants)
+        settings = {name: apply_overrides(base, assignments) for name, assignments in variants.items()}  # checked now
+    except InputError as exc:
+        raise SystemExit(f"error: {exc}") from None
     scores = {name: [] for name in variants}
     seconds = {name: [] for name in variants}
     for folder in folders:

@@ -1,5 +1,6 @@
 """Precision and memory options (issue 13), checked on the CPU: checkpointing gives the same gradients, bf16 runs,
-fp16 is refused off CUDA with one line, the VAE options are switched for a stage and restored, the record says."""
+fp16 is refused off CUDA with one line, the VAE options are switched for a stage and restored, the record says;
+a fused LoRA is the adapter's function in plain layers, and the adapter is put back unchanged."""
 
 import dataclasses
 

@@ -28,7 +28,11 @@ def test_benchmark_row_times_each_stage_and_the_floor_under_its_option(tiny_mode
     assert table.count("\n") == 5 and "fused" in table
 
 
-def test_benchmark_refuses_a_bad_option_before_any_model():
-    benchmark = _script("benchmark")
-    with pytest.raises(SystemExit, match="--option: expected NAME"):
-        benchmark.parse_option("compute.autocast=bf16")
+def test_a_labelled_set_of_overrides_is_parsed_and_a_bad_one_named():
+    from dragnb.config import named_overrides
+    from dragnb.errors import InputError
+
+    assert named_overrides("fast: lora.steps=20, drag.lr=0.02", "--option") == ("fast", ["lora.steps=20", "drag.lr=0.02"])
+    assert named_overrides("plain:", "--variant") == ("plain", [])
+    with pytest.raises(InputError, match="--option: expects NAME:stage.field=value"):
+        named_overrides("compute.autocast=bf16", "--option")
