@@ -186,11 +186,11 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                     if index + 1 >= len(schedule_ts):
                         break
                     with torch.no_grad():
-                        z_next = scheduler.step(forward(z.detach(), t_now, text_now.detach())[0], t_now, z.detach())
-                        z_original = scheduler.step(forward(z_original, t_now, text)[0], t_now, z_original).prev_sample
+                        z_next = forward(z.detach(), t_now, text_now.detach())[2]  # the edited latent, one step down
+                    z_original = x_prev0  # the unedited branch's step at t_now, which reference_at already took
                     t_now = schedule_ts[index + 1]
                     result.denoised_steps += 1
-                    z = z_next.prev_sample.detach().clone().requires_grad_(True)
+                    z = z_next.detach().clone().requires_grad_(True)
                     variables[0] = z
                     last_good = z.detach().clone()
                     optimizer = new_optimizer()  # GoodDrag starts a fresh optimiser at each timestep

@@ -32,27 +32,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Runs inside either version: only the API both have (load_model, apply_overrides, DragSession).
+# Runs inside either version: only the API both have (load_model, apply_overrides, DragSession, read_sample).
 CHILD = r"""
-import json, os, pickle, sys, time
+import json, os, sys, time
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-import numpy as np, torch
-from PIL import Image
+import torch
 torch.set_num_threads(int(os.environ.get("DRAGNB_THREADS", "2")))
 from dragnb.config import apply_overrides
 from dragnb.models import load_model
 from dragnb.session import DragSession
+try:
+    from dragnb.evaluation.dragbench import read_sample
+except ImportError:  # the layout before issue 11
+    from dragnb.dragbench import read_sample
 model_dir, overrides, folders = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 model = load_model(model_dir, device="cpu")
 settings = apply_overrides(model.settings, overrides)
 
 def case(folder):
-    image = np.array(Image.open(os.path.join(folder, "original_image.png")).convert("RGB"))
-    with open(os.path.join(folder, "meta_data.pkl"), "rb") as f:  # this repository's own case files
-        meta = pickle.load(f)
-    points = [tuple(p) for p in meta["points"]]
-    pairs = [(*points[i], *points[i + 1]) for i in range(0, len(points), 2)]
-    return image, meta["prompt"], pairs, np.asarray(meta["mask"]).astype(bool)
+    sample = read_sample(folder)
+    pairs = [(*h, *t) for h, t in zip(sample.points.handles.tolist(), sample.points.targets.tolist())]
+    return sample.image, sample.prompt, pairs, sample.mask
 
 for i, folder in enumerate([folders[0]] + folders):  # the first case once more, untimed: imports, allocator
     image, prompt, pairs, mask = case(folder)

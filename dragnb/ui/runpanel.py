@@ -346,30 +346,25 @@ class RunPanel(widgets.VBox):
     # ---- rounds (dragnb/rounds.py) --------------------------------------------------------------------
     def continue_round(self) -> Round | None:
         """What "continue from result" does: the result becomes the canvas's source, points and mask cleared."""
-        if self.running or self.session is None or not self.session.round.done:
-            return None
-        self.session.new_round(keep_lora=bool(self.keep_lora.value))
-        return self._show_round()
+        return self._move(lambda s: s.round.done, lambda s: s.new_round(keep_lora=bool(self.keep_lora.value)))
 
     def undo_round(self) -> Round | None:
         """What "undo round" does: show the round before (its source, points, mask, settings and result)."""
-        if self.running or self.session is None or not self.session.history.can_undo:
-            return None
-        self.session.undo()
-        return self._show_round()
+        return self._move(lambda s: s.history.can_undo, lambda s: s.undo())
 
     def redo_round(self) -> Round | None:
         """What "redo round" does: show the round undo left."""
-        if self.running or self.session is None or not self.session.history.can_redo:
-            return None
-        self.session.redo()
-        return self._show_round()
+        return self._move(lambda s: s.history.can_redo, lambda s: s.redo())
 
     def goto_round(self, index: int) -> Round | None:
         """What a thumbnail's button does: show round ``index``."""
-        if self.running or self.session is None:
+        return self._move(lambda s: True, lambda s: s.goto(index))
+
+    def _move(self, allowed, action) -> Round | None:
+        """``action(session)`` when no run is going and ``allowed(session)``, then show the round it went to."""
+        if self.running or self.session is None or not allowed(self.session):
             return None
-        self.session.goto(index)
+        action(self.session)
         return self._show_round()
 
     def _show_round(self) -> Round:
@@ -389,7 +384,8 @@ class RunPanel(widgets.VBox):
                 self.result_canvas.clear()
         origin = "a first round" if rnd.parent is None else f"from round {rnd.parent}'s result"
         lora = ", round 0's LoRA kept" if rnd.keep_lora else ""
-        todo = "its result is shown; Run again comes from the cache" if rnd.done else             "click a handle and its target, then Run"
+        todo = ("its result is shown; Run again comes from the cache" if rnd.done
+                else "click a handle and its target, then Run")
         self.status.value = f"<b>round {rnd.index}</b> ({origin}{lora}): {todo}"
         self._update_rounds(busy=False)
         return rnd
