@@ -140,7 +140,7 @@ class DragSettings(_Checked):
     STAGE = "drag"
     RULES = {"feature_blocks": _NON_EMPTY, "feature_scale": _POSITIVE, "r1": _at_least(0), "r2": _at_least(0),
              "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0),
-             "steps_per_timestep": _at_least(1), "line_search_distance": _POSITIVE, "line_search_loss": _POSITIVE,
+             "steps_per_timestep": _at_least(1), "hold_steps": _at_least(0), "line_search_distance": _POSITIVE, "line_search_loss": _POSITIVE,
              "text_lr": _POSITIVE, "text_lam": _at_least(0)}
 
     feature_blocks: tuple[int, ...] = (-2,)  # UNet up-block indices whose outputs are F; -2 = up_blocks[2] on SD 1.5
@@ -168,6 +168,8 @@ class DragSettings(_Checked):
     optimize_text: bool = False  # DragText (Choi et al. 2024): optimise the text embedding with the latent
     text_lr: float = 0.004  # DragText's learning rate of the text embedding (Adam)
     text_lam: float = 0.1  # DragText's weight of the L1 regulariser keeping the embedding near the prompt's
+    hold_steps: int = 0  # with supervision="anchored": once every handle has arrived, this many iterations more
+    # pull the patch at each target toward the original handle patch (this project's variant; 0 = stop, the reference)
     round_points: bool = True  # round h and g to the supervision grid before the loop, as the reference does
     weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
@@ -185,6 +187,9 @@ class DenoiseSettings(_Checked):
     control_from_step: int = 0  # first denoising step (0-based, of those run) with control on
     blend_outside_mask: bool = False  # [extension, not in the paper] after each step, copy the unedited branch's
     # latent outside the mask (Blended Latent Diffusion): what the mask protects cannot drift while denoising
+    blend_from: Literal["branch", "inversion"] = "branch"  # what blend_outside_mask copies: the original branch's
+    # latent, or the inversion's latent at the same timestep (its last is the encoded z_0: the outside is then
+    # exactly the VAE's reconstruction of the source)
 
 
 @dataclass(frozen=True)

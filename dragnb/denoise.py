@@ -40,13 +40,16 @@ class DenoiseResult:
 def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | None, text: torch.Tensor,
             settings: DenoiseSettings = DenoiseSettings(), inversion: InversionSettings = InversionSettings(),
             guidance_scale: float = 1.0, progress: bool = False, callbacks: Sequence[Callback] = (),
-            mask: torch.Tensor | None = None, skip: int = 0, edited_text: torch.Tensor | None = None) -> DenoiseResult:
+            mask: torch.Tensor | None = None, skip: int = 0, edited_text: torch.Tensor | None = None,
+            background: Sequence[torch.Tensor] | None = None) -> DenoiseResult:
     """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control.
 
     ``mask``: (1, 1, h, w) on the latent grid, 1 = editable, used by ``settings.blend_outside_mask``.
     ``skip``: the first steps of the schedule already taken (by an alternating drag; both latents are then at
     that later timestep). ``edited_text``: the edited branch's own text embedding (an optimised one, DragText),
-    the original branch keeping ``text``.
+    the original branch keeping ``text``. ``background``: what the blend copies outside the mask after each
+    remaining step (``blend_from="inversion"``: the inversion's own latents, ending at the encoded z_0), instead of
+    the original branch's latent.
     ``callbacks`` get a :class:`~dragnb.callbacks.DenoiseStep` after every step; one returning True stops the
     denoising there (the image is decoded from that latent and marked ``interrupted``).
     """
@@ -77,7 +80,8 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
                     eps = classifier_free_guidance(eps, guidance_scale)
                 z = scheduler.step(eps, t, z).prev_sample
                 if keep is not None:
-                    z = torch.cat([z[:1], z[1:] * (1.0 - keep) + z[:1] * keep])
+                    source = z[:1] if background is None else background[i].to(z.device, z.dtype)
+                    z = torch.cat([z[:1], z[1:] * (1.0 - keep) + source * keep])
                 if notify(callbacks, DenoiseStep(step=i, total=len(timesteps), t=int(t))):
                     interrupted = True
                     break

@@ -177,6 +177,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
         loss_end = [0.0] * len(handles)
         done_pairs = [False] * len(handles)
         round_step = 0
+    held = 0  # iterations run since every handle arrived (hold_steps)
     bar = tqdm(total=settings.max_steps, desc="drag", disable=not progress, leave=False)
     with checkpointing(unet, compute.gradient_checkpointing):  # less memory, the same gradients
         try:
@@ -227,10 +228,12 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                             references = point_features(feat.detach(), handles)
                     distances = torch.linalg.norm(targets - handles, dim=1)
                     if bool(arrived(distances, settings.stop_distance).all()):
-                        result.stop_reason = "reached"
-                        break
+                        if held >= settings.hold_steps:
+                            result.stop_reason = "reached"
+                            break
+                        held += 1  # every handle has arrived: hold them there a few iterations more
                     motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance,
-                                         settings.loss_reduction, anchors)
+                                         settings.loss_reduction, anchors, hold=settings.hold_steps > 0)
                 masked = mask_loss(x_prev, x_prev0, mask, settings.lam)
                 loss = motion + masked
                 if settings.optimize_text:

@@ -377,11 +377,21 @@ class DragSession:
             result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
                              self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
                              progress=self.progress, callbacks=callbacks, mask=mask, skip=dragged.denoised_steps,
-                             edited_text=None if dragged.text is None else dragged.text.to(self.model.device))
+                             edited_text=None if dragged.text is None else dragged.text.to(self.model.device),
+                             background=self._background(dragged.denoised_steps))
         result.key = key
         if not result.interrupted:
             self._remember("denoise", key, result)
         return result
+
+    def _background(self, skip: int) -> list[torch.Tensor] | None:
+        """The inversion's latents after each denoising step still to run (``denoise.blend_from="inversion"``),
+        z_0 last; None for the original branch's own (and for generated images, which have no inversion)."""
+        if self.settings.denoise.blend_from != "inversion" or self.generated is not None:
+            return None
+        latents = self.run_inversion().latents  # [z_0, ..., z_t]
+        n = len(latents) - 1
+        return [latents[n - skip - i - 1] for i in range(n - skip)]
 
     def _denoise_key(self, dragged: DragResult) -> str:
         return _digest(dragged.key, dragged.stop_reason, len(dragged.history), dataclasses.asdict(self.settings.denoise))

@@ -135,7 +135,8 @@ def sweep(args) -> None:
             seconds[name].append(result.seconds["drag"] + result.seconds["denoise"])
             score = score_case(folder, result.image)
             scores[name].append(score)
-            line.append(f"{name} {'OK' if score.success else '--'} {score.error_px:.1f}px")
+            line.append(f"{name} {'OK' if score.success else '--'} {score.error_px:.1f}px "
+                        f"({result.drag.stop_reason}, {len(result.drag.history)})")
         print(" | ".join(line), flush=True)
     out = {}
     for name in variants:

@@ -2,20 +2,23 @@
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 import torch
 from diffusers import DDIMInverseScheduler, UNet2DConditionModel
 
 from dragnb.attention import reference_control, self_attention_names
-from dragnb.config import DenoiseSettings, DragSettings, InversionSettings, LoraSettings
+from dragnb.config import DenoiseSettings, DragSettings, InversionSettings, LoraSettings, Settings
 from dragnb.denoise import denoise
 from dragnb.drag import drag
 from dragnb.features import features_only, tap_up_blocks, unet_with_features
 from dragnb.generate import generate
-from dragnb.images import to_model_tensor
+from dragnb.images import mask_to_latent, to_model_tensor
 from dragnb.inversion import denoise_latent, encode_image, inverse_scheduler, invert, schedule
 from dragnb.lora import apply_lora, load_lora, remove_lora, save_lora, train_lora
 from dragnb.models import encode_prompt
+from dragnb.session import DragSession
 from dragnb.testing import SD15_UNET_CONFIG
 
 
@@ -237,6 +240,27 @@ def test_blending_outside_the_mask_keeps_the_unedited_branch_there(tiny_model):
     assert not torch.allclose(plain.latent[..., outside], original[..., outside], atol=1e-2)  # drift without it
     everywhere = denoise(tiny_model, zt_e, zt_o, text, settings, inv, mask=torch.ones(1, 1, 16, 16))
     torch.testing.assert_close(everywhere.latent, plain.latent, atol=1e-5, rtol=1e-4)  # all editable: no change
+
+
+def test_blending_from_the_inversion_ends_outside_the_mask_on_the_encoded_latent(tiny_model, blob_image):
+    """blend_from="inversion": outside the mask the edited latent follows the inversion's own latents, so after
+    the last step it is the encoded z_0 there, bit for bit; inside, the edit stays."""
+    settings = Settings(lora=LoraSettings(steps=0), inversion=InversionSettings(num_steps=10),
+                        drag=DragSettings(max_steps=4, lr=0.05),
+                        denoise=DenoiseSettings(blend_outside_mask=True, blend_from="inversion"))
+    session = DragSession(tiny_model, blob_image, "a red disc", settings)
+    session.set_points([(20, 20, 36, 20)])
+    mask = np.zeros(blob_image.shape[:2], bool)
+    mask[8:40, 8:48] = True
+    session.set_mask(mask)
+    edit = session.run()
+    keep = mask_to_latent(mask, (16, 16))[0, 0] == 0
+    z0 = edit.inversion.z0.cpu()
+    assert torch.equal(edit.denoise.latent[..., keep], z0[..., keep])
+    assert not torch.allclose(edit.denoise.latent[..., ~keep], z0[..., ~keep], atol=1e-3)
+    session.settings = dataclasses.replace(settings, denoise=dataclasses.replace(settings.denoise, blend_from="branch"))
+    branch = session.run()
+    assert not torch.equal(branch.denoise.latent[..., keep], z0[..., keep])  # the branch drifts from z_0
 
 
 def test_paper_variants_run(tiny_model):

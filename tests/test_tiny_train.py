@@ -39,7 +39,8 @@ def test_the_shipped_model_carries_its_worlds_defaults():
 @pytest.mark.slow
 def test_the_trainer_runs_resumes_and_extends(tmp_path):
     """Both phases through the shared TimedPhase loop: a short run exports a loadable model; run again with a
-    larger UNet budget and it resumes both phases from their checkpoints and continues the UNet's steps."""
+    larger UNet budget and it resumes both phases from their checkpoints and continues the UNet's steps; a
+    larger decoder budget continues the decoder's steps and exports again, the encoder (the UNet's latents) kept."""
     import json
 
     from dragnb.models import load_model
@@ -59,3 +60,16 @@ def test_the_trainer_runs_resumes_and_extends(tmp_path):
     assert max(r.get("step", 0) for r in log if r["phase"] == "unet") > first
     model = load_model(tmp_path / "model", device="cpu")
     assert model.resolution == 64 and model.settings.drag.supervision == "anchored"
+
+    def decoder_steps():
+        log = [json.loads(line) for line in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
+        return max((r.get("step", 0) for r in log if r["phase"] == "decoder"), default=0)
+
+    encoder = {k: v.clone() for k, v in model.pipe.vae.encoder.state_dict().items()}
+    assert main([*common, "--minutes-unet", "0.02", "--minutes-decoder", "0.01"]) == 0
+    once = decoder_steps()
+    assert once > 0
+    assert main([*common, "--minutes-unet", "0.02", "--minutes-decoder", "0.02"]) == 0
+    assert decoder_steps() > once
+    extended = load_model(tmp_path / "model", device="cpu").pipe.vae
+    assert all(torch.equal(encoder[k], v) for k, v in extended.encoder.state_dict().items())

@@ -63,6 +63,25 @@ def test_anchored_source_term_is_constant(tiny_model):
     assert torch.allclose(anchored, expected) and not torch.allclose(motion_loss(later, h, g, 1), expected)
 
 
+def test_hold_steps_pull_the_target_patch_toward_the_original_after_arrival(tiny_model):
+    """hold_steps: an arrived pair is held, its term the distance of the patch at g to F_0(Ω(h^0)), and the loop
+    runs that many iterations after every handle arrived; 0 stops at arrival (the reference)."""
+    from dragnb.motion import anchor_patches, bilinear_patch, motion_loss
+
+    feat = torch.randn(1, 3, 12, 12)
+    h, g = torch.tensor([[5.0, 5.0]]), torch.tensor([[5.0, 6.0]])
+    anchors = anchor_patches(torch.randn(1, 3, 12, 12), h, 1)
+    held = motion_loss(feat, h, g, 1, stop_distance=2.0, anchors=anchors, hold=True)
+    assert torch.allclose(held, 9 * (bilinear_patch(feat, g[0], 1) - anchors).abs().mean())
+    assert float(motion_loss(feat, h, g, 1, stop_distance=2.0, anchors=anchors)) == 0.0  # skipped without hold
+    stopped = _drag(tiny_model, supervision="anchored", stop_distance=100.0)
+    holding = _drag(tiny_model, supervision="anchored", stop_distance=100.0, hold_steps=3)
+    assert stopped.stop_reason == holding.stop_reason == "reached"
+    assert len(stopped.history) == 0 and len(holding.history) == 3
+    assert all(s.motion_loss > 0 for s in holding.history)
+    assert not torch.equal(holding.latent, stopped.latent)
+
+
 def test_alternating_schedule_drags_over_several_timesteps(tiny_model, blob_image):
     result = _drag(tiny_model, schedule="alternating", steps_per_timestep=4)
     ts = [s.t for s in result.history]

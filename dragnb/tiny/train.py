@@ -348,8 +348,9 @@ def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only:
     if ck is not None:
         vae.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-    if run.state["done"]:
-        return
+    if run.state["done"] and not (decoder_only and run.running):
+        return  # a larger --minutes-decoder extends a finished decoder phase (its lr schedule follows the new
+        # budget); the whole VAE is never reopened: the UNet was trained on its latents
     last_eval = time.time()
 
     def checkpoint():
@@ -669,7 +670,8 @@ def main(argv=None) -> int:
     train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, prompts, args, work, log)
     if args.minutes_decoder > 0 or (work / "decoder.pt").exists():
         decoder_state = (work / "decoder.pt")
-        finished = decoder_state.exists() and torch.load(decoder_state, weights_only=False)["state"]["done"]
+        state = torch.load(decoder_state, weights_only=False)["state"] if decoder_state.exists() else None
+        finished = state is not None and state["done"] and state["elapsed"] >= args.minutes_decoder * 60
         train_vae(vae, images, args, work, log, decoder_only=True)
         vae.eval().requires_grad_(False)
         vae.register_to_config(scaling_factor=scaling)
