@@ -168,8 +168,8 @@ class DragSettings(_Checked):
     optimize_text: bool = False  # DragText (Choi et al. 2024): optimise the text embedding with the latent
     text_lr: float = 0.004  # DragText's learning rate of the text embedding (Adam)
     text_lam: float = 0.1  # DragText's weight of the L1 regulariser keeping the embedding near the prompt's
-    hold_steps: int = 0  # with supervision="anchored": once every handle has arrived, this many iterations more
-    # pull the patch at each target toward the original handle patch (this project's variant; 0 = stop, the reference)
+    hold_steps: int = 0  # once every handle has arrived, this many iterations more pull the patch at each target
+    # toward the original handle patch F_0(Ω(h_i^0)) (this project's variant; 0 = stop there, the reference)
     round_points: bool = True  # round h and g to the supervision grid before the loop, as the reference does
     weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does

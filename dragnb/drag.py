@@ -143,14 +143,16 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     z_original = zt.detach().clone()  # the unedited branch, walked down the schedule by the alternating drag
 
     def reference_at(t_now: int):
-        """F_0, x_{t-1}^0, the tracking references and the anchors at ``t_now`` from the unedited branch."""
+        """F_0, x_{t-1}^0, the tracking references and the original handle patches F_0(Ω(h_i^0)) (the anchors of
+        ``anchored`` and of ``hold_steps``; None when neither is on) at ``t_now`` from the unedited branch."""
         with torch.no_grad():
             _, feat0, x_prev0 = forward(z_original, t_now, text)
-        anchors = anchor_patches(feat0, initial, settings.r1) if settings.supervision == "anchored" else None
-        return feat0, x_prev0, point_features(feat0, initial), anchors
+        anchored, hold = settings.supervision == "anchored", settings.hold_steps > 0
+        originals = anchor_patches(feat0, initial, settings.r1) if anchored or hold else None  # F_0(Ω(h_i^0))
+        return feat0, x_prev0, point_features(feat0, initial), originals
 
     initial = handles.clone()
-    feat0, x_prev0, references, anchors = reference_at(t_now)
+    feat0, x_prev0, references, originals = reference_at(t_now)
     z = zt.detach().clone().requires_grad_(True)
     last_good = zt.detach().clone()
     variables = [z]
@@ -195,7 +197,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                     variables[0] = z
                     last_good = z.detach().clone()
                     optimizer = new_optimizer()  # GoodDrag starts a fresh optimiser at each timestep
-                    feat0, x_prev0, references, anchors = reference_at(t_now)
+                    feat0, x_prev0, references, originals = reference_at(t_now)
                     result.reference_features[t_now] = feat0.detach()
                 tick = time.perf_counter()
                 _, feat, x_prev = forward(z, t_now, text_now)
@@ -233,7 +235,9 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                             break
                         held += 1  # every handle has arrived: hold them there a few iterations more
                     motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance,
-                                         settings.loss_reduction, anchors, hold=settings.hold_steps > 0)
+                                         settings.loss_reduction,
+                                         originals if settings.supervision == "anchored" else None,
+                                         hold=originals if settings.hold_steps > 0 else None)
                 masked = mask_loss(x_prev, x_prev0, mask, settings.lam)
                 loss = motion + masked
                 if settings.optimize_text:

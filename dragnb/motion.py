@@ -44,7 +44,7 @@ def arrived(distance: torch.Tensor, stop_distance: float) -> torch.Tensor:
 
 def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, r1: int = 1,
                 stop_distance: float = 2.0, reduction: str = "reference",
-                anchors: torch.Tensor | None = None, hold: bool = False) -> torch.Tensor:
+                anchors: torch.Tensor | None = None, hold: torch.Tensor | None = None) -> torch.Tensor:
     """Σ_i over pairs not yet arrived of the motion-supervision term. handles, targets: (N, 2) (row, col).
 
     The source patch is read at the handle truncated to integers, as the reference slices it; the shifted
@@ -53,16 +53,17 @@ def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Ten
     ``anchors`` (N, C, 2r1+1, 2r1+1), when given, replace sg(F(Ω(h_i))) as the targets of the shifted patches:
     GoodDrag's information-preserving supervision passes the original handle patches F_0(Ω(h_i^0))
     (:func:`anchor_patches`), so the dragged content keeps the look it started with.
-    ``hold`` (with ``anchors``): an arrived pair is not skipped but held, its term |F(Ω(g_i)) - F_0(Ω(h_i^0))|
-    pulling the patch at the target toward the original handle patch (``DragSettings.hold_steps``).
+    ``hold`` (N, C, 2r1+1, 2r1+1), when given (the original handle patches, ``DragSettings.hold_steps``): an
+    arrived pair is not skipped but held, its term |F(Ω(g_i)) - hold_i| pulling the patch at the target toward
+    the original handle patch.
     """
     loss = feature.new_zeros(())
     patch_area = (2 * r1 + 1) ** 2
     for i, (h, g) in enumerate(zip(handles, targets)):
         distance = torch.linalg.norm(g - h)
         if arrived(distance, stop_distance):
-            if hold and anchors is not None:
-                term = patch_area * (bilinear_patch(feature, g, r1) - anchors[i : i + 1].detach()).abs().mean()
+            if hold is not None:
+                term = patch_area * (bilinear_patch(feature, g, r1) - hold[i : i + 1].detach()).abs().mean()
                 loss = loss + (term * feature.shape[1] if reduction == "paper" else term)
             continue
         d = (g - h) / distance  # unit direction d_i

@@ -71,11 +71,11 @@ def test_hold_steps_pull_the_target_patch_toward_the_original_after_arrival(tiny
     feat = torch.randn(1, 3, 12, 12)
     h, g = torch.tensor([[5.0, 5.0]]), torch.tensor([[5.0, 6.0]])
     anchors = anchor_patches(torch.randn(1, 3, 12, 12), h, 1)
-    held = motion_loss(feat, h, g, 1, stop_distance=2.0, anchors=anchors, hold=True)
+    held = motion_loss(feat, h, g, 1, stop_distance=2.0, hold=anchors)
     assert torch.allclose(held, 9 * (bilinear_patch(feat, g[0], 1) - anchors).abs().mean())
     assert float(motion_loss(feat, h, g, 1, stop_distance=2.0, anchors=anchors)) == 0.0  # skipped without hold
-    stopped = _drag(tiny_model, supervision="anchored", stop_distance=100.0)
-    holding = _drag(tiny_model, supervision="anchored", stop_distance=100.0, hold_steps=3)
+    stopped = _drag(tiny_model, stop_distance=100.0)
+    holding = _drag(tiny_model, stop_distance=100.0, hold_steps=3)
     assert stopped.stop_reason == holding.stop_reason == "reached"
     assert len(stopped.history) == 0 and len(holding.history) == 3
     assert all(s.motion_loss > 0 for s in holding.history)
