@@ -122,6 +122,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     require_supported(compute, device)
     grad_scaler = scaler_for(compute, device)
     alternating = settings.schedule == "alternating"
+    anchored, holding = settings.supervision == "anchored", settings.hold_steps > 0
     line = settings.tracking == "line_search"
     if alternating and int(t) not in schedule_ts:
         raise ValueError(f"t={t} is not on the {schedule_steps}-step DDIM schedule the alternating drag walks")
@@ -147,8 +148,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
         ``anchored`` and of ``hold_steps``; None when neither is on) at ``t_now`` from the unedited branch."""
         with torch.no_grad():
             _, feat0, x_prev0 = forward(z_original, t_now, text)
-        anchored, hold = settings.supervision == "anchored", settings.hold_steps > 0
-        originals = anchor_patches(feat0, initial, settings.r1) if anchored or hold else None  # F_0(Ω(h_i^0))
+        originals = anchor_patches(feat0, initial, settings.r1) if anchored or holding else None  # F_0(Ω(h_i^0))
         return feat0, x_prev0, point_features(feat0, initial), originals
 
     initial = handles.clone()
@@ -236,8 +236,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                         held += 1  # every handle has arrived: hold them there a few iterations more
                     motion = motion_loss(feat, handles, targets, settings.r1, settings.stop_distance,
                                          settings.loss_reduction,
-                                         originals if settings.supervision == "anchored" else None,
-                                         hold=originals if settings.hold_steps > 0 else None)
+                                         originals if anchored else None, hold=originals if holding else None)
                 masked = mask_loss(x_prev, x_prev0, mask, settings.lam)
                 loss = motion + masked
                 if settings.optimize_text:

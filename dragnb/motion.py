@@ -62,17 +62,15 @@ def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Ten
     for i, (h, g) in enumerate(zip(handles, targets)):
         distance = torch.linalg.norm(g - h)
         if arrived(distance, stop_distance):
-            if hold is not None:
-                term = patch_area * (bilinear_patch(feature, g, r1) - hold[i : i + 1].detach()).abs().mean()
-                loss = loss + (term * feature.shape[1] if reduction == "paper" else term)
-            continue
-        d = (g - h) / distance  # unit direction d_i
-        if anchors is not None:
-            source = anchors[i : i + 1].detach()  # F_0(Ω(h_i^0)), (1, C, P, P)
+            if hold is None:
+                continue
+            shifted, source = bilinear_patch(feature, g, r1), hold[i : i + 1]  # F(Ω(g_i)) toward F_0(Ω(h_i^0))
         else:
-            source = bilinear_patch(feature, h.floor(), r1).detach()  # sg(F(Ω(h_i)))
-        shifted = bilinear_patch(feature, h + d, r1)  # F(Ω(h_i) + d_i)
-        term = patch_area * (shifted - source).abs().mean()
+            d = (g - h) / distance  # unit direction d_i
+            # F_0(Ω(h_i^0)) (anchored), or sg(F(Ω(h_i))) (reference); (1, C, P, P)
+            source = anchors[i : i + 1] if anchors is not None else bilinear_patch(feature, h.floor(), r1)
+            shifted = bilinear_patch(feature, h + d, r1)  # F(Ω(h_i) + d_i)
+        term = patch_area * (shifted - source.detach()).abs().mean()
         loss = loss + (term * feature.shape[1] if reduction == "paper" else term)
     return loss
 

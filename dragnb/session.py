@@ -389,9 +389,8 @@ class DragSession:
         z_0 last; None for the original branch's own (and for generated images, which have no inversion)."""
         if self.settings.denoise.blend_from != "inversion" or self.generated is not None:
             return None
-        latents = self.run_inversion().latents  # [z_0, ..., z_t]
-        n = len(latents) - 1
-        return [latents[n - skip - i - 1] for i in range(n - skip)]
+        latents = self.run_inversion().latents  # [z_0, ..., z_t]: step i of those left ends on z at index -2-skip-i
+        return latents[: len(latents) - 1 - skip][::-1]
 
     def _denoise_key(self, dragged: DragResult) -> str:
         return _digest(dragged.key, dragged.stop_reason, len(dragged.history), dataclasses.asdict(self.settings.denoise))

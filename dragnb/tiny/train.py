@@ -329,11 +329,12 @@ def evaluate_vae(vae, n: int = 128, world: str = "flat") -> dict:
     }
 
 
-def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only: bool = False) -> None:
+def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only: bool = False) -> bool:
     """Train the VAE (stage 2), or with ``decoder_only`` fine-tune its decoder on the frozen encoder's latents.
 
     The decoder-only phase (``--minutes-decoder``, run after the UNet) raises reconstruction quality without
-    changing the latents the UNet was trained on, as SD's ft-MSE decoder did.
+    changing the latents the UNet was trained on, as SD's ft-MSE decoder did. Returns whether this call trained
+    (False: the phase was already finished, its weights only loaded).
     """
     import torch
     import torch.nn.functional as F
@@ -351,8 +352,8 @@ def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only:
         vae.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
     if run.state["done"] and not (decoder_only and run.running):
-        return  # a larger --minutes-decoder extends a finished decoder phase (its lr schedule follows the new
-        # budget); the whole VAE is never reopened: the UNet was trained on its latents
+        return False  # a larger --minutes-decoder extends a finished decoder phase (its lr schedule follows the
+        # new budget); the whole VAE is never reopened: the UNet was trained on its latents
     last_eval = time.time()
 
     def checkpoint():
@@ -405,6 +406,7 @@ def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only:
     log(phase=phase, step=run.state["step"], event="final_eval", **evaluate_vae(vae, 256, args.world))
     run.state["done"] = True
     checkpoint()
+    return True
 
 
 # --------------------------------------------------------------------------------------- stage 3: latents
@@ -671,13 +673,10 @@ def main(argv=None) -> int:
     vae.register_to_config(scaling_factor=scaling)
     train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, prompts, args, work, log)
     if args.minutes_decoder > 0 or (work / "decoder.pt").exists():
-        decoder_state = (work / "decoder.pt")
-        state = torch.load(decoder_state, weights_only=False)["state"] if decoder_state.exists() else None
-        finished = state is not None and state["done"] and state["elapsed"] >= args.minutes_decoder * 60
-        train_vae(vae, images, args, work, log, decoder_only=True)
+        trained = train_vae(vae, images, args, work, log, decoder_only=True)
         vae.eval().requires_grad_(False)
         vae.register_to_config(scaling_factor=scaling)
-        if not finished:
+        if trained:  # a new or a longer decoder: export the model with it
             export_checkpoint(vae, unet, text_encoder, tokenizer, scheduler, args, work, log)
     log(phase="done", out=str(args.out))
     return 0
