@@ -9,8 +9,9 @@ Writes the cases first if the folder is empty (dragnb.evaluation.scenebench.writ
 settings are the model's own defaults (its dragnb_defaults.json) unless --paper-defaults asks for the reference
 code's. Prints one line per case and the summary (success rate, median placement error, ...).
 
-With ``--variant`` (repeatable) every case runs once per variant in one session, so LoRA and inversion are
-computed once per case and each variant costs its drag and denoising only; the summaries (one per variant,
+With ``--variant`` (repeatable) every case runs once with the base settings (variant ``base``) and once per variant
+in one session, so LoRA and inversion are computed once per case and each variant costs its drag and denoising
+only (a variant that changes the LoRA or the inversion recomputes them); the summaries (one per variant,
 ``seconds_per_edit`` = drag + denoising) go to --json and, with --record, under ``variant_runs``.
 """
 
@@ -53,7 +54,7 @@ def main() -> None:
     p.add_argument("--save-images", default=None, help="folder for the edited images")
     p.add_argument("--time-second-drag", action="store_true", help="also time a second drag on each image")
     p.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:STAGE.FIELD=V,...",
-                   help="run every case under this variant too (settings over the others'); repeatable")
+                   help="run every case under this variant too (settings over the others'); repeatable. The base settings run first, as variant \"base\"; --save-images then writes one folder per variant")
     args = p.parse_args()
     if args.variants:
         return sweep(args)
@@ -70,10 +71,7 @@ def main() -> None:
         score = score_case(folder, result.image)
         scores.append(score)
         if args.save_images:
-            from PIL import Image
-
-            Path(args.save_images).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(result.image).save(Path(args.save_images) / f"{folder.name}.png")
+            save_image(result.image, Path(args.save_images) / f"{folder.name}.png")
         if args.time_second_drag:
             h, t = sample.points.handles[0], sample.points.targets[0]
             session.set_points([(h[0], h[1], (h[0] + t[0]) / 2, (h[1] + t[1]) / 2)])
@@ -103,6 +101,14 @@ def main() -> None:
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def save_image(image, path: Path) -> None:
+    """Write an edited image (uint8 H x W x 3), making its folder."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
 def prepare(args):
     """The model, the base settings and the case folders to run (written first if the folder is empty)."""
     model = load_model(args.model, device="cpu")
@@ -117,7 +123,7 @@ def sweep(args) -> None:
     """Every case once per variant, one session per case (LoRA and inversion shared by the variants)."""
     model, base, folders = prepare(args)
     try:
-        variants = dict(named_overrides(v, "--variant") for v in args.variants)
+        variants = {"base": [], **dict(named_overrides(v, "--variant") for v in args.variants)}
         settings = {name: apply_overrides(base, assignments) for name, assignments in variants.items()}  # checked now
     except InputError as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -135,6 +141,8 @@ def sweep(args) -> None:
             seconds[name].append(result.seconds["drag"] + result.seconds["denoise"])
             score = score_case(folder, result.image)
             scores[name].append(score)
+            if args.save_images:
+                save_image(result.image, Path(args.save_images) / name / f"{folder.name}.png")
             line.append(f"{name} {'OK' if score.success else '--'} {score.error_px:.1f}px "
                         f"({result.drag.stop_reason}, {len(result.drag.history)})")
         print(" | ".join(line), flush=True)
@@ -154,7 +162,8 @@ def sweep(args) -> None:
     if args.record:
         record = Path(args.record)
         data = json.loads(record.read_text()) if record.is_file() else {}
-        data.setdefault(record_key("variant"), {}).update(out)
+        data.setdefault(record_key("variant"), {}).update({f"{args.label}: {n}" if args.label else n: v
+                                                           for n, v in out.items()})
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 

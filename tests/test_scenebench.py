@@ -90,3 +90,32 @@ def test_a_rigid_move_does_not_pass_for_a_stretch(textured):
     dx, dy = (pair.target[0] - pair.handle[0]) / w, (pair.target[1] - pair.handle[1]) / h
     rigid = render(moved(case.scene, case.edits[0].index, dx, dy), case.size)
     assert not score_case(folder, rigid).success
+
+
+def test_two_moved_shapes_are_scored_each_in_its_own_box(tmp_path):
+    """When two shapes move, one shape's look coming out different is not counted as the other shape, and the
+    shape that stayed behind is the one that fails."""
+    from dataclasses import replace
+
+    from dragnb.tiny.cases import benchmark_case
+    from dragnb.tiny.scenes import render
+
+    index = next(i for i in range(200) if len(benchmark_case(i, seed=0)[0].edits) == 2)
+    folder = write_cases(tmp_path, n=index + 1, seed=0, size=64, benchmark="textured")[index]
+    case, _ = load_case(folder)
+    i, j = (e.index for e in case.edits)
+    answer = case.target_scene
+    other = answer.shapes[j]
+    restyled = replace(other, style="plain" if other.style != "plain" else "striped")
+    restyled_answer = replace(answer, shapes=tuple(restyled if k == j else s for k, s in enumerate(answer.shapes)))
+    score = score_case(folder, render(restyled_answer, case.size))
+    assert score.success, score
+    assert all(s.error_px < 1.0 and 0.85 < s.area_ratio < 1.2 for s in score.shapes), score.shapes
+
+    left_behind = replace(answer, shapes=tuple(case.scene.shapes[j] if k == j else s
+                                               for k, s in enumerate(answer.shapes)))
+    score = score_case(folder, render(left_behind, case.size))
+    by_index = {s.index: s for s in score.shapes}
+    assert not score.success
+    assert by_index[i].error_px < 1.0
+    assert by_index[j].error_px > 0.05 * 64

@@ -13,9 +13,12 @@ Each case folder holds what DragBench holds (``original_image.png``, ``meta_data
 'points': [[hx, hy], [tx, ty], ...], 'mask'}``, points in image pixels with x = column, mask uint8 H x W with
 1 = editable) plus the known answer: ``target_image.png`` and ``case.json``.
 
-Scoring is colour-agnostic: each edited shape is segmented in the edited image as the pixels, inside the
-editable mask, that differ from the known answer rendered *without* that shape (other shapes and the
-background stay in that reference, so only the edited shape - and whatever the edit smeared - shows up).
+Scoring is colour-agnostic: each edited shape is segmented in the edited image as the pixels, inside its own
+edit's box (:func:`dragnb.tiny.cases.edit_box`: its source and answer with 5 % to spare; the whole mask when one
+shape is edited), that differ from the known answer rendered *without* that shape (other shapes and the
+background stay in that reference, so only the edited shape - and whatever the edit smeared - shows up). The
+own box matters when two shapes move: over the whole mask, every pixel in which the *other* moved shape's
+shading or texture came out slightly different would count as this shape.
 Success (issue 3): for every edited shape, centre within 5 % of the image side of where it should be and area
 kept within x0.6-1.6; and PSNR >= 30 dB outside the mask. For a stretch, where only the pulled half lies in
 the mask, the edited shape must also overlap the answer's half by IoU >= 0.7 (the unedited image would
@@ -36,7 +39,7 @@ from PIL import Image
 
 from ..images import psnr
 from ..points import DragPoints
-from ..tiny.cases import BENCHMARK_SEED, BENCHMARKS, SceneCase, benchmark_case
+from ..tiny.cases import BENCHMARK_SEED, BENCHMARKS, SceneCase, benchmark_case, edit_box
 from ..tiny.scenes import Scene, centroid, render, shape_mask, without
 from .dragbench import safe_load_pickle, write_sample
 
@@ -162,10 +165,11 @@ def score_case(case_dir: str | Path, edited_image) -> CaseScore:
     side = min(case.size)
     shapes = []
     for exp in case.expected:
-        seg = segment_shape(target, exp.index, mask, edited)
+        own = mask * edit_box(case.scene, target, next(e for e in case.edits if e.index == exp.index), case.size)
+        seg = segment_shape(target, exp.index, own, edited)
         centre = centroid(seg)
         error = math.dist(centre, exp.centre) if seg.any() else math.inf
-        answer = shape_mask(target, exp.index, case.size) & (mask > 0)
+        answer = shape_mask(target, exp.index, case.size) & (own > 0)
         union = (seg | answer).sum()
         shapes.append(ShapeScore(exp.index, centre, exp.centre, error, float(seg.sum()) / exp.area,
                                  float((seg & answer).sum() / union) if union else 0.0))

@@ -291,22 +291,28 @@ def make_textured_case(seed: int, size: int | tuple[int, int] = 128, name: str |
         return case, mask
 
 
-def edit_mask(scene: Scene, target: Scene, edits: tuple[Edit, ...], size: tuple[int, int]) -> np.ndarray:
-    """Editable region, uint8 (H, W): a box (5 % of the side to spare) around each edited shape's source and answer;
-    for a stretch only its pulled half, so the half that stays is judged by the PSNR outside."""
+def edit_box(scene: Scene, target: Scene, edit: Edit, size: tuple[int, int]) -> np.ndarray:
+    """One edit's editable region, uint8 (H, W): a box (5 % of the side to spare) around the edited shape's source
+    and answer; for a stretch only its pulled half, so the half that stays is judged by the PSNR outside."""
     w, h = size
     margin = max(2, round(0.05 * min(w, h)))
+    box = _box_mask([shape_mask(scene, edit.index, size), shape_mask(target, edit.index, size)], size, margin)
+    if edit.kind == "stretch":  # keep the half that does not move outside the mask
+        s = scene.shapes[edit.index]
+        cx, cy = s.cx * w, s.cy * h
+        cols, rows = np.arange(w) + 0.5, np.arange(h) + 0.5
+        half = {"right": cols[None, :] > cx, "left": cols[None, :] < cx,
+                "top": rows[:, None] < cy, "bottom": rows[:, None] > cy}[edit.side]
+        box = box * np.broadcast_to(half, box.shape)
+    return box.astype(np.uint8)
+
+
+def edit_mask(scene: Scene, target: Scene, edits: tuple[Edit, ...], size: tuple[int, int]) -> np.ndarray:
+    """Editable region, uint8 (H, W): the union of every edit's :func:`edit_box`."""
+    w, h = size
     mask = np.zeros((h, w), dtype=np.uint8)
     for e in edits:
-        box = _box_mask([shape_mask(scene, e.index, size), shape_mask(target, e.index, size)], size, margin)
-        if e.kind == "stretch":  # keep the half that does not move outside the mask
-            s = scene.shapes[e.index]
-            cx, cy = s.cx * w, s.cy * h
-            cols, rows = np.arange(w) + 0.5, np.arange(h) + 0.5
-            half = {"right": cols[None, :] > cx, "left": cols[None, :] < cx,
-                    "top": rows[:, None] < cy, "bottom": rows[:, None] > cy}[e.side]
-            box = box * np.broadcast_to(half, box.shape)
-        mask = np.maximum(mask, box.astype(np.uint8))
+        mask = np.maximum(mask, edit_box(scene, target, e, size))
     return mask
 
 
