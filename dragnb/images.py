@@ -129,10 +129,26 @@ def load_mask(mask, image_size: tuple[int, int], argument: str = "mask") -> np.n
     return out if out.any() else None
 
 
-def mask_to_latent(mask: np.ndarray, latent_size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) bool, 1 = editable -> (1, 1, h, w) float on the latent grid (nearest, as the reference)."""
+LATENT_MASK_MODES = ("nearest", "centre", "inside", "area")
+
+
+def mask_to_latent(mask: np.ndarray, latent_size: tuple[int, int], mode: str = "nearest") -> torch.Tensor:
+    """(H, W) bool, 1 = editable -> (1, 1, h, w) float on the latent grid.
+
+    ``mode``: ``nearest`` (the reference's: each latent cell takes the pixel at its top-left corner, so the
+    mask shifts by half a cell up and left), ``centre`` (the pixel at the cell's centre), ``inside`` (1 only where
+    every pixel of the cell is editable) or ``area`` (the editable fraction of the cell, a soft mask).
+    """
+    if mode not in LATENT_MASK_MODES:
+        raise ValueError(f"mode must be one of {LATENT_MASK_MODES}, got {mode!r}")
     m = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, H, W)
-    return F.interpolate(m, size=latent_size, mode="nearest")
+    if mode == "nearest":
+        return F.interpolate(m, size=latent_size, mode="nearest")
+    if mode == "centre":
+        return F.interpolate(m, size=latent_size, mode="nearest-exact")
+    if mode == "inside":
+        return 1.0 - F.adaptive_max_pool2d(1.0 - m, latent_size)
+    return F.adaptive_avg_pool2d(m, latent_size)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -372,7 +372,8 @@ class DragSession:
         original, _ = self._start_latent()
         if dragged.denoised_steps:  # an alternating drag took the first steps: both branches are further down
             original = dragged.original_latent.to(self.model.device)
-        mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]))
+        mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]),
+                                                             self.settings.denoise.blend_mask)
         with vae_memory(self.model.pipe.vae, self.settings.compute), self._fused():
             result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
                              self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,

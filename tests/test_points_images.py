@@ -71,3 +71,16 @@ def test_masks():
         load_mask(np.ones((4, 5)), (4, 4))
     lat = mask_to_latent(np.ones((8, 8), bool), (2, 2))
     assert lat.shape == (1, 1, 2, 2) and torch.all(lat == 1)
+
+
+def test_mask_to_latent_modes():
+    """Columns 1-5 editable on 8 x 8 pixels, 2 x 2 latent cells of 4 x 4: each mode's reading of the two columns."""
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[:, 1:6] = True
+    expected = {"nearest": [0.0, 1.0], "centre": [1.0, 0.0], "inside": [0.0, 0.0], "area": [0.75, 0.5]}
+    for mode, row in expected.items():
+        latent = mask_to_latent(mask, (2, 2), mode)
+        assert latent.shape == (1, 1, 2, 2)
+        assert latent[0, 0].tolist() == [row, row], mode
+    with pytest.raises(ValueError, match="mode"):
+        mask_to_latent(mask, (2, 2), "bilinear")

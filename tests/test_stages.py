@@ -262,6 +262,33 @@ def test_blending_from_the_inversion_ends_outside_the_mask_on_the_encoded_latent
     assert not torch.equal(branch.denoise.latent[..., keep], z0[..., keep])  # the branch drifts from z_0
 
 
+def test_blend_mask_modes_bring_the_mask_to_the_latent_grid_as_they_say(tiny_model, blob_image):
+    """denoise.blend_mask: cells the mask does not touch end on z_0 in every mode; "area" blends a cell the mask
+    boundary crosses in proportion, so it differs from both the encoded z_0 and the nearest-mask result there."""
+    settings = Settings(lora=LoraSettings(steps=0), inversion=InversionSettings(num_steps=10),
+                        drag=DragSettings(max_steps=4, lr=0.05),
+                        denoise=DenoiseSettings(blend_outside_mask=True, blend_from="inversion"))
+    session = DragSession(tiny_model, blob_image, "a red disc", settings)
+    session.set_points([(20, 20, 36, 20)])
+    mask = np.zeros(blob_image.shape[:2], bool)
+    mask[9:39, 9:47] = True  # edges inside latent cells (4 px each)
+    session.set_mask(mask)
+    results = {}
+    for mode in ("nearest", "centre", "inside", "area"):
+        session.settings = dataclasses.replace(settings, denoise=dataclasses.replace(settings.denoise, blend_mask=mode))
+        results[mode] = session.run()
+        assert results[mode].drag is results["nearest"].drag  # only the denoising reruns
+    z0 = results["nearest"].inversion.z0.cpu()
+    area = mask_to_latent(mask, (16, 16), "area")[0, 0]
+    untouched, partial = area == 0, (area > 0) & (area < 1)
+    for mode, edit in results.items():
+        assert torch.equal(edit.denoise.latent[..., untouched], z0[..., untouched]), mode
+    soft = results["area"].denoise.latent[..., partial]
+    assert not torch.allclose(soft, z0[..., partial], atol=1e-4)
+    assert not torch.allclose(soft, results["nearest"].denoise.latent[..., partial], atol=1e-4)
+    assert results["area"].to_record()["settings"]["denoise"]["blend_mask"] == "area"
+
+
 def test_paper_variants_run(tiny_model):
     """The seed paper's variants: plain gradient step, paper normalisation, tracking from the last handle."""
     zt, t, text = _drag_inputs(tiny_model)
