@@ -241,17 +241,24 @@ def test_blending_outside_the_mask_keeps_the_unedited_branch_there(tiny_model):
     torch.testing.assert_close(everywhere.latent, plain.latent, atol=1e-5, rtol=1e-4)  # all editable: no change
 
 
-def test_blending_from_the_inversion_ends_outside_the_mask_on_the_encoded_latent(tiny_model, blob_image):
-    """blend_from="inversion": outside the mask the edited latent follows the inversion's own latents, so after
-    the last step it is the encoded z_0 there, bit for bit; inside, the edit stays."""
+def _blended_session(model, image, mask) -> DragSession:
+    """A short drag on ``image`` whose denoising blends the inversion's latents outside ``mask``."""
     settings = Settings(lora=LoraSettings(steps=0), inversion=InversionSettings(num_steps=10),
                         drag=DragSettings(max_steps=4, lr=0.05),
                         denoise=DenoiseSettings(blend_outside_mask=True, blend_from="inversion"))
-    session = DragSession(tiny_model, blob_image, "a red disc", settings)
+    session = DragSession(model, image, "a red disc", settings)
     session.set_points([(20, 20, 36, 20)])
+    session.set_mask(mask)
+    return session
+
+
+def test_blending_from_the_inversion_ends_outside_the_mask_on_the_encoded_latent(tiny_model, blob_image):
+    """blend_from="inversion": outside the mask the edited latent follows the inversion's own latents, so after
+    the last step it is the encoded z_0 there, bit for bit; inside, the edit stays."""
     mask = np.zeros(blob_image.shape[:2], bool)
     mask[8:40, 8:48] = True
-    session.set_mask(mask)
+    session = _blended_session(tiny_model, blob_image, mask)
+    settings = session.settings
     edit = session.run()
     keep = mask_to_latent(mask, (16, 16))[0, 0] == 0
     z0 = edit.inversion.z0.cpu()
@@ -265,14 +272,10 @@ def test_blending_from_the_inversion_ends_outside_the_mask_on_the_encoded_latent
 def test_blend_mask_modes_bring_the_mask_to_the_latent_grid_as_they_say(tiny_model, blob_image):
     """denoise.blend_mask: cells the mask does not touch end on z_0 in every mode; "area" blends a cell the mask
     boundary crosses in proportion, so it differs from both the encoded z_0 and the nearest-mask result there."""
-    settings = Settings(lora=LoraSettings(steps=0), inversion=InversionSettings(num_steps=10),
-                        drag=DragSettings(max_steps=4, lr=0.05),
-                        denoise=DenoiseSettings(blend_outside_mask=True, blend_from="inversion"))
-    session = DragSession(tiny_model, blob_image, "a red disc", settings)
-    session.set_points([(20, 20, 36, 20)])
     mask = np.zeros(blob_image.shape[:2], bool)
     mask[9:39, 9:47] = True  # edges inside latent cells (4 px each)
-    session.set_mask(mask)
+    session = _blended_session(tiny_model, blob_image, mask)
+    settings = session.settings
     results = {}
     for mode in ("nearest", "centre", "inside", "area"):
         session.settings = dataclasses.replace(settings, denoise=dataclasses.replace(settings.denoise, blend_mask=mode))
