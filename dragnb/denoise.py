@@ -44,7 +44,8 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
             background: Sequence[torch.Tensor] | None = None) -> DenoiseResult:
     """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control.
 
-    ``mask``: (1, 1, h, w) on the latent grid, 1 = editable, used by ``settings.blend_outside_mask``.
+    ``mask``: (1, 1, h, w) on the latent grid, 1 = editable (fractions in between blend in proportion:
+    ``denoise.blend_mask``), used by ``settings.blend_outside_mask``.
     ``skip``: the first steps of the schedule already taken (by an alternating drag; both latents are then at
     that later timestep). ``edited_text``: the edited branch's own text embedding (an optimised one, DragText),
     the original branch keeping ``text``. ``background``: what the blend copies outside the mask after each

@@ -54,7 +54,8 @@ def main() -> None:
     p.add_argument("--save-images", default=None, help="folder for the edited images")
     p.add_argument("--time-second-drag", action="store_true", help="also time a second drag on each image")
     p.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:STAGE.FIELD=V,...",
-                   help="run every case under this variant too (settings over the others'); repeatable. The base settings run first, as variant \"base\"; --save-images then writes one folder per variant")
+                   help="run every case under this variant too (settings over the others'); repeatable. The "
+                   "base settings run first, as variant 'base'; --save-images then writes one folder per variant")
     args = p.parse_args()
     if args.variants:
         return sweep(args)

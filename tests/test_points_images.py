@@ -84,3 +84,9 @@ def test_mask_to_latent_modes():
         assert latent[0, 0].tolist() == [row, row], mode
     with pytest.raises(ValueError, match="mode"):
         mask_to_latent(mask, (2, 2), "bilinear")
+    import typing
+
+    from dragnb.config import DenoiseSettings
+    from dragnb.images import LATENT_MASK_MODES
+
+    assert typing.get_args(typing.get_type_hints(DenoiseSettings)["blend_mask"]) == LATENT_MASK_MODES
