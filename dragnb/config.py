@@ -175,6 +175,9 @@ class DragSettings(_Checked):
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
 
 
+LatentMaskMode = Literal["nearest", "centre", "inside", "area"]  # dragnb.images.mask_to_latent's modes
+
+
 @dataclass(frozen=True)
 class DenoiseSettings(_Checked):
     """Stage 4: DDIM denoising from the edited z_t with reference-latent control."""
@@ -190,7 +193,7 @@ class DenoiseSettings(_Checked):
     blend_from: Literal["branch", "inversion"] = "branch"  # what blend_outside_mask copies: the original branch's
     # latent, or the inversion's latent at the same timestep (its last is the encoded z_0: the outside is then
     # exactly the VAE's reconstruction of the source)
-    blend_mask: Literal["nearest", "centre", "inside", "area"] = "nearest"  # how blend_outside_mask brings the
+    blend_mask: LatentMaskMode = "nearest"  # how blend_outside_mask brings the
     # pixel mask to the latent grid (dragnb.images.mask_to_latent): the reference's nearest (a cell takes its
     # top-left pixel, as the mask term does), the cell's centre pixel, only cells wholly editable, or each cell's
     # editable fraction (a soft blend)

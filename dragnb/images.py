@@ -8,6 +8,7 @@ resized back to the original size at the end, so aspect ratio is kept up to that
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from .config import LatentMaskMode
 from .errors import InputError
 
 
@@ -129,7 +131,7 @@ def load_mask(mask, image_size: tuple[int, int], argument: str = "mask") -> np.n
     return out if out.any() else None
 
 
-LATENT_MASK_MODES = ("nearest", "centre", "inside", "area")
+LATENT_MASK_MODES = typing.get_args(LatentMaskMode)  # the choices of DenoiseSettings.blend_mask
 
 
 def mask_to_latent(mask: np.ndarray, latent_size: tuple[int, int], mode: str = "nearest") -> torch.Tensor:

@@ -164,8 +164,8 @@ def score_case(case_dir: str | Path, edited_image) -> CaseScore:
     target = case.target_scene
     side = min(case.size)
     shapes = []
-    for exp in case.expected:
-        own = mask * edit_box(case.scene, target, next(e for e in case.edits if e.index == exp.index), case.size)
+    for edit, exp in zip(case.edits, case.expected, strict=True):  # one expectation per edit, in order
+        own = mask * edit_box(case.scene, target, edit, case.size)
         seg = segment_shape(target, exp.index, own, edited)
         centre = centroid(seg)
         error = math.dist(centre, exp.centre) if seg.any() else math.inf

@@ -27,11 +27,11 @@ Stages (each resumes from ``<work>/`` where it stopped, optimiser state and EMA 
 Budgets are minutes of training-step time per phase (checks and checkpoints come on top), so a resumed run
 continues its schedule exactly. The log is ``<work>/log.jsonl``, one JSON object a line.
 
-The shipped model (textured world, about 1 h 50 min of wall time on 2 CPU cores): a 20-minute pilot
+The shipped model (v3.2, textured world, about 2 h 15 min of wall time on 2 CPU cores): a 20-minute pilot
 ``--world textured --minutes-vae 7 --minutes-unet 13``, then the same work folder resumed with
-``--minutes-unet 65 --minutes-decoder 6 --check-minutes 15``, then once more with ``--minutes-decoder 30
---check-minutes 10`` (a finished decoder phase given more minutes continues; the encoder, the latents and the
-UNet stay as they were). Its exact commands are in its training_log.jsonl.
+``--minutes-unet 65 --minutes-decoder 6 --check-minutes 15``, then with ``--minutes-decoder 30 --check-minutes 10``
+(v3.1) and ``--minutes-decoder 55`` (v3.2): a finished decoder phase given more minutes continues; the encoder, the
+latents and the UNet stay as they were. Its exact commands are in its training_log.jsonl.
 """
 
 from __future__ import annotations
