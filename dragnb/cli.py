@@ -62,6 +62,7 @@ def _run_drag(args) -> int:
         mask = load_mask(args.mask, image.shape[:2], "--mask")
         prompt = args.prompt or ""
     out = output_file(args.out, "--out")
+    output_file(out.with_suffix(".json"), "--out", suffixes=())  # the record beside it: not a folder, writable
     cache_dir = open_cache(args.cache_dir, "--cache-dir") if args.cache_dir else None
     if args.model is None and not EMBEDDED_MODEL.is_dir():
         raise InputError("--model", "the embedded model is not in data/ yet; pass --model NAME_OR_PATH")
@@ -120,6 +121,8 @@ def _run_replay(args) -> int:
         raise InputError("--out", f"{args.out!r} is the history folder itself; give another folder (the replay "
                          "writes the same file names)")
     out = writable_folder(args.out, "--out")
+    if (out / "history.json").exists():  # its round images would mix with the replay's
+        raise InputError("--out", f"{args.out!r} already holds a history (history.json); give a new or empty folder")
     cache_dir = open_cache(args.cache_dir, "--cache-dir") if args.cache_dir else None
     name = args.model if args.model is not None else history.model or None
     if name is None and not EMBEDDED_MODEL.is_dir():

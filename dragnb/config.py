@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -281,7 +282,10 @@ def settings_from_dict(data: dict[str, Any], base: Settings | None = None) -> Se
     stages = {}
     for stage, cls in _STAGES.items():
         current = getattr(base, stage)
-        overrides = dict(data.get(stage, {}))
+        given = data.get(stage, {})
+        if not isinstance(given, dict):
+            raise InputError(stage, f"must be an object of settings such as {{\"{stage}\": {{...}}}}, got {given!r}")
+        overrides = dict(given)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
@@ -334,9 +338,18 @@ def model_defaults(model_dir: str | Path | None) -> Settings:
     return Settings()
 
 
-def check_for_model(settings: Settings, up_blocks: int, train_timesteps: int) -> None:
+def check_for_model(settings: Settings, up_blocks: int, train_timesteps: int,
+                    module_names: Sequence[str] = ()) -> None:
     """What a loaded model bounds: block indices must exist among its ``up_blocks`` decoder blocks (negative
-    ones count from the end) and the DDIM schedule cannot have more steps than the model's training."""
+    ones count from the end), the DDIM schedule cannot have more steps than the model's training, and each of
+    ``lora.target_modules`` must name UNet modules (peft's rule: a module's dotted name is it or ends in
+    ``.<it>``; checked when ``module_names``, the UNet's, are given)."""
+    if module_names:
+        for target in settings.lora.target_modules:
+            if not any(n == target or n.endswith("." + target) for n in module_names):
+                raise SettingError("lora.target_modules", settings.lora.target_modules,
+                                   f"every name must be a UNet module (e.g. to_q, to_k, to_v, to_out.0); "
+                                   f"no module is called {target!r}")
     for stage, name in (("drag", "feature_blocks"), ("denoise", "control_blocks")):
         blocks = getattr(getattr(settings, stage), name)
         bad = [b for b in blocks if not -up_blocks <= b < up_blocks]

@@ -1,4 +1,4 @@
-"""Stage 4: DDIM denoising from the edited z_t back to an image, with reference-latent control.
+"""Stage 4: DDIM denoising from the edited z_t back to an image, with reference-latent control (docs/method.md §4).
 
 With control on, [original z_t, edited z_t] are denoised together as one batch and the edited branch's
 decoder self-attention reads the original branch's keys and values (:mod:`dragnb.attention`).

@@ -293,23 +293,27 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
 
 
 @torch.no_grad()
-def predicted_frames(model: Model, dragged: DragResult, t: int, prompt: str, every: int = 1
-                     ) -> list[tuple[int, np.ndarray]]:
+def predicted_frames(model: Model, dragged: DragResult, prompt: str, every: int = 1) -> list[tuple[int, np.ndarray]]:
     """x̂_0 predicted from each kept drag latent ẑ_t^k (one UNet pass + decode), as (k, (H, W, 3) uint8).
 
-    ``dragged``: the ``.drag`` of ``session.run(keep_latents=True)``; ``t``: its timestep
-    (``result.inversion.t``). Uses the model as it is (the session leaves its LoRA active).
+    ``dragged``: the ``.drag`` of ``session.run(keep_latents=True)``. Each latent is read at its own timestep
+    (``DragStep.t``: under ``schedule="alternating"`` the drag walks down the schedule), the final one at
+    ``dragged.t``; the text is the drag's own (``dragged.text`` under ``optimize_text``, else ``prompt``'s), its
+    conditional half for a guided generated image (x̂_0 without guidance). x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
+    (docs/method.md §1), so no DDIM schedule needs to be set. Uses the model as it is (the session leaves its
+    LoRA active).
     """
     if not dragged.history or dragged.history[0].latent is None:
         raise ValueError("predicted_frames needs the drag's latents: run with keep_latents=True")
-    scheduler = model.pipe.scheduler
-    text = encode_prompt(model, prompt)
+    alphas = model.pipe.scheduler.alphas_cumprod
+    text = dragged.text[-1:] if dragged.text is not None else encode_prompt(model, prompt)
     history = dragged.history
-    latents = [(s.step, s.latent) for s in history[::every]] + [(len(history), dragged.latent)]  # + the final one
+    latents = [(s.step, s.t, s.latent) for s in history[::every]] + [(len(history), dragged.t, dragged.latent)]
     frames = []
-    for k, z in latents:
+    for k, t, z in latents:
         z = z.to(model.device)
-        eps = model.pipe.unet(z, t, text).sample
-        x0 = scheduler.step(eps, t, z).pred_original_sample  # x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
+        eps = model.pipe.unet(z, t, text.to(model.device)).sample
+        a = alphas[int(t)].to(z.device, z.dtype)
+        x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
         frames.append((k, from_model_tensor(decode_latent(model, x0))))
     return frames

@@ -1,4 +1,4 @@
-"""UNet decoder features F(z) read through forward hooks (no copied UNet ``forward``).
+"""UNet decoder features F(z) read through forward hooks (no copied UNet ``forward``; docs/method.md §3.1).
 
 ``unet.up_blocks[i]`` outputs are captured while the UNet runs, bilinearly resized to the supervision
 grid and concatenated along channels. Block indices may be negative: -2 is the second-to-last up block,

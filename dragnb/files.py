@@ -51,6 +51,8 @@ def output_file(path: str | Path, argument: str = "--out", suffixes: tuple[str, 
     if not out.parent.is_dir():
         raise InputError(argument, f"{str(out.parent)!r} is a file, not a folder; give a path inside a folder")
     _probe(out.parent, argument)
+    if out.exists() and not os.access(out, os.W_OK):
+        raise InputError(argument, f"{str(out)!r} exists and cannot be overwritten (read-only); give another name")
     return out
 
 

@@ -1,5 +1,5 @@
 """Generated-image mode: make an image from a prompt, keeping every latent, so a drag can start from the
-kept z_t directly (no LoRA, no inversion), as the reference's second mode does.
+kept z_t directly (no LoRA, no inversion), as the reference's second mode does (docs/method.md §7).
 """
 
 from __future__ import annotations

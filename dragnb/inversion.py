@@ -92,6 +92,9 @@ def invert(model: Model, z0: torch.Tensor, text: torch.Tensor, settings: Inversi
     ``callbacks`` get an :class:`~dragnb.callbacks.InversionStep` after every step; one returning True stops the
     inversion there (the result is marked ``interrupted``, as after Ctrl-C).
     """
+    if settings.guidance_scale > 1 and len(text) != 2:
+        raise ValueError(f"inversion.guidance_scale {settings.guidance_scale} inverts with guidance, which needs "
+                         "[uncond, cond] text: encode_prompt(model, prompt, settings.guidance_scale)")
     start = time.perf_counter()
     forward = model.pipe.scheduler
     remaining = schedule(forward, settings)
@@ -136,13 +139,13 @@ def round_trip_errors(model: Model, image, prompt: str = "", strengths: Sequence
     source = to_rgb_array(image)
     x = to_model_tensor(source, model_size(source.shape[:2], model.resolution, model.size_multiple))
     z0 = encode_image(model, x)
-    text = encode_prompt(model, prompt)
+    text = encode_prompt(model, prompt, base.guidance_scale)  # [uncond, cond] when inverting with guidance
     reference = from_model_tensor(decode_latent(model, z0))  # the VAE's own reconstruction: the ceiling
     records = []
     for strength in strengths:
         s = InversionSettings(num_steps=base.num_steps, strength=float(strength), guidance_scale=base.guidance_scale)
         inverted = invert(model, z0, text, s)
-        back = denoise_latent(model, inverted.zt, text, s)
+        back = denoise_latent(model, inverted.zt, text, s, base.guidance_scale)
         decoded = from_model_tensor(decode_latent(model, back))
         records.append({"strength": float(strength), "t": inverted.t, "steps": s.inverted_steps,
                         "latent_error": float((back - z0).pow(2).mean() / z0.pow(2).mean()),

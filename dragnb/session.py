@@ -107,6 +107,15 @@ class EditResult:
         }
 
 
+def _stopped_as_saved(record: dict | None) -> list[Callback]:
+    """For a replay: a round whose drag was stopped early (the Stop button, a callback, Ctrl-C) stops after as many
+    iterations again, so its result is the saved one; a finished drag needs nothing."""
+    if not record or record.get("stop_reason") not in ("callback", "interrupted") or not record.get("drag_steps"):
+        return []
+    steps = int(record["drag_steps"])
+    return [lambda step: step.stage == "drag" and step.step + 1 >= steps]
+
+
 class DragSession:
     """Holds one image, its prompt, points, mask and settings, each stage's cached results, and the rounds."""
 
@@ -159,7 +168,8 @@ class DragSession:
         if not isinstance(settings, Settings):
             raise InputError("settings", f"expected a dragnb.config.Settings, got {type(settings).__name__}")
         unet = self.model.pipe.unet
-        check_for_model(settings, len(unet.up_blocks), self.model.pipe.scheduler.config.num_train_timesteps)
+        check_for_model(settings, len(unet.up_blocks), self.model.pipe.scheduler.config.num_train_timesteps,
+                        [name for name, _ in unet.named_modules()])
         reason = unsupported(settings.compute, self.model.device)
         if reason is not None:
             raise SettingError("compute.autocast", settings.compute.autocast, reason)
@@ -464,7 +474,8 @@ class DragSession:
         """Work on round ``rnd``: its source, prompt, settings, points and mask, and the LoRA it uses."""
         self._set_source(rnd.source, rnd.generated)
         self.prompt, self.settings = rnd.prompt, rnd.settings
-        self.points, self._mask = rnd.points, rnd.mask
+        self.points = rnd.points
+        self.set_mask(rnd.mask)
         root = self.history.root(rnd.index)
         self._kept_lora = None if not rnd.keep_lora else (
             _digest(root.source.tobytes(), list(root.source.shape)), to_model_tensor(root.source, self.model_size),
@@ -542,7 +553,7 @@ class DragSession:
             session.prompt, session.settings = saved.prompt, saved.settings
             session.points, session.mask = saved.points, saved.mask
             if saved.done:
-                session.run()
+                session.run(callbacks=_stopped_as_saved(saved.record))
             if on_round is not None:
                 on_round(saved, session.round)
         session.goto(history.current)

@@ -46,6 +46,7 @@ from dragnb.images import to_model_tensor
 from dragnb.lora import fused_lora
 from dragnb.models import Model, ddim_scheduler, encode_prompt, load_model, resolve_device
 from dragnb.session import DragSession
+from dragnb.tables import markdown_table
 from dragnb.testing import SD15_UNET_CONFIG, character_tokenizer, tiny_random_pipeline
 
 SD15_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
@@ -199,10 +200,8 @@ def cells(row: dict) -> list[str]:
 
 
 def markdown(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| " + " | ".join(label for label, _ in COLUMNS) + " |",
-             "| " + " | ".join("---" for _ in COLUMNS) + " |"]
-    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    table = markdown_table([dict(zip((label for label, _ in COLUMNS), cells(r))) for r in rows])
+    return f"{header}\n\n{table}\n"
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Side-by-side speed (not a test): the same edits on the same model under two versions of dragnb, in one run.
 
     .venv/bin/python scripts/speed_compare.py --baseline c4310a6 [--model-rev c4310a6] [--cases DIR] [--limit 6]
-        [--set STAGE.FIELD=V ...] [--new-set STAGE.FIELD=V ...] [--fixed-work] [--json FILE]
+        [--set STAGE.FIELD=V ...] [--new-set STAGE.FIELD=V ...] [--fixed-work] [--reference-defaults] [--json FILE]
 
 ``--baseline`` is a git revision of this repository (default: c4310a6, the code when issue 13 was filed); its
 ``dragnb/`` is exported to a temporary folder (``git archive``, no worktree is touched) and run in a child process
@@ -14,7 +14,9 @@ that rule), so every drag runs all ``max_steps`` iterations and both versions do
 trackers say.
 
 Per case: a first edit (all four stages) and a second drag on the same image (the handle moved half-way: LoRA and
-inversion cached), each timed around ``session.run()``. Prints per-stage medians and the ratio old / new.
+inversion cached), each timed around ``session.run()``. Prints per-stage medians and the ratio old / new, and
+whether the two versions' edited images are identical byte for byte (the behaviour check: with
+``--reference-defaults`` both start from the reference's ``Settings()`` instead of the model's defaults).
 """
 
 from __future__ import annotations
@@ -38,16 +40,18 @@ import json, os, sys, time
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
 torch.set_num_threads(int(os.environ.get("DRAGNB_THREADS", "2")))
-from dragnb.config import apply_overrides
+from dragnb.config import Settings, apply_overrides
 from dragnb.models import load_model
 from dragnb.session import DragSession
 try:
     from dragnb.evaluation.dragbench import read_sample
 except ImportError:  # the layout before issue 11
     from dragnb.dragbench import read_sample
+import hashlib
 model_dir, overrides, folders = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 model = load_model(model_dir, device="cpu")
-settings = apply_overrides(model.settings, overrides)
+settings = apply_overrides(Settings() if sys.argv[4] == "reference" else model.settings, overrides)
+digest = lambda image: hashlib.sha256(image.tobytes()).hexdigest()[:16]
 
 def case(folder):
     sample = read_sample(folder)
@@ -67,7 +71,8 @@ for i, folder in enumerate([folders[0]] + folders):  # the first case once more,
         continue
     print(json.dumps({"case": os.path.basename(folder), "first_s": first_s, "second_s": second_s,
                       "first_stages": first.seconds, "second_stages": second.seconds,
-                      "first_drag_steps": len(first.drag.history), "second_drag_steps": len(second.drag.history)}),
+                      "first_drag_steps": len(first.drag.history), "second_drag_steps": len(second.drag.history),
+                      "first_image": digest(first.image), "second_image": digest(second.image)}),
           flush=True)
 """
 
@@ -79,9 +84,9 @@ def export(rev: str, paths: list[str], into: Path) -> None:
         tar.extractall(into, filter="data")
 
 
-def run_child(src: Path, model: Path, overrides: list[str], folder: str) -> dict:
+def run_child(src: Path, model: Path, overrides: list[str], folder: str, base: str = "model") -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(model), json.dumps(overrides), json.dumps([folder])],
+    out = subprocess.run([sys.executable, "-c", CHILD, str(model), json.dumps(overrides), json.dumps([folder]), base],
                          env=env, cwd=src, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"error: the run under {src} failed:\n{out.stderr[-2000:]}")
@@ -97,8 +102,11 @@ def main() -> None:
     p.add_argument("--set", dest="both", action="append", default=[], metavar="STAGE.FIELD=V")
     p.add_argument("--new-set", dest="new", action="append", default=[], metavar="STAGE.FIELD=V")
     p.add_argument("--fixed-work", action="store_true", help="drag.stop_distance=0 on both: every drag runs max_steps")
+    p.add_argument("--reference-defaults", action="store_true",
+                   help="both versions start from the reference's Settings(), not the model's own defaults")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    base = "reference" if args.reference_defaults else "model"
     folders = sorted(str(f) for f in Path(args.cases).iterdir() if (f / "meta_data.pkl").is_file())[: args.limit]
     if not folders:
         raise SystemExit(f"error: --cases {args.cases!r} holds no case folders; write them with "
@@ -112,13 +120,20 @@ def main() -> None:
         model = model_src / "data" / "tiny-scenes"
         rows = {"old": [], "new": []}
         for folder in folders:  # alternating, so a change of machine load hits both alike
-            rows["old"].append(run_child(old_src, model, both, str(Path(folder).resolve())))
-            rows["new"].append(run_child(ROOT, model, [*both, *new], str(Path(folder).resolve())))
+            rows["old"].append(run_child(old_src, model, both, str(Path(folder).resolve()), base))
+            rows["new"].append(run_child(ROOT, model, [*both, *new], str(Path(folder).resolve()), base))
             o, n = rows["old"][-1], rows["new"][-1]
+            same = ["first" if o["first_image"] == n["first_image"] else "",
+                    "second" if o["second_image"] == n["second_image"] else ""]
             print(f"{Path(folder).name}: first {o['first_s']:.2f} -> {n['first_s']:.2f} s, "
                   f"second {o['second_s']:.2f} -> {n['second_s']:.2f} s "
                   f"(drag steps {o['first_drag_steps']}/{o['second_drag_steps']} -> "
-                  f"{n['first_drag_steps']}/{n['second_drag_steps']})", flush=True)
+                  f"{n['first_drag_steps']}/{n['second_drag_steps']}; identical images: "
+                  f"{' and '.join(x for x in same if x) or 'none'})", flush=True)
+    identical = {k: sum(o[f"{k}_image"] == n[f"{k}_image"] for o, n in zip(rows["old"], rows["new"]))
+                 for k in ("first", "second")}
+    print(f"identical images: first edits {identical['first']} of {len(folders)}, "
+          f"second drags {identical['second']} of {len(folders)}")
     med = lambda rs, f: statistics.median(f(r) for r in rs)  # noqa: E731
     print(f"\n{'median over ' + str(len(folders)) + ' cases':28s} {'old':>8s} {'new':>8s} {'old/new':>8s}")
     summary = {}
@@ -132,7 +147,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"command": "python scripts/speed_compare.py " + " ".join(sys.argv[1:]),
                                                "baseline": args.baseline, "model_rev": args.model_rev or args.baseline,
-                                               "set": both, "new_set": new, "threads": os.environ.get(
+                                               "set": both, "new_set": new, "identical_images": identical,
+                                               "base_settings": base, "threads": os.environ.get(
                                                    "OMP_NUM_THREADS", "2"), "summary": summary, "rows": rows}, indent=1))
 
 

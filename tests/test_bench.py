@@ -283,6 +283,27 @@ def test_sweep_with_injected_fidelity(tree, tiny_dir, tmp_path, monkeypatch):
     assert {r["image_fidelity"] for r in rows} != {""}
 
 
+def test_sweep_of_method_variants(tree, tiny_dir, tmp_path):
+    """The variants' switches sweep like any setting: choices and booleans, each edit recorded under its own."""
+    out = tmp_path / "variants"
+    args = ["bench", "--data", str(tree), "--out", str(out), "--model", str(tiny_dir), "--dift-model", "same",
+            "--categories", "discs", "--no-fidelity", "--sweep", "drag.supervision=reference,anchored",
+            "--sweep", "drag.optimize_text=false,true", *FAST]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["name"] for c in summary["configs"]] == [
+        f"drag.supervision={s} drag.optimize_text={t}" for s in ("reference", "anchored") for t in ("false", "true")]
+    for folder in out.glob("drag.supervision=*/seed_0/discs/a"):
+        drag = json.loads((folder / "record.json").read_text())["edit"]["settings"]["drag"]
+        name = folder.parts[-4]
+        assert f"drag.supervision={drag['supervision']}" in name
+        assert f"drag.optimize_text={str(drag['optimize_text']).lower()}" in name
+    assert len(list(out.glob("drag.supervision=*/seed_0/discs/a/record.json"))) == 4
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [(r["drag.supervision"], r["drag.optimize_text"]) for r in rows] == [
+        ("reference", "false"), ("reference", "true"), ("anchored", "false"), ("anchored", "true")]
+
+
 def test_bad_input_is_reported(tree, tiny_dir, tmp_path, capsys):
     assert main(["bench", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "--data" in capsys.readouterr().err

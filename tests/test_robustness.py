@@ -92,7 +92,9 @@ def test_model_bound_settings_fail_before_any_stage(tiny_model, blob_image, no_w
     session = DragSession(tiny_model, blob_image, "", FAST)
     for bad, field in ((dataclasses.replace(FAST, drag=DragSettings(feature_blocks=(7,))), "drag.feature_blocks"),
                        (dataclasses.replace(FAST, inversion=InversionSettings(num_steps=5000)), "inversion.num_steps"),
-                       (dataclasses.replace(FAST, drag=DragSettings(feature_scale=0.001)), "drag.feature_scale")):
+                       (dataclasses.replace(FAST, drag=DragSettings(feature_scale=0.001)), "drag.feature_scale"),
+                       (dataclasses.replace(FAST, lora=LoraSettings(target_modules=("to_qq",))),
+                        "lora.target_modules")):
         with pytest.raises(SettingError, match=field):
             session.settings = bad
         with pytest.raises(SettingError, match=field):
@@ -101,7 +103,8 @@ def test_model_bound_settings_fail_before_any_stage(tiny_model, blob_image, no_w
 
 
 @pytest.mark.parametrize("assignment", ["inversion.strength=1.5", "drag.max_steps=-5", "drag.optimizer=adamw",
-                                        "drag.lr=abc", "drag.feature_blocks=7", "denoise.control_blocks=9"])
+                                        "drag.lr=abc", "drag.feature_blocks=7", "denoise.control_blocks=9",
+                                        "lora.target_modules=to_q,attn9"])
 def test_cli_bad_setting_exits_2_before_lora(tiny_dir, tmp_path, blob_image, capsys, no_work, assignment):
     Image.fromarray(blob_image).save(tmp_path / "in.png")
     code = run_cli("--image", tmp_path / "in.png", "--points", "10,10,20,20", "--model", tiny_dir,
@@ -124,6 +127,13 @@ def test_handle_on_its_target_does_not_divide_by_zero(tiny_model):
     text = tiny_model.pipe.encode_prompt("", "cpu", 1, False)[0]
     result = drag(tiny_model, zt, 500, text, at, at.clone(), settings=DragSettings(stop_distance=0.0, max_steps=5))
     assert result.stop_reason == "reached" and not result.history  # arrived before the first step
+    held = drag(tiny_model, zt, 500, text, at, at.clone(),
+                settings=DragSettings(stop_distance=0.0, max_steps=5, hold_steps=2, supervision="anchored"))
+    assert held.stop_reason == "reached" and len(held.history) == 2  # held twice, then done; finite losses
+    assert all(np.isfinite(s.loss) for s in held.history)
+    searched = drag(tiny_model, zt, 500, text, at, at.clone(),
+                    settings=DragSettings(stop_distance=0.0, max_steps=5, tracking="line_search"))
+    assert searched.stop_reason == "reached"
 
 
 # ---------------------------------------------------------------------------------------------- 3. outputs
@@ -138,6 +148,30 @@ def test_outputs_are_checked_before_the_work(tiny_dir, tmp_path, blob_image, cap
         assert run_cli(*common, *extra) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_outputs_that_cannot_be_written_fail_before_the_work(tiny_dir, tmp_path, blob_image, capsys, no_work):
+    """A read-only --out, a folder where the record OUT.json goes, a read-only --cache-dir: one line, no work."""
+    import os
+
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    common = ["--image", tmp_path / "in.png", "--points", "10,10,20,20", "--model", tiny_dir]
+    (tmp_path / "locked.png").write_bytes(b"")
+    (tmp_path / "locked.png").chmod(0o444)
+    (tmp_path / "rec.json").mkdir()
+    (tmp_path / "shut").mkdir()
+    (tmp_path / "shut").chmod(0o555)
+    cases = [(["--out", tmp_path / "rec.png"], "rec.json' is a folder")]
+    if os.geteuid() != 0:  # root writes through permissions
+        cases += [(["--out", tmp_path / "locked.png"], "cannot be overwritten"),
+                  (["--out", tmp_path / "o.png", "--cache-dir", tmp_path / "shut"], "--cache-dir: cannot write")]
+    try:
+        for extra, message in cases:
+            assert run_cli(*common, *extra) == 2
+            err = capsys.readouterr().err
+            assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    finally:
+        (tmp_path / "shut").chmod(0o755)
 
 
 # ---------------------------------------------------------------------------------------------- 4. caches
@@ -185,6 +219,8 @@ def test_caches_heal_and_say_where_each_stage_came_from(tiny_model, blob_image, 
     (lambda d: (d / "dragnb_defaults.json").write_text("{oops"), "dragnb_defaults.json' is not usable"),
     (lambda d: (d / "dragnb_defaults.json").write_text('{"drag": {"lrr": 1}}'), "drag.lrr: no such setting"),
     (lambda d: (d / "dragnb_defaults.json").write_text('{"drag": {"lr": -1}}'), "drag.lr: got -1.0"),
+    (lambda d: (d / "dragnb_defaults.json").write_text('{"drag": 5}'), "drag: must be an object of settings"),
+    (lambda d: (d / "dragnb_defaults.json").write_text('{"dragg": {}}'), "dragg: no such stage"),
     (lambda d: shutil.rmtree(d / "tokenizer"), "lacks its tokenizer/ folder"),
 ])
 def test_broken_model_folders_get_a_model_line(tiny_dir, tmp_path, breakage, message):
@@ -220,9 +256,10 @@ def test_one_malformed_sample_never_stops_the_bench(tmp_path, blob_image):
 def test_devices_and_images_get_one_line(tmp_path, monkeypatch, blob_image, capsys):
     with pytest.raises(InputError, match="'foo' is not a device name; available here: cpu"):
         resolve_device("foo")
-    if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="'cuda' is not available .*available here: cpu"):
-            resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only build, even on a GPU machine
+    with pytest.raises(InputError, match="'cuda' is not available .*available here: cpu"):
+        resolve_device("cuda")
+    monkeypatch.undo()
     assert resolve_device("cpu") == torch.device("cpu")
     Image.fromarray(blob_image).save(tmp_path / "in.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 > 2 x 1000: a "bomb" at this limit
@@ -250,6 +287,19 @@ def test_ctrl_c_during_inversion_says_what_was_kept(tiny_dir, tmp_path, blob_ima
     assert code == 130 and err[-1].startswith("interrupted during inversion: nothing from inversion was cached")
     assert "lora is cached" in err[-1]
     assert list((tmp_path / "cache" / "lora").iterdir()) and not (tmp_path / "cache" / "inversion").exists()
+
+
+def test_ctrl_c_during_lora_at_the_command_line(tiny_dir, tmp_path, blob_image, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dragnb.session, "train_lora", interrupted)
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    code = run_cli("--image", tmp_path / "in.png", "--points", "10,10,20,20", "--model", tiny_dir,
+                   "--out", tmp_path / "o.png", "--cache-dir", tmp_path / "cache")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err[-1].startswith("interrupted during lora: nothing from lora was cached"), err
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "cache" / "lora").exists()
 
 
 def test_ctrl_c_during_lora_names_the_stage(tiny_model, blob_image):

@@ -181,6 +181,43 @@ def test_save_and_replay_reproduce_every_image(tiny_model, blob_image, tmp_path,
         assert {k: v for k, v in a.items() if k != "record"} == {k: v for k, v in b.items() if k != "record"}
 
 
+def test_a_stopped_round_replays_as_it_was_stopped(tiny_model, blob_image, tmp_path):
+    """A drag stopped early (the Stop button, a callback) replays with as many iterations, so it replays equal."""
+    session = DragSession(tiny_model, blob_image, "a red disc",
+                          dataclasses.replace(FAST, drag=DragSettings(max_steps=6, lr=0.05)))
+    session.set_points([(24, 24, 44, 24)])
+    stopped = session.run(callbacks=[lambda step: step.stage == "drag" and step.step == 1])
+    assert stopped.drag.stop_reason == "callback" and len(stopped.drag.history) == 2
+    session.save_history(tmp_path / "saved")
+    replayed = DragSession.replay(tiny_model, History.load(tmp_path / "saved"))
+    again = replayed.rounds[0]
+    assert again.record["stop_reason"] == "callback" and again.record["drag_steps"] == 2
+    assert np.array_equal(again.image, stopped.image)
+
+
+def test_replay_on_another_model(tiny_model, blob_image, tmp_path, capsys):
+    """--model runs the saved rounds on another model: the same files, each round said to differ."""
+    from dragnb.testing import save_tiny_random_pipeline
+
+    session = DragSession(tiny_model, blob_image, "a red disc", FAST)
+    session.set_points([(24, 24, 36, 24)])
+    session.run()
+    session.new_round()
+    session.set_points([(36, 24, 36, 36)])
+    session.run()
+    session.save_history(tmp_path / "saved")
+    other = save_tiny_random_pipeline(tmp_path / "other", seed=1)
+    assert main(["replay", str(tmp_path / "saved"), "--out", str(tmp_path / "replay"), "--model", str(other),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("differs from the saved result") == 2, out
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(p.name for p in
+                                                                           (tmp_path / "replay").iterdir())
+    replayed = History.load(tmp_path / "replay")
+    assert replayed.model == str(other) and [r.parent for r in replayed.rounds] == [None, 0]
+    assert not np.array_equal(replayed.rounds[0].image, session.rounds[0].image)
+
+
 def hand_made_history(folder):
     """A saved history written without a model: round 0 and round 1 from its (stand-in) result."""
     rng = np.random.default_rng(0)
@@ -242,11 +279,14 @@ def test_bad_histories_are_one_line_before_any_work(case, tmp_path, capsys):
     assert not out.exists()  # refused before anything was written or loaded
 
 
-@pytest.mark.parametrize("where", ["a file", "the history itself"])
+@pytest.mark.parametrize("where", ["a file", "the history itself", "another history"])
 def test_bad_replay_outputs(where, tmp_path, capsys):
     history = hand_made_history(tmp_path / "history")
-    out = history if where == "the history itself" else tmp_path / "file.png"
+    out = {"a file": tmp_path / "file.png", "the history itself": history,
+           "another history": tmp_path / "older"}[where]
     out.touch() if where == "a file" else None
+    if where == "another history":  # its round images would mix with the replay's
+        hand_made_history(out)
     code = main(["replay", str(history), "--out", str(out), "--model", str(tmp_path / "no-model"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: --out: "), err

@@ -37,8 +37,84 @@ def test_switches_off_are_the_reference_loop(tiny_model):
     """Naming every switch at its default changes nothing, bit for bit."""
     plain = _drag(tiny_model)
     named = _drag(tiny_model, supervision="reference", schedule="single", tracking="nearest", optimize_text=False,
-                  round_points=True)
+                  round_points=True, weight_guided_features=True, hold_steps=0, track_from="initial")
     assert torch.equal(plain.latent, named.latent) and [s.loss for s in plain.history] == [s.loss for s in named.history]
+
+
+def _reference_loop(model, zt, t, text, handles, targets, mask, s: DragSettings, steps: int):
+    """The authors' drag loop (drag_utils.drag_diffusion_update) written out as they write it: integer slices for
+    the source patch and the tracking window, their four-corner interpolation for the shifted patch, the 2-pixel
+    checks, the rounded points, one Adam on the latent. Only the UNet and its feature tap are dragnb's."""
+    from dragnb.features import unet_with_features
+
+    scheduler = model.pipe.scheduler
+    size = (zt.shape[-2] * model.vae_scale // 2, zt.shape[-1] * model.vae_scale // 2)  # feature_scale 0.5
+
+    def features(z):
+        eps, feat = unet_with_features(model.pipe.unet, z, t, text, s.feature_blocks, size)
+        return feat, scheduler.step(eps, t, z).prev_sample
+
+    def shifted_patch(feat, y, x, r):  # interpolate_feature_patch: the (2r+1)^2 patch at the fractional (y, x)
+        y1, x1 = y - r, x - r
+        y0f, x0f = torch.floor(y1).long(), torch.floor(x1).long()
+        y1c, x1c = y0f + 1, x0f + 1
+        n = 2 * r + 1
+        wa, wb = (x1c.float() - x1) * (y1c.float() - y1), (x1c.float() - x1) * (y1 - y0f.float())
+        wc, wd = (x1 - x0f.float()) * (y1c.float() - y1), (x1 - x0f.float()) * (y1 - y0f.float())
+        ia, ib = feat[:, :, y0f:y0f + n, x0f:x0f + n], feat[:, :, y1c:y1c + n, x0f:x0f + n]
+        ic, id_ = feat[:, :, y0f:y0f + n, x1c:x1c + n], feat[:, :, y1c:y1c + n, x1c:x1c + n]
+        return ia * wa + ib * wb + ic * wc + id_ * wd
+
+    with torch.no_grad():
+        feat0, x_prev0 = features(zt)
+    handles, targets = handles.round().clone(), targets.round()
+    init = handles.clone()
+    z = zt.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=s.lr)
+    trajectory = []
+    for step in range(steps):
+        feat, x_prev = features(z)
+        if step != 0:  # point_tracking
+            with torch.no_grad():
+                for i in range(len(handles)):
+                    f0 = feat0[:, :, int(init[i][0]), int(init[i][1])]
+                    r1_, r2_ = max(0, int(handles[i][0]) - s.r2), min(size[0], int(handles[i][0]) + s.r2 + 1)
+                    c1_, c2_ = max(0, int(handles[i][1]) - s.r2), min(size[1], int(handles[i][1]) + s.r2 + 1)
+                    dist = (f0[..., None, None] - feat[:, :, r1_:r2_, c1_:c2_]).abs().sum(dim=1)[0]
+                    row, col = divmod(dist.argmin().item(), dist.shape[-1])
+                    handles[i][0], handles[i][1] = r1_ + row, c1_ + col
+        if all(float((h - g).norm()) < s.stop_distance for h, g in zip(handles, targets)):  # check_handle_reach_target
+            break
+        trajectory.append(handles.clone())
+        loss = 0.0
+        for h, g in zip(handles, targets):
+            if (g - h).norm() < s.stop_distance:
+                continue
+            d = (g - h) / (g - h).norm()
+            source = feat[:, :, int(h[0]) - s.r1:int(h[0]) + s.r1 + 1, int(h[1]) - s.r1:int(h[1]) + s.r1 + 1].detach()
+            loss += ((2 * s.r1 + 1) ** 2) * torch.nn.functional.l1_loss(source, shifted_patch(feat, h[0] + d[0],
+                                                                                              h[1] + d[1], s.r1))
+        loss += s.lam * ((x_prev - x_prev0) * (1.0 - mask)).abs().sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return z.detach(), trajectory
+
+
+def test_the_defaults_are_the_authors_loop_written_out(tiny_model):
+    """All switches off, drag() is the reference's loop: the same handles at every step, the same edited latent
+    (up to float rounding: the shifted patch's four-corner weights are summed in another order)."""
+    zt, t, text = _inputs(tiny_model)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 2:14, 4:16] = 1.0
+    settings = DragSettings(max_steps=8, lr=0.05)
+    handles, targets = torch.tensor([[10.4, 9.6], [20.2, 12.0]]), torch.tensor([[10.0, 22.3], [21.0, 24.0]])
+    ours = drag(tiny_model, zt, t, text, handles, targets, mask, settings, schedule_steps=20)
+    theirs, trajectory = _reference_loop(tiny_model, zt, t, text, handles, targets, mask, settings, steps=8)
+    assert len(ours.history) == len(trajectory) > 3
+    assert [s.handles.tolist() for s in ours.history] == [h.tolist() for h in trajectory]
+    torch.testing.assert_close(ours.latent, theirs, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(ours.latent, zt, atol=1e-3)  # and the latent did move
 
 
 def test_points_are_rounded_to_the_grid_as_the_reference(tiny_model):
@@ -61,6 +137,31 @@ def test_anchored_source_term_is_constant(tiny_model):
 
     expected = 9 * (bilinear_patch(later, h[0] + torch.tensor([0.0, 1.0]), 1) - anchors).abs().mean()  # d = (0, 1)
     assert torch.allclose(anchored, expected) and not torch.allclose(motion_loss(later, h, g, 1), expected)
+
+
+def test_anchored_source_term_is_constant_over_the_loop(tiny_model, monkeypatch):
+    """In the loop itself: every iteration's motion term gets the same source patches, F_0(Ω(h_i^0)), while the
+    reference's source patches, read from the current features, change as the latent does."""
+    import dragnb.drag
+    from dragnb.motion import bilinear_patch
+
+    seen = []
+
+    def spy(feature, handles, targets, r1, *args, **kwargs):
+        anchors = args[2] if len(args) > 2 else kwargs.get("anchors")
+        seen.append(anchors if anchors is not None else
+                    torch.cat([bilinear_patch(feature, h.floor(), r1) for h in handles]).detach())
+        return real(feature, handles, targets, r1, *args, **kwargs)
+
+    real = dragnb.drag.motion_loss
+    monkeypatch.setattr(dragnb.drag, "motion_loss", spy)
+    _drag(tiny_model, supervision="anchored", max_steps=5)
+    anchored, seen[:] = list(seen), []
+    _drag(tiny_model, max_steps=5)
+    assert len(anchored) == len(seen) == 5
+    assert all(torch.equal(a, anchored[0]) for a in anchored)  # one source for every iteration
+    assert not all(torch.allclose(r, seen[0]) for r in seen[1:])  # the reference's follows the latent
+    torch.testing.assert_close(anchored[0], seen[0])  # both start from F_0 at h^0
 
 
 def test_hold_steps_pull_the_target_patch_toward_the_original_after_arrival(tiny_model):
@@ -168,4 +269,34 @@ def test_the_views_make_sense_for_each_variant(tiny_model, blob_image):
     assert f"t={ts[0]}" in titles[0] and f"t={ts[1]}" in titles[1]
     with pytest.raises(ValueError, match="line search"):
         plots.tracking_heatmaps(edit(tracking="line_search"))
-    assert plots.trajectories(edit(tracking="line_search")).axes and plots.loss_curves(alternating).axes
+    assert plots.trajectories(edit(tracking="line_search")).axes
+    curves = plots.loss_curves(alternating)  # a line and a label at each step down the schedule
+    labels = [t.get_text() for t in curves.axes[0].texts]
+    assert labels == [f"t={t}" for t in ts[1:]] and len(curves.axes[1].lines) > len(alternating.points.handles) + 1
+    texted = plots.loss_curves(edit(optimize_text=True))
+    assert len(texted.axes) == 3  # the text embedding's distance on its own axis
+
+
+def test_predicted_frames_read_each_latent_at_its_own_timestep_and_text(tiny_model, blob_image):
+    """The drag animation's x̂_0: each kept latent at the timestep it was optimised at (alternating walks down the
+    schedule) and under the drag's own text (optimize_text), as the DDIM scheduler predicts x̂_0."""
+    from dragnb.drag import predicted_frames
+    from dragnb.images import from_model_tensor
+    from dragnb.inversion import decode_latent
+
+    settings = dataclasses.replace(FAST, drag=dataclasses.replace(
+        FAST.drag, schedule="alternating", steps_per_timestep=3, max_steps=7, optimize_text=True))
+    session = DragSession(tiny_model, blob_image, "a red disc", settings)
+    session.set_points([(16, 16, 40, 16)])
+    edit = session.run(keep_latents=True)
+    history = edit.drag.history
+    assert len({s.t for s in history}) > 1
+    frames = predicted_frames(tiny_model, edit.drag, edit.prompt, every=3)
+    scheduler = tiny_model.pipe.scheduler
+    scheduler.set_timesteps(settings.inversion.num_steps)
+    with torch.no_grad():
+        kept = [(s.t, s.latent) for s in history[::3]] + [(edit.drag.t, edit.drag.latent)]
+        for (k, frame), (t, z) in zip(frames, kept):
+            eps = tiny_model.pipe.unet(z, t, edit.drag.text).sample
+            expected = from_model_tensor(decode_latent(tiny_model, scheduler.step(eps, t, z).pred_original_sample))
+            assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1, k  # the same up to rounding

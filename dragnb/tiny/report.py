@@ -30,7 +30,7 @@ import numpy as np
 from ..evaluation.scenebench import record_key
 from ..images import psnr
 from ..ui.plots import Figure
-from ..ui.tables import markdown_table, thousands  # noqa: F401 - the notebook's report.markdown_table
+from ..tables import markdown_table, thousands  # noqa: F401 - the notebook's report.markdown_table
 from .adherence import Reading, body_colour, largest_component, nearest_colour, read_single_shape, template_ious
 from .scenes import COLOURS, SHAPES, STYLES, render, sample_scene
 from .train import HOLDOUT_SEED_BASE, holdout_scenes
@@ -642,5 +642,7 @@ def scene_benchmark_rows(path: str | Path, benchmark: str = "flat") -> list[dict
             row["median_iou"] = run.get("median_iou")
             for kind in ("move", "stretch"):
                 row[f"success_{kind}"] = (run.get("success_by_kind") or {}).get(kind)
+        if "seconds_per_edit" in run:  # the variant sweeps: drag + denoising, LoRA and inversion shared
+            row["seconds_per_edit"] = run["seconds_per_edit"]
         rows.append(row)
     return rows

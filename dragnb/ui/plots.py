@@ -132,7 +132,10 @@ def compare_variants(results: dict[str, EditResult]) -> Figure:
 
 
 def loss_curves(result: EditResult) -> Figure:
-    """Motion, mask and total loss per iteration, and each pair's handle-target distance (feature pixels)."""
+    """Motion, mask and total loss per iteration, and each pair's handle-target distance (feature pixels).
+
+    Under ``schedule="alternating"`` a thin line marks each step down the schedule (labelled with the new t); under
+    ``optimize_text`` the text embedding's distance from the prompt's is drawn on the loss panel's right axis."""
     history = result.drag.history
     fig = Figure(figsize=(9, 3.4), layout="constrained")
     a, b = fig.subplots(1, 2)
@@ -152,6 +155,16 @@ def loss_curves(result: EditResult) -> Figure:
     b.set_ylabel("‖g − h‖ (feature pixels)")
     b.set_title("distance to target", fontsize=10)
     b.legend(fontsize=8)
+    for before, after in zip(history, history[1:]):
+        if after.t != before.t:  # the alternating drag took a DDIM step here
+            for ax in (a, b):
+                ax.axvline(after.step - 0.5, color="0.75", lw=0.8, zorder=0)
+            a.annotate(f"t={after.t}", (after.step - 0.5, 1), xycoords=("data", "axes fraction"), fontsize=6,
+                       color="0.4", rotation=90, va="top", ha="right")
+    if result.settings.drag.optimize_text and history:
+        text = a.twinx()
+        text.plot(steps, [s.text_distance for s in history], color="purple", lw=1, ls=":")
+        text.set_ylabel("max |c′ − c| (text)", color="purple", fontsize=8)
     return fig
 
 

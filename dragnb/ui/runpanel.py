@@ -105,6 +105,14 @@ class RunPanel(widgets.VBox):
                                                 value=getattr(s.drag, name), description=name)
                          for name in VARIANT_CHOICES}
         self.optimize_text = widgets.Checkbox(value=s.drag.optimize_text, description="optimize text (DragText)")
+        # the variants' own numbers: B of the alternating schedule, the hold after arrival, DragText's weight
+        self.variant_values = {
+            "steps_per_timestep": widgets.IntSlider(value=s.drag.steps_per_timestep, min=1, max=50,
+                                                    description="B per timestep"),
+            "hold_steps": widgets.IntSlider(value=s.drag.hold_steps, min=0, max=100, description="hold steps"),
+            "text_lam": widgets.FloatLogSlider(value=s.drag.text_lam, base=10, min=-3, max=1, step=0.05,
+                                               description="text λ", readout_format=".3g"),
+        }
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.run_button.on_click(lambda _: self.start())
@@ -135,7 +143,7 @@ class RunPanel(widgets.VBox):
         controls = {"prompt": self.prompt, "steps": self.drag_steps, "lr": self.lr, "lam": self.lam,
                     "strength": self.strength, "block": self.block, "lora-steps": self.lora_steps,
                     "reference-control": self.reference_control, "optimize-text": self.optimize_text,
-                    **{f"variant-{name}": box for name, box in self.variants.items()},
+                    **{f"variant-{name}": box for name, box in {**self.variants, **self.variant_values}.items()},
                     "run": self.run_button, "stop": self.stop_button,
                     "status": self.status, "loss": self.loss_canvas, "result": self.result_canvas,
                     "continue": self.continue_button, "undo-round": self.undo_round_button,
@@ -146,7 +154,7 @@ class RunPanel(widgets.VBox):
             bar.add_class(f"dragnb-progress-{stage}")
         settings_box = widgets.VBox([self.prompt, self.drag_steps, self.lr, self.lam, self.strength, self.block,
                                      self.lora_steps, self.reference_control, *self.variants.values(),
-                                     self.optimize_text,
+                                     self.optimize_text, *self.variant_values.values(),
                                      widgets.HBox([self.run_button, self.stop_button]), *self.progress.values(),
                                      self.status])
         results = widgets.HBox([self.result_canvas, self.loss_canvas])
@@ -168,7 +176,9 @@ class RunPanel(widgets.VBox):
             drag=dataclasses.replace(s.drag, max_steps=int(self.drag_steps.value), lr=float(self.lr.value),
                                      lam=float(self.lam.value), feature_blocks=tuple(self.block.value),
                                      optimize_text=bool(self.optimize_text.value),
-                                     **{name: box.value for name, box in self.variants.items()}),
+                                     **{name: box.value for name, box in self.variants.items()},
+                                     **{name: type(getattr(s.drag, name))(box.value)
+                                        for name, box in self.variant_values.items()}),
             denoise=dataclasses.replace(s.denoise, reference_control=bool(self.reference_control.value)))
 
     def _show_blocks(self, blocks: tuple[int, ...]) -> None:
@@ -187,7 +197,7 @@ class RunPanel(widgets.VBox):
         self.strength.value, self.lora_steps.value = s.inversion.strength, s.lora.steps
         self.reference_control.value = s.denoise.reference_control
         self.optimize_text.value = s.drag.optimize_text
-        for name, box in self.variants.items():
+        for name, box in {**self.variants, **self.variant_values}.items():
             box.value = getattr(s.drag, name)
         self._show_blocks(s.drag.feature_blocks)
 
@@ -314,7 +324,7 @@ class RunPanel(widgets.VBox):
         if self.live and tick - stats.get("last_draw", 0.0) >= self.live_interval \
                 and stats["view_seconds"] <= self.live_fraction * elapsed:
             try:
-                self._set_progress("drag", step.step + 1, self.session.settings.drag.max_steps)
+                self._set_progress("drag", step.done, step.total)
                 self._draw_live()
                 stats["draws"] += 1
             except Exception as exc:  # a view must never break the run it shows

@@ -20,7 +20,7 @@ with the same metrics instead of editing.
 """
 
 
-from ...ui.tables import markdown_table
+from ...tables import markdown_table
 from .outputs import (PAIR_COLUMNS, category_table, pair_rows, plot_md_vs_fidelity, plot_sweep,
                       sweep_table, write_outputs)
 from .plan import (BenchConfig, BenchOptions, PlannedEdit, SampleRef, Skipped, discover, load_samples, model_fingerprint,

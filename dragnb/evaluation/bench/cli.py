@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import metrics
 from ...errors import InputError
-from ...ui.tables import markdown_table
+from ...tables import markdown_table
 from .outputs import category_table, sweep_table
 from .plan import BenchOptions, parse_seeds
 from .run import run_bench
@@ -40,7 +40,8 @@ def register(sub) -> None:
                    help="override a setting, e.g. --set drag.max_steps=40; dift.t=261 etc. set the Mean Distance "
                         "featurizer (repeatable)")
     p.add_argument("--seeds", default="0",
-                   help="comma-separated run seeds (default 0); each offsets lora.seed and drag.seed")
+                   help="comma-separated run seeds (default 0); each offsets lora.seed "
+                   "(the drag draws no random numbers)")
     p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="STAGE.FIELD=V1,V2",
                    help="grid over settings (repeat for more axes; use | between values holding commas)")
     p.add_argument("--dift-model", default=None,

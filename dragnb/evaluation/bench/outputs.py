@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import metrics
 from ...files import write_atomic
-from ...ui.tables import markdown_table
+from ...tables import markdown_table
 from .summary import DAI_KEYS
 
 # ------------------------------------------------------------------------------------------------ outputs

@@ -96,7 +96,8 @@ def build_summary(plan, configs, config_settings, opts, model_name, base, finger
     return {
         "command": "python -m dragnb " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None,
         "data": str(opts.data), "model": model_name, "model_fingerprints": fingerprints, "seeds": list(opts.seeds),
-        "seed_rule": "seed s adds s to lora.seed and drag.seed; the metric's DIFT seed stays fixed",
+        "seed_rule": "seed s adds s to lora.seed (the drag draws no random numbers); the metric's DIFT seed stays "
+                     "fixed",
         "metrics": {**metric_info, "image_fidelity_definition": "1 - LPIPS(alex), both images bilinear to 224x224",
                     "mean_distance_definition": "DIFT cosine argmax over the whole result, distance to target in "
                                                 "source-image pixels, mean over pairs",

@@ -125,7 +125,7 @@ def _without_features(drag):
 
 
 def test_animation_of_the_predicted_image(tiny_model, edit):
-    frames = predicted_frames(tiny_model, edit.drag, edit.inversion.t, edit.prompt, every=2)
+    frames = predicted_frames(tiny_model, edit.drag, edit.prompt, every=2)
     assert [k for k, _ in frames] == [0, 2, len(edit.drag.history)]
     assert frames[0][1].shape == (48, 64, 3) and frames[0][1].dtype == np.uint8
     assert not np.array_equal(frames[0][1], frames[-1][1])  # the latent moved

@@ -165,9 +165,13 @@ def test_panel_settings_come_from_the_widgets(tiny_model):
     assert panel.variants["schedule"].options == ("single", "alternating")
     panel.variants["schedule"].value, panel.variants["tracking"].value = "alternating", "line_search"
     panel.variants["supervision"].value, panel.optimize_text.value = "anchored", True
+    values = panel.variant_values
+    values["steps_per_timestep"].value, values["hold_steps"].value, values["text_lam"].value = 4, 7, 0.5
     drag = panel.settings.drag
     assert (drag.schedule, drag.tracking, drag.supervision, drag.optimize_text) == (
         "alternating", "line_search", "anchored", True)
+    assert (drag.steps_per_timestep, drag.hold_steps, drag.text_lam) == (4, 7, 0.5)
+    assert type(drag.hold_steps) is int and type(drag.text_lam) is float
 
 
 def test_panel_runs_reuses_cached_stages_and_shows_the_result(tiny_model, blob_image):
