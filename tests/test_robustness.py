@@ -275,31 +275,21 @@ def test_negative_first_point_reaches_the_point_check(tmp_path, blob_image, caps
 
 
 # ---------------------------------------------------------------------------------------------- 8. Ctrl-C
-def test_ctrl_c_during_inversion_says_what_was_kept(tiny_dir, tmp_path, blob_image, capsys, monkeypatch):
+@pytest.mark.parametrize("stage,function", [("inversion", "invert"), ("lora", "train_lora")])
+def test_ctrl_c_at_the_command_line_says_what_was_kept(stage, function, tiny_dir, tmp_path, blob_image, capsys,
+                                                       monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dragnb.session, "invert", interrupted)
+    monkeypatch.setattr(dragnb.session, function, interrupted)
     Image.fromarray(blob_image).save(tmp_path / "in.png")
     code = run_cli("--image", tmp_path / "in.png", "--points", "10,10,20,20", "--model", tiny_dir,
                    "--out", tmp_path / "o.png", "--cache-dir", tmp_path / "cache", "--set", "lora.steps=2")
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 130 and err[-1].startswith("interrupted during inversion: nothing from inversion was cached")
-    assert "lora is cached" in err[-1]
-    assert list((tmp_path / "cache" / "lora").iterdir()) and not (tmp_path / "cache" / "inversion").exists()
-
-
-def test_ctrl_c_during_lora_at_the_command_line(tiny_dir, tmp_path, blob_image, capsys, monkeypatch):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(dragnb.session, "train_lora", interrupted)
-    Image.fromarray(blob_image).save(tmp_path / "in.png")
-    code = run_cli("--image", tmp_path / "in.png", "--points", "10,10,20,20", "--model", tiny_dir,
-                   "--out", tmp_path / "o.png", "--cache-dir", tmp_path / "cache")
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 130 and err[-1].startswith("interrupted during lora: nothing from lora was cached"), err
-    assert not (tmp_path / "o.png").exists() and not (tmp_path / "cache" / "lora").exists()
+    assert code == 130 and err[-1].startswith(f"interrupted during {stage}: nothing from {stage} was cached"), err
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "cache" / stage).exists()
+    if stage == "inversion":  # the stage before it finished, and stays
+        assert "lora is cached" in err[-1] and list((tmp_path / "cache" / "lora").iterdir())
 
 
 def test_ctrl_c_during_lora_names_the_stage(tiny_model, blob_image):
