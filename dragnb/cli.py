@@ -97,6 +97,9 @@ def _replay_parser(sub) -> None:
     p.add_argument("history", metavar="HISTORY_DIR", help="folder holding history.json and the rounds' images")
     p.add_argument("--out", required=True, help="folder for the replay: the same files (history.json, images)")
     p.add_argument("--model", default=None, help="hub id or diffusers folder (default: the history's own model)")
+    p.add_argument("--settings", choices=("saved", "model"), default="saved",
+                   help="saved: each round's settings as saved; model: rebased on --model's own defaults (what a "
+                   "round changed from its model's defaults is kept)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--offline", action="store_true", help="never use the network to fetch weights")
     p.add_argument("--cache-dir", default=None, help="keep LoRA and inversion results here for later runs")
@@ -116,6 +119,9 @@ def _run_replay(args) -> int:
     from .session import DragSession
 
     history = History.load(args.history, "HISTORY_DIR")
+    if args.settings == "model" and history.model_settings is None:
+        raise InputError("--settings", "this history does not record its model's defaults (saved before they were "
+                         "kept); use --settings saved")
     source_dir = Path(args.history).expanduser().resolve()
     if Path(args.out).expanduser().resolve() == source_dir:
         raise InputError("--out", f"{args.out!r} is the history folder itself; give another folder (the replay "
@@ -146,7 +152,8 @@ def _run_replay(args) -> int:
             verdict = f"differs from the saved result (PSNR {psnr(before.image, again.image):.1f} dB)"
         print(f"round {before.index} ({origin}): {verdict}")
 
-    session = DragSession.replay(model, history, cache_dir=cache_dir, progress=not args.quiet, on_round=report)
+    session = DragSession.replay(model, history, cache_dir=cache_dir, progress=not args.quiet, on_round=report,
+                                 settings=args.settings)
     path = session.save_history(out)
     print(f"wrote {path} and the images of {len(session.rounds)} round(s)")
     return 0

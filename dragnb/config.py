@@ -298,6 +298,19 @@ def settings_from_dict(data: dict[str, Any], base: Settings | None = None) -> Se
     return Settings(**stages)
 
 
+def rebase(settings: Settings, old_base: Settings, new_base: Settings) -> Settings:
+    """``settings`` moved from ``old_base`` onto ``new_base``: every field ``settings`` changed from ``old_base``
+    keeps its value, every other field takes ``new_base``'s (a history replayed on another model keeps each
+    round's own choices and takes that model's defaults for the rest)."""
+    stages = {}
+    for stage in _STAGES:
+        mine, old, new = (getattr(x, stage) for x in (settings, old_base, new_base))
+        changed = {f.name: getattr(mine, f.name) for f in dataclasses.fields(mine)
+                   if getattr(mine, f.name) != getattr(old, f.name)}
+        stages[stage] = dataclasses.replace(new, **changed)
+    return Settings(**stages)
+
+
 def apply_overrides(settings: Settings, assignments: list[str]) -> Settings:
     """Apply ``["drag.lr=0.03", "lora.steps=40"]`` (the command line's ``--set``)."""
     data: dict[str, dict[str, str]] = {}

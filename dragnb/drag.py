@@ -52,6 +52,7 @@ class DragStep(StepRecord):
     text_distance: float = 0.0  # max |c' - c| of the optimised text embedding (optimize_text), else 0
     latent: torch.Tensor | None = None  # ẑ_t^k before this step's update, when asked for (keep_latents)
     features: torch.Tensor | None = None  # F(ẑ_t^k), when asked for (keep_features)
+    templates: torch.Tensor | None = None  # (N, C, P, P) line search's templates T_i, when asked for (keep_features)
 
 
 @dataclass
@@ -268,7 +269,8 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                                   text_distance=(float((cond.detach() - text[-1:]).abs().max())
                                                  if settings.optimize_text else 0.0),
                                   latent=last_good.cpu() if keep_latents else None,
-                                  features=feat.detach().cpu() if keep_features else None)
+                                  features=feat.detach().cpu() if keep_features else None,
+                                  templates=torch.stack(templates).cpu() if keep_features and line else None)
                 last_good = z.detach().clone()
                 result.history.append(record)
                 bar.update(1)

@@ -86,6 +86,7 @@ class History:
     rounds: list[Round]
     current: int = 0
     model: str = ""  # Model.name of the session that made it
+    model_settings: Settings | None = None  # that model's own defaults (what a replay elsewhere rebases from)
     _left: dict[int, int] = field(default_factory=dict, repr=False)  # round -> the child undo last left it from
 
     @property
@@ -175,6 +176,7 @@ class History:
             entries.append(entry)
         document = {"format": FORMAT, "version": VERSION, "model": self.model,
                     "embedded_model": self.model == str(EMBEDDED_MODEL), "current": self.current,
+                    "model_settings": None if self.model_settings is None else self.model_settings.to_dict(),
                     "rounds": entries}
         path = out / HISTORY_FILE
         write_atomic(path, lambda tmp: tmp.write_text(json.dumps(document, indent=1)))
@@ -198,7 +200,15 @@ class History:
             from .models import EMBEDDED_MODEL
 
             model = str(EMBEDDED_MODEL)
-        return cls(rounds=rounds, current=current, model=model)
+        defaults = document.get("model_settings")
+        if defaults is not None:
+            try:
+                defaults = settings_from_dict(defaults) if isinstance(defaults, dict) else None
+            except InputError as exc:
+                raise InputError(argument, f"{HISTORY_FILE}: model_settings: {exc}") from None
+            if defaults is None:
+                raise InputError(argument, f"{HISTORY_FILE}: model_settings must be an object of settings or null")
+        return cls(rounds=rounds, current=current, model=model, model_settings=defaults)
 
 
 def generation_of(generated: GeneratedImage) -> dict:

@@ -30,7 +30,7 @@ import torch
 from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
 from .compute import unsupported, vae_memory
-from .config import Settings, check_for_model
+from .config import Settings, check_for_model, rebase
 from .denoise import DenoiseResult, denoise
 from .drag import DragResult, drag
 from .errors import InputError, Interrupted, SettingError
@@ -137,14 +137,15 @@ class DragSession:
         self._kept_lora: tuple[str, torch.Tensor, str] | None = None  # (digest, tensor, prompt) of a kept LoRA's image
         self._set_source(source)
         self.history = History(rounds=[Round(index=0, parent=None, source=source, prompt=self.prompt,
-                                             settings=self.settings)], model=model.name)
+                                             settings=self.settings)], model=model.name,
+                               model_settings=model.settings)
 
     @classmethod
     def from_generated(cls, model: Model, generated: GeneratedImage, settings: Settings | None = None,
                        **kwargs) -> DragSession:
         """Drag a generated image from its kept latent: no LoRA, no inversion, the generation's guidance."""
         session = cls(model, from_model_tensor(generated.image), generated.prompt, settings, **kwargs)
-        session.history = History(rounds=[], model=model.name)
+        session.history = History(rounds=[], model=model.name, model_settings=model.settings)
         session._enter(session.history.add(None, session.source, session.prompt, session.settings,
                                            generated=generated))
         return session
@@ -530,19 +531,32 @@ class DragSession:
 
     @classmethod
     def replay(cls, model: Model, history: History, cache_dir: str | Path | None = None, progress: bool = False,
-               on_round: Callable[[Round, Round], object] | None = None) -> DragSession:
+               on_round: Callable[[Round, Round], object] | None = None, settings: str = "saved") -> DragSession:
         """Run a saved history (:meth:`History.load`) again, round by round, on ``model``: the first round from its
         saved source (a generated one generated again), every later one from the *replayed* result of its parent,
         with the saved prompt, points, mask, settings and LoRA choice. ``on_round(saved, replayed)`` is called
         after each round. On the same model and settings the results are the saved ones (bit for bit on the CPU).
+        ``settings="model"``: each round's settings rebased on ``model``'s own defaults (:func:`config.rebase`:
+        what the round changed from its model's defaults is kept, the rest is ``model``'s), for a history replayed
+        on another model; the default ``"saved"`` uses them as saved.
         """
+        if settings not in ("saved", "model"):
+            raise InputError("settings", f"got {settings!r}; must be 'saved' or 'model'")
+        if settings == "model" and history.model_settings is None:
+            raise InputError("settings", "this history does not record its model's defaults (it was saved before "
+                             "they were kept), so they cannot be told from the rounds' own choices; use 'saved'")
+
+        def of(rnd: Round) -> Settings:
+            return rebase(rnd.settings, history.model_settings, model.settings) if settings == "model" \
+                else rnd.settings
+
         first = history.rounds[0]
         if first.generation is not None:
             g = first.generation
             generated = generate(model, g["prompt"], tuple(g["size"]), g["guidance_scale"], g["seed"], g["num_steps"])
-            session = cls.from_generated(model, generated, first.settings, cache_dir=cache_dir, progress=progress)
+            session = cls.from_generated(model, generated, of(first), cache_dir=cache_dir, progress=progress)
         else:
-            session = cls(model, first.source, first.prompt, first.settings, cache_dir=cache_dir, progress=progress)
+            session = cls(model, first.source, first.prompt, of(first), cache_dir=cache_dir, progress=progress)
         for saved in history.rounds:
             if saved.index > 0 and saved.parent is None:  # another first round: a branch beside round 0
                 session.goto(0)
@@ -550,7 +564,7 @@ class DragSession:
             elif saved.index > 0:
                 session.goto(saved.parent)
                 session.new_round(keep_lora=saved.keep_lora, prompt=saved.prompt)
-            session.prompt, session.settings = saved.prompt, saved.settings
+            session.prompt, session.settings = saved.prompt, of(saved)
             session.points, session.mask = saved.points, saved.mask
             if saved.done:
                 session.run(callbacks=_stopped_as_saved(saved.record))

@@ -218,6 +218,43 @@ def test_replay_on_another_model(tiny_model, blob_image, tmp_path, capsys):
     assert not np.array_equal(replayed.rounds[0].image, session.rounds[0].image)
 
 
+def test_replay_rebased_on_another_models_defaults(tiny_model, tiny_dir, blob_image, tmp_path, capsys):
+    """--settings model: what each round changed from its model's defaults is kept, the rest is the new model's."""
+    import shutil
+
+    from dragnb.config import rebase
+
+    session = DragSession(tiny_model, blob_image, "a red disc", FAST)  # FAST changes lora.steps, drag.max_steps, lr
+    session.set_points([(24, 24, 36, 24)])
+    session.run()
+    session.save_history(tmp_path / "saved")
+    assert History.load(tmp_path / "saved").model_settings == tiny_model.settings
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dir, other)
+    (other / "dragnb_defaults.json").write_text(json.dumps({"drag": {"r1": 2, "lr": 0.02}, "lora": {"rank": 4}}))
+    assert main(["replay", str(tmp_path / "saved"), "--out", str(tmp_path / "rebased"), "--model", str(other),
+                 "--settings", "model", "--quiet"]) == 0
+    replayed = History.load(tmp_path / "rebased").rounds[0].settings
+    assert (replayed.drag.r1, replayed.lora.rank) == (2, 4)  # not chosen by the round: the new model's
+    assert (replayed.drag.lr, replayed.drag.max_steps, replayed.lora.steps) == (0.05, 3, 2)  # the round's own
+    assert replayed == rebase(FAST, tiny_model.settings, settings_from_dict(
+        {"drag": {"r1": 2, "lr": 0.02}, "lora": {"rank": 4}}))
+    capsys.readouterr()
+    old = hand_made_history(tmp_path / "old")  # written without its model's defaults
+    assert main(["replay", str(old), "--out", str(tmp_path / "o"), "--settings", "model", "--quiet"]) == 2
+    assert "does not record its model's defaults" in capsys.readouterr().err
+
+
+def test_rebase_keeps_what_a_setting_changed():
+    from dragnb.config import rebase
+
+    old, new = Settings(), settings_from_dict({"drag": {"lr": 0.02, "r1": 2}, "denoise": {"blend_outside_mask": True}})
+    mine = settings_from_dict({"drag": {"lr": 0.05, "max_steps": 7}})
+    moved = rebase(mine, old, new)
+    assert (moved.drag.lr, moved.drag.max_steps, moved.drag.r1, moved.denoise.blend_outside_mask) == (0.05, 7, 2, True)
+    assert rebase(old, old, new) == new and rebase(mine, old, old) == mine
+
+
 def hand_made_history(folder):
     """A saved history written without a model: round 0 and round 1 from its (stand-in) result."""
     rng = np.random.default_rng(0)

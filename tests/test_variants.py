@@ -267,8 +267,16 @@ def test_the_views_make_sense_for_each_variant(tiny_model, blob_image):
     fig = plots.tracking_heatmaps(alternating, steps=(1, 4))  # step 4 is at the second timestep
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert f"t={ts[0]}" in titles[0] and f"t={ts[1]}" in titles[1]
-    with pytest.raises(ValueError, match="line search"):
-        plots.tracking_heatmaps(edit(tracking="line_search"))
+    searched = edit(tracking="line_search")
+    fig = plots.tracking_heatmaps(searched, steps=(1, 2))  # the template distance around the point, the line
+    assert len([ax for ax in fig.axes if ax.images]) == 2 and "T|" in fig.axes[0].get_title()
+    from dragnb.tracking import template_distance
+
+    step = searched.drag.history[1]
+    row, col = (int(v) for v in searched.drag.history[0].handles[0])
+    shown = fig.axes[0].images[0].get_array()
+    assert float(shown[min(row, 3), min(col, 3)]) == pytest.approx(float(template_distance(
+        step.features, torch.tensor([float(row), float(col)]), step.templates[0], searched.settings.drag.r1)))
     assert plots.trajectories(edit(tracking="line_search")).axes
     curves = plots.loss_curves(alternating)  # a line and a label at each step down the schedule
     labels = [t.get_text() for t in curves.axes[0].texts]

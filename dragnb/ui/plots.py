@@ -26,7 +26,7 @@ from ..images import to_rgb_array
 from ..lora import LoraResult
 from ..rounds import Round
 from ..session import EditResult
-from ..tracking import point_features, search_window
+from ..tracking import point_features, search_window, template_distance
 
 HANDLE, TARGET, PATH = "#e02020", "#2050f0", "#ffd000"
 
@@ -278,18 +278,18 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
 
     Needs the iterations' features: ``session.run(keep_features=True)``. The window's argmin (×) is where
     tracking put the handle at step k; the arrow points to the target. Under ``schedule="alternating"`` F_0 is
-    the unedited branch's at the step's own timestep. ``tracking="line_search"`` searches no window (its
-    points move along h⁰→g, :func:`trajectories` shows them), so it has no heatmap.
+    the unedited branch's at the step's own timestep. Under ``tracking="line_search"`` (FreeDrag) the map is
+    instead the template distance mean |F_k(Ω(q, r1)) − T_i| around h^{k-1}, with the h⁰→g line the search moves
+    along and the point p_k it chose (×).
     """
     drag = result.drag
     history = drag.history
-    if result.settings.drag.tracking == "line_search":
-        raise ValueError("tracking_heatmaps shows nearest-neighbour tracking's search window; line search moves "
-                         "each point along its handle-target line instead: see plots.trajectories")
     steps = [k for k in steps if 1 <= k < len(history)]
     if not steps or history[steps[0]].features is None or drag.initial_features is None:
         raise ValueError("tracking_heatmaps needs features of steps >= 1: run with keep_features=True "
                          "and at least 2 drag steps")
+    if result.settings.drag.tracking == "line_search":
+        return _line_search_heatmaps(result, steps, pair)
     def initial_at(step) -> torch.Tensor:  # F_0(h_i^0) at the step's timestep, (C,)
         f0 = drag.reference_features.get(step.t, drag.initial_features).cpu()
         return point_features(f0, drag.initial_handles)[pair]
@@ -317,6 +317,37 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
                     xytext=(float(previous[1]), float(previous[0])), arrowprops=dict(arrowstyle="->", color=TARGET))
         ax.set_title(f"step {k} (t={history[k].t}): ‖F_k(q) − "
                      f"{'F_k-1(h^k-1)' if previous_mode and k >= 2 else 'F_0(h⁰)'}‖₁", fontsize=9)
+        ax.set_xlabel("col (feature px)")
+        ax.set_ylabel("row")
+    axes[0].legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def _line_search_heatmaps(result: EditResult, steps: list[int], pair: int) -> Figure:
+    """tracking_heatmaps under line search: the template distance around h^{k-1}, the line, the chosen point."""
+    drag, r1, r2 = result.drag, result.settings.drag.r1, result.settings.drag.r2
+    history = drag.history
+    fig = Figure(figsize=(2.8 * len(steps), 3.1), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(steps)))
+    h0, target = drag.initial_handles[pair], drag.targets[pair]
+    for ax, k in zip(axes, steps):
+        feature, template = history[k].features, history[k].templates[pair]
+        previous = history[k - 1].handles[pair]
+        rows, cols = feature.shape[-2:]
+        top, left = max(0, int(previous[0]) - r2), max(0, int(previous[1]) - r2)
+        bottom, right = min(rows, int(previous[0]) + r2 + 1), min(cols, int(previous[1]) + r2 + 1)
+        distances = np.array([[float(template_distance(feature, torch.tensor([float(r), float(c)]), template, r1))
+                               for c in range(left, right)] for r in range(top, bottom)])
+        ax.imshow(distances, cmap="viridis_r", extent=(left - 0.5, right - 0.5, bottom - 0.5, top - 0.5))
+        ax.plot([float(h0[1]), float(target[1])], [float(h0[0]), float(target[0])], color=TARGET, lw=1,
+                label="h⁰→g")
+        chosen = history[k].handles[pair]
+        ax.scatter([float(chosen[1])], [float(chosen[0])], marker="x", c="red", s=60, label="p_k")
+        ax.scatter([float(previous[1])], [float(previous[0])], marker="o", facecolors="none", edgecolors="white",
+                   s=60, label="p_k-1")
+        ax.set_xlim(left - 0.5, right - 0.5)
+        ax.set_ylim(bottom - 0.5, top - 0.5)
+        ax.set_title(f"step {k} (t={history[k].t}): mean|F_k(Ω(q)) − T|", fontsize=9)
         ax.set_xlabel("col (feature px)")
         ax.set_ylabel("row")
     axes[0].legend(fontsize=7, loc="lower left")
