@@ -229,6 +229,9 @@ def test_optimize_text_moves_the_embedding_within_its_bound(tiny_model):
     assert moved > 0 and result.text.shape == text.shape
     assert moved <= 0.01 * steps * 1.01  # Adam moves each element at most about lr per step
     assert all(0 < s.text_distance <= 0.01 * (s.step + 1) * 1.01 for s in result.history)
+    # the regulariser is what keeps c' near c: a strong one leaves it closer than none
+    free, tied = (_drag(tiny_model, optimize_text=True, text_lr=0.01, text_lam=lam) for lam in (0.0, 1000.0))
+    assert float((tied.text - text).abs().mean()) < 0.5 * float((free.text - text).abs().mean())
 
 
 def test_generated_features_are_weighted_as_the_reference():
