@@ -225,6 +225,15 @@ class Settings:
     denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
     compute: ComputeSettings = field(default_factory=ComputeSettings)
 
+    def __post_init__(self) -> None:
+        """Each stage must be its settings class (``Settings(drag={"lr": 1})`` is refused, not carried along)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, _STAGES[f.name]):
+                raise InputError(f.name, f"expected a dragnb.config.{_STAGES[f.name].__name__}, got "
+                                 f"{type(value).__name__}; build it with {_STAGES[f.name].__name__}(...) or use "
+                                 "settings_from_dict")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

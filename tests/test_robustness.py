@@ -86,6 +86,8 @@ def test_settings_are_checked_however_they_are_made():
     ok = apply_overrides(Settings(), ["drag.r1=2.0", "compute.vae_tiling=off", "drag.feature_blocks=-1,-2"])
     assert ok.drag.r1 == 2 and ok.compute.vae_tiling is False and ok.drag.feature_blocks == (-1, -2)
     assert Settings() == apply_overrides(Settings(), [])  # the reference defaults pass their own checks
+    with pytest.raises(InputError, match="drag: expected a dragnb.config.DragSettings, got dict"):
+        Settings(drag={"lr": 0.03})  # a stage given as a dict would be carried along unchecked
 
 
 def test_model_bound_settings_fail_before_any_stage(tiny_model, blob_image, no_work):
