@@ -62,7 +62,10 @@ def _run_drag(args) -> int:
         mask = load_mask(args.mask, image.shape[:2], "--mask")
         prompt = args.prompt or ""
     out = output_file(args.out, "--out")
-    output_file(out.with_suffix(".json"), "--out", suffixes=())  # the record beside it: not a folder, writable
+    if out.with_suffix(".json").is_dir():  # the record goes beside the image
+        raise InputError("--out", f"the record {str(out.with_suffix('.json'))!r} would be written beside the image, "
+                         "but a folder has that name; give --out another name")
+    output_file(out.with_suffix(".json"), "--out", suffixes=())  # and it can be written
     cache_dir = open_cache(args.cache_dir, "--cache-dir") if args.cache_dir else None
     if args.model is None and not EMBEDDED_MODEL.is_dir():
         raise InputError("--model", "the embedded model is not in data/ yet; pass --model NAME_OR_PATH")

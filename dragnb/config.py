@@ -361,17 +361,18 @@ def model_defaults(model_dir: str | Path | None) -> Settings:
 
 
 def check_for_model(settings: Settings, up_blocks: int, train_timesteps: int,
-                    module_names: Sequence[str] = ()) -> None:
+                    modules: Sequence[tuple[str, bool]] = ()) -> None:
     """What a loaded model bounds: block indices must exist among its ``up_blocks`` decoder blocks (negative
     ones count from the end), the DDIM schedule cannot have more steps than the model's training, and each of
-    ``lora.target_modules`` must name UNet modules (peft's rule: a module's dotted name is it or ends in
-    ``.<it>``; checked when ``module_names``, the UNet's, are given)."""
-    if module_names:
-        for target in settings.lora.target_modules:
-            if not any(n == target or n.endswith("." + target) for n in module_names):
-                raise SettingError("lora.target_modules", settings.lora.target_modules,
-                                   f"every name must be a UNet module (e.g. to_q, to_k, to_v, to_out.0); "
-                                   f"no module is called {target!r}")
+    ``lora.target_modules`` must name UNet layers a LoRA can adapt. ``modules``: the UNet's (dotted name, whether
+    peft can adapt it: a Linear, Conv2d or Embedding); a name matches as peft matches it (the module's dotted
+    name is it or ends in ``.<it>``), and every module it matches must be adaptable, or peft would refuse."""
+    for target in settings.lora.target_modules if modules else ():
+        matched = [ok for name, ok in modules if name == target or name.endswith("." + target)]
+        if not matched or not all(matched):
+            why = "no module is called" if not matched else "it also names blocks that are not layers:"
+            raise SettingError("lora.target_modules", settings.lora.target_modules,
+                               f"every name must be a UNet layer (e.g. to_q, to_k, to_v, to_out.0); {why} {target!r}")
     for stage, name in (("drag", "feature_blocks"), ("denoise", "control_blocks")):
         blocks = getattr(getattr(settings, stage), name)
         bad = [b for b in blocks if not -up_blocks <= b < up_blocks]

@@ -302,20 +302,23 @@ def predicted_frames(model: Model, dragged: DragResult, prompt: str, every: int 
     (``DragStep.t``: under ``schedule="alternating"`` the drag walks down the schedule), the final one at
     ``dragged.t``; the text is the drag's own (``dragged.text`` under ``optimize_text``, else ``prompt``'s), its
     conditional half for a guided generated image (x̂_0 without guidance). x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
-    (docs/method.md §1), so no DDIM schedule needs to be set. Uses the model as it is (the session leaves its
+    (docs/method.md §1; from v or x_0 itself for models that predict those), so no DDIM schedule needs to be set. Uses the model as it is (the session leaves its
     LoRA active).
     """
     if not dragged.history or dragged.history[0].latent is None:
         raise ValueError("predicted_frames needs the drag's latents: run with keep_latents=True")
-    alphas = model.pipe.scheduler.alphas_cumprod
+    scheduler = model.pipe.scheduler
+    alphas, kind = scheduler.alphas_cumprod, scheduler.config.prediction_type
     text = dragged.text[-1:] if dragged.text is not None else encode_prompt(model, prompt)
     history = dragged.history
     latents = [(s.step, s.t, s.latent) for s in history[::every]] + [(len(history), dragged.t, dragged.latent)]
     frames = []
     for k, t, z in latents:
         z = z.to(model.device)
-        eps = model.pipe.unet(z, t, text.to(model.device)).sample
+        out = model.pipe.unet(z, t, text.to(model.device)).sample
         a = alphas[int(t)].to(z.device, z.dtype)
-        x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
+        x0 = {"epsilon": lambda: (z - (1 - a).sqrt() * out) / a.sqrt(),  # the model predicts ε
+              "v_prediction": lambda: a.sqrt() * z - (1 - a).sqrt() * out,  # v = √ᾱ ε − √(1−ᾱ) x_0
+              "sample": lambda: out}[kind]()
         frames.append((k, from_model_tensor(decode_latent(model, x0))))
     return frames

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft.tuners.lora import LoraLayer
 
 from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
@@ -107,9 +108,14 @@ class EditResult:
         }
 
 
+ADAPTABLE = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding, LoraLayer)  # what peft's LoRA adapts (a layer
+# that carries an adapter already counts as its base layer)
+
+
 def _stopped_as_saved(record: dict | None) -> list[Callback]:
     """For a replay: a round whose drag was stopped early (the Stop button, a callback, Ctrl-C) stops after as many
-    iterations again, so its result is the saved one; a finished drag needs nothing."""
+    iterations again, so its result is the saved one; a finished drag needs nothing (nor can a drag stopped before
+    its first iteration be replayed as stopped: it runs in full)."""
     if not record or record.get("stop_reason") not in ("callback", "interrupted") or not record.get("drag_steps"):
         return []
     steps = int(record["drag_steps"])
@@ -170,7 +176,8 @@ class DragSession:
             raise InputError("settings", f"expected a dragnb.config.Settings, got {type(settings).__name__}")
         unet = self.model.pipe.unet
         check_for_model(settings, len(unet.up_blocks), self.model.pipe.scheduler.config.num_train_timesteps,
-                        [name for name, _ in unet.named_modules()])
+                        [(name, isinstance(m, ADAPTABLE)) for name, m in unet.named_modules()
+                         if ".lora_" not in name and not name.endswith(".base_layer")])  # not peft's own parts
         reason = unsupported(settings.compute, self.model.device)
         if reason is not None:
             raise SettingError("compute.autocast", settings.compute.autocast, reason)
@@ -350,7 +357,9 @@ class DragSession:
             raise InputError("points", "no handle/target points set; call set_points([(hx, hy, tx, ty), ...]) first")
         key = self._keys()["drag"]
         cached = self._cache["drag"].get(key)
-        if cached is not None and not (keep_latents and cached.history and cached.history[0].latent is None):
+        kept = cached.history[0] if cached is not None and cached.history else None
+        if cached is not None and not (kept is not None and ((keep_latents and kept.latent is None)
+                                                               or (keep_features and kept.features is None))):
             self._remember("drag", key, cached)
             return cached  # type: ignore[return-value]
         self.run_lora()
@@ -557,6 +566,8 @@ class DragSession:
             session = cls.from_generated(model, generated, of(first), cache_dir=cache_dir, progress=progress)
         else:
             session = cls(model, first.source, first.prompt, of(first), cache_dir=cache_dir, progress=progress)
+        if settings == "saved":  # the rounds still hold the first model's choices: say so for a later rebase
+            session.history.model_settings = history.model_settings
         for saved in history.rounds:
             if saved.index > 0 and saved.parent is None:  # another first round: a branch beside round 0
                 session.goto(0)

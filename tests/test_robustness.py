@@ -96,12 +96,23 @@ def test_model_bound_settings_fail_before_any_stage(tiny_model, blob_image, no_w
                        (dataclasses.replace(FAST, inversion=InversionSettings(num_steps=5000)), "inversion.num_steps"),
                        (dataclasses.replace(FAST, drag=DragSettings(feature_scale=0.001)), "drag.feature_scale"),
                        (dataclasses.replace(FAST, lora=LoraSettings(target_modules=("to_qq",))),
-                        "lora.target_modules")):
+                        "lora.target_modules"),
+                       (dataclasses.replace(FAST, lora=LoraSettings(target_modules=("attn1",))),  # a block
+                        "lora.target_modules.*not layers")):
         with pytest.raises(SettingError, match=field):
             session.settings = bad
         with pytest.raises(SettingError, match=field):
             DragSession(tiny_model, blob_image, "", bad)
     assert session.settings == FAST  # the rejected value never replaced the good one
+
+
+def test_layers_carrying_an_adapter_are_still_layers(tiny_model, blob_image):
+    session = DragSession(tiny_model, blob_image, "", FAST)
+    session.set_points([(10, 10, 20, 10)])
+    assert session.run_lora() is not None  # an adapter on to_q, to_k, to_v, to_out.0 now
+    session.settings = dataclasses.replace(FAST, drag=DragSettings(max_steps=2))  # still the same, valid, targets
+    with pytest.raises(SettingError, match="lora.target_modules"):
+        session.settings = dataclasses.replace(FAST, lora=LoraSettings(target_modules=("lora_A",)))  # peft's own
 
 
 @pytest.mark.parametrize("assignment", ["inversion.strength=1.5", "drag.max_steps=-5", "drag.optimizer=adamw",
@@ -163,7 +174,7 @@ def test_outputs_that_cannot_be_written_fail_before_the_work(tiny_dir, tmp_path,
     (tmp_path / "rec.json").mkdir()
     (tmp_path / "shut").mkdir()
     (tmp_path / "shut").chmod(0o555)
-    cases = [(["--out", tmp_path / "rec.png"], "rec.json' is a folder")]
+    cases = [(["--out", tmp_path / "rec.png"], "a folder has that name")]
     if os.geteuid() != 0:  # root writes through permissions
         cases += [(["--out", tmp_path / "locked.png"], "cannot be overwritten"),
                   (["--out", tmp_path / "o.png", "--cache-dir", tmp_path / "shut"], "--cache-dir: cannot write")]

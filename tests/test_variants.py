@@ -278,7 +278,8 @@ def test_the_views_make_sense_for_each_variant(tiny_model, blob_image):
     step = searched.drag.history[1]
     row, col = (int(v) for v in searched.drag.history[0].handles[0])
     shown = fig.axes[0].images[0].get_array()
-    assert float(shown[min(row, 3), min(col, 3)]) == pytest.approx(float(template_distance(
+    reach = max(searched.settings.drag.r2, 5)  # the window reaches as far as one search: line_search_distance 5
+    assert float(shown[min(row, reach), min(col, reach)]) == pytest.approx(float(template_distance(
         step.features, torch.tensor([float(row), float(col)]), step.templates[0], searched.settings.drag.r1)))
     assert plots.trajectories(edit(tracking="line_search")).axes
     curves = plots.loss_curves(alternating)  # a line and a label at each step down the schedule
@@ -296,7 +297,7 @@ def test_predicted_frames_read_each_latent_at_its_own_timestep_and_text(tiny_mod
     from dragnb.inversion import decode_latent
 
     settings = dataclasses.replace(FAST, drag=dataclasses.replace(
-        FAST.drag, schedule="alternating", steps_per_timestep=3, max_steps=7, optimize_text=True))
+        FAST.drag, schedule="alternating", steps_per_timestep=3, max_steps=7, optimize_text=True, text_lr=0.1))
     session = DragSession(tiny_model, blob_image, "a red disc", settings)
     session.set_points([(16, 16, 40, 16)])
     edit = session.run(keep_latents=True)
@@ -311,3 +312,6 @@ def test_predicted_frames_read_each_latent_at_its_own_timestep_and_text(tiny_mod
             eps = tiny_model.pipe.unet(z, t, edit.drag.text).sample
             expected = from_model_tensor(decode_latent(tiny_model, scheduler.step(eps, t, z).pred_original_sample))
             assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1, k  # the same up to rounding
+        plain_eps = tiny_model.pipe.unet(z, t, encode_prompt(tiny_model, edit.prompt)).sample
+        plain = from_model_tensor(decode_latent(tiny_model, scheduler.step(plain_eps, t, z).pred_original_sample))
+        assert np.abs(frame.astype(int) - plain.astype(int)).max() > 1  # the drag's own text c' made a difference

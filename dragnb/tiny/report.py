@@ -545,10 +545,11 @@ def inversion_quality(model, images: Sequence[np.ndarray], prompts: Sequence[str
         size = model_size(image.shape[:2], model.resolution, model.size_multiple)
         source = resize_array(np.asarray(image, dtype=np.uint8), size)
         z0 = encode_image(model, to_model_tensor(source, size))
-        text = encode_prompt(model, prompt)
+        text = encode_prompt(model, prompt, settings.guidance_scale)  # [uncond, cond] when inverting with guidance
         reconstruction = from_model_tensor(decode_latent(model, z0))
         inverted = invert(model, z0, text, settings)
-        back = from_model_tensor(decode_latent(model, denoise_latent(model, inverted.zt, text, settings)))
+        back_z = denoise_latent(model, inverted.zt, text, settings, settings.guidance_scale)
+        back = from_model_tensor(decode_latent(model, back_z))
         out.append(RoundTrip(prompt, source, reconstruction, back, inverted.t, settings.inverted_steps,
                              psnr(back, reconstruction), psnr(reconstruction, source)))
     return out

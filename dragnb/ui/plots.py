@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import io
+import math
 
 import matplotlib
 import numpy as np
@@ -279,8 +280,9 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
     Needs the iterations' features: ``session.run(keep_features=True)``. The window's argmin (×) is where
     tracking put the handle at step k; the arrow points to the target. Under ``schedule="alternating"`` F_0 is
     the unedited branch's at the step's own timestep. Under ``tracking="line_search"`` (FreeDrag) the map is
-    instead the template distance mean |F_k(Ω(q, r1)) − T_i| around h^{k-1}, with the h⁰→g line the search moves
-    along and the point p_k it chose (×).
+    instead the template distance mean |F_k(Ω(q, r1)) − T_i| around h^{k-1} (as far as one search reaches), with
+    the h⁰→g line the search moves along and the point p_k (×); a search runs every few steps (a round), so between
+    two the point stays where the last one put it.
     """
     drag = result.drag
     history = drag.history
@@ -325,7 +327,8 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
 
 def _line_search_heatmaps(result: EditResult, steps: list[int], pair: int) -> Figure:
     """tracking_heatmaps under line search: the template distance around h^{k-1}, the line, the chosen point."""
-    drag, r1, r2 = result.drag, result.settings.drag.r1, result.settings.drag.r2
+    drag, r1 = result.drag, result.settings.drag.r1
+    reach = max(result.settings.drag.r2, math.ceil(result.settings.drag.line_search_distance))  # a search's reach
     history = drag.history
     fig = Figure(figsize=(2.8 * len(steps), 3.1), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(steps)))
@@ -334,8 +337,8 @@ def _line_search_heatmaps(result: EditResult, steps: list[int], pair: int) -> Fi
         feature, template = history[k].features, history[k].templates[pair]
         previous = history[k - 1].handles[pair]
         rows, cols = feature.shape[-2:]
-        top, left = max(0, int(previous[0]) - r2), max(0, int(previous[1]) - r2)
-        bottom, right = min(rows, int(previous[0]) + r2 + 1), min(cols, int(previous[1]) + r2 + 1)
+        top, left = max(0, int(previous[0]) - reach), max(0, int(previous[1]) - reach)
+        bottom, right = min(rows, int(previous[0]) + reach + 1), min(cols, int(previous[1]) + reach + 1)
         distances = np.array([[float(template_distance(feature, torch.tensor([float(r), float(c)]), template, r1))
                                for c in range(left, right)] for r in range(top, bottom)])
         ax.imshow(distances, cmap="viridis_r", extent=(left - 0.5, right - 0.5, bottom - 0.5, top - 0.5))

@@ -107,11 +107,12 @@ class RunPanel(widgets.VBox):
         self.optimize_text = widgets.Checkbox(value=s.drag.optimize_text, description="optimize text (DragText)")
         # the variants' own numbers: B of the alternating schedule, the hold after arrival, DragText's weight
         self.variant_values = {
-            "steps_per_timestep": widgets.IntSlider(value=s.drag.steps_per_timestep, min=1, max=50,
-                                                    description="B per timestep"),
-            "hold_steps": widgets.IntSlider(value=s.drag.hold_steps, min=0, max=100, description="hold steps"),
-            "text_lam": widgets.FloatLogSlider(value=s.drag.text_lam, base=10, min=-3, max=1, step=0.05,
-                                               description="text λ", readout_format=".3g"),
+            "steps_per_timestep": widgets.IntSlider(value=s.drag.steps_per_timestep, min=1,
+                                                    max=max(50, s.drag.steps_per_timestep), description="B per timestep"),
+            "hold_steps": widgets.IntSlider(value=s.drag.hold_steps, min=0, max=max(100, s.drag.hold_steps),
+                                            description="hold steps"),
+            "text_lam": widgets.BoundedFloatText(value=s.drag.text_lam, min=0.0, max=1e6, step=0.01,
+                                                 description="text λ"),  # 0 allowed: no regulariser
         }
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
