@@ -239,6 +239,11 @@ def test_replay_rebased_on_another_models_defaults(tiny_model, tiny_dir, blob_im
     assert (replayed.drag.lr, replayed.drag.max_steps, replayed.lora.steps) == (0.05, 3, 2)  # the round's own
     assert replayed == rebase(FAST, tiny_model.settings, settings_from_dict(
         {"drag": {"r1": 2, "lr": 0.02}, "lora": {"rank": 4}}))
+    assert History.load(tmp_path / "rebased").model_settings == settings_from_dict(
+        {"drag": {"r1": 2, "lr": 0.02}, "lora": {"rank": 4}})  # rebased: the new model's defaults are the base now
+    assert main(["replay", str(tmp_path / "saved"), "--out", str(tmp_path / "as-saved"), "--model", str(other),
+                 "--quiet"]) == 0  # as saved: the rounds still hold the first model's choices, and the file says so
+    assert History.load(tmp_path / "as-saved").model_settings == tiny_model.settings
     capsys.readouterr()
     old = hand_made_history(tmp_path / "old")  # written without its model's defaults
     assert main(["replay", str(old), "--out", str(tmp_path / "o"), "--settings", "model", "--quiet"]) == 2

@@ -270,6 +270,10 @@ def test_the_views_make_sense_for_each_variant(tiny_model, blob_image):
     fig = plots.tracking_heatmaps(alternating, steps=(1, 4))  # step 4 is at the second timestep
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert f"t={ts[0]}" in titles[0] and f"t={ts[1]}" in titles[1]
+    session = DragSession(tiny_model, blob_image, "a red disc", FAST)
+    session.set_points([(16, 16, 40, 16)])
+    session.run()
+    assert session.run(keep_features=True).drag.history[1].features is not None  # cached without: run again
     searched = edit(tracking="line_search")
     fig = plots.tracking_heatmaps(searched, steps=(1, 2))  # the template distance around the point, the line
     assert len([ax for ax in fig.axes if ax.images]) == 2 and "T|" in fig.axes[0].get_title()
