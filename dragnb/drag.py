@@ -302,8 +302,8 @@ def predicted_frames(model: Model, dragged: DragResult, prompt: str, every: int 
     (``DragStep.t``: under ``schedule="alternating"`` the drag walks down the schedule), the final one at
     ``dragged.t``; the text is the drag's own (``dragged.text`` under ``optimize_text``, else ``prompt``'s), its
     conditional half for a guided generated image (x̂_0 without guidance). x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
-    (docs/method.md §1; from v or x_0 itself for models that predict those), so no DDIM schedule needs to be set. Uses the model as it is (the session leaves its
-    LoRA active).
+    (docs/method.md §1; from v, or x_0 itself, for models that predict those), so no DDIM schedule needs to be set.
+    Uses the model as it is (the session leaves its LoRA active).
     """
     if not dragged.history or dragged.history[0].latent is None:
         raise ValueError("predicted_frames needs the drag's latents: run with keep_latents=True")
