@@ -62,10 +62,11 @@ def _run_drag(args) -> int:
         mask = load_mask(args.mask, image.shape[:2], "--mask")
         prompt = args.prompt or ""
     out = output_file(args.out, "--out")
-    if out.with_suffix(".json").is_dir():  # the record goes beside the image
-        raise InputError("--out", f"the record {str(out.with_suffix('.json'))!r} would be written beside the image, "
-                         "but a folder has that name; give --out another name")
-    output_file(out.with_suffix(".json"), "--out", suffixes=())  # and it can be written
+    json_path = out.with_suffix(".json")  # the record, beside the image
+    if json_path.is_dir():
+        raise InputError("--out", f"the record {str(json_path)!r} would be written beside the image, but a folder "
+                         "has that name; give --out another name")
+    output_file(json_path, "--out", suffixes=())  # and it can be written
     cache_dir = open_cache(args.cache_dir, "--cache-dir") if args.cache_dir else None
     if args.model is None and not EMBEDDED_MODEL.is_dir():
         raise InputError("--model", "the embedded model is not in data/ yet; pass --model NAME_OR_PATH")
@@ -89,7 +90,6 @@ def _run_drag(args) -> int:
     record = result.to_record()
     record["seconds"]["load_model"] = load_seconds
     record["input"] = {"sample": args.sample, "image": args.image, "mask": args.mask}
-    json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(record, indent=1))
     print(f"wrote {out} and {json_path} ({result.drag.stop_reason} after {len(result.drag.history)} steps)")
     return 0
@@ -122,9 +122,8 @@ def _run_replay(args) -> int:
     from .session import DragSession
 
     history = History.load(args.history, "HISTORY_DIR")
-    if args.settings == "model" and history.model_settings is None:
-        raise InputError("--settings", "this history does not record its model's defaults (saved before they were "
-                         "kept); use --settings saved")
+    if args.settings == "model":
+        history.rebase_from("--settings")  # refused now, before the model loads, if the history cannot say
     source_dir = Path(args.history).expanduser().resolve()
     if Path(args.out).expanduser().resolve() == source_dir:
         raise InputError("--out", f"{args.out!r} is the history folder itself; give another folder (the replay "

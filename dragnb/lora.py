@@ -31,6 +31,17 @@ from .models import Model, encode_prompt
 ADAPTER = "dragnb"  # peft adapter names are "dragnb_<cache key>": the UNet's own adapter registry says which is on
 
 
+ADAPTABLE = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding, LoraLayer)  # what peft's LoRA adapts (a layer
+# that carries an adapter already counts as its base layer)
+
+
+def adaptable_modules(unet) -> list[tuple[str, bool]]:
+    """The UNet's modules as (dotted name, whether peft's LoRA can adapt it), leaving out peft's own parts (an
+    adapter's ``lora_A``/``lora_B``/``base_layer``): what ``lora.target_modules`` is checked against."""
+    return [(name, isinstance(module, ADAPTABLE)) for name, module in unet.named_modules()
+            if ".lora_" not in name and not name.endswith(".base_layer")]
+
+
 def adapter_name(key: str) -> str:
     """The peft adapter name of the LoRA with cache key ``key`` (an unnamed one: plain ``dragnb``)."""
     return f"{ADAPTER}_{key}" if key else ADAPTER

@@ -89,6 +89,15 @@ class History:
     model_settings: Settings | None = None  # that model's own defaults (what a replay elsewhere rebases from)
     _left: dict[int, int] = field(default_factory=dict, repr=False)  # round -> the child undo last left it from
 
+    def rebase_from(self, argument: str) -> Settings:
+        """The defaults of the model that made the history, which a replay elsewhere rebases the rounds' settings
+        from (:func:`dragnb.config.rebase`); a history saved without them cannot tell the rounds' own choices."""
+        if self.model_settings is None:
+            raise InputError(argument, "this history does not record its model's defaults (it was saved before they "
+                             "were kept), so they cannot be told from the rounds' own choices; replay the settings "
+                             "as saved")
+        return self.model_settings
+
     @property
     def round(self) -> Round:
         """The current round."""
@@ -201,13 +210,12 @@ class History:
 
             model = str(EMBEDDED_MODEL)
         defaults = document.get("model_settings")
-        if defaults is not None:
-            try:
-                defaults = settings_from_dict(defaults) if isinstance(defaults, dict) else None
-            except InputError as exc:
-                raise InputError(argument, f"{HISTORY_FILE}: model_settings: {exc}") from None
-            if defaults is None:
-                raise InputError(argument, f"{HISTORY_FILE}: model_settings must be an object of settings or null")
+        if defaults is not None and not isinstance(defaults, dict):
+            raise InputError(argument, f"{HISTORY_FILE}: model_settings must be an object of settings or null")
+        try:
+            defaults = None if defaults is None else settings_from_dict(defaults)
+        except InputError as exc:
+            raise InputError(argument, f"{HISTORY_FILE}: model_settings: {exc}") from None
         return cls(rounds=rounds, current=current, model=model, model_settings=defaults)
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peft.tuners.lora import LoraLayer
 
 from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
@@ -38,7 +37,7 @@ from .errors import InputError, Interrupted, SettingError
 from .generate import GeneratedImage, generate
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
 from .inversion import InversionResult, encode_image, invert
-from .lora import LoraResult, apply_lora, fused_lora, train_lora
+from .lora import LoraResult, adaptable_modules, apply_lora, fused_lora, train_lora
 from .models import Model, encode_prompt
 from .points import DragPoints, feature_grid, grid_to_image, image_to_grid, make_points
 from .rounds import History, Round
@@ -108,10 +107,6 @@ class EditResult:
         }
 
 
-ADAPTABLE = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding, LoraLayer)  # what peft's LoRA adapts (a layer
-# that carries an adapter already counts as its base layer)
-
-
 def _stopped_as_saved(record: dict | None) -> list[Callback]:
     """For a replay: a round whose drag was stopped early (the Stop button, a callback, Ctrl-C) stops after as many
     iterations again, so its result is the saved one; a finished drag needs nothing (nor can a drag stopped before
@@ -176,8 +171,7 @@ class DragSession:
             raise InputError("settings", f"expected a dragnb.config.Settings, got {type(settings).__name__}")
         unet = self.model.pipe.unet
         check_for_model(settings, len(unet.up_blocks), self.model.pipe.scheduler.config.num_train_timesteps,
-                        [(name, isinstance(m, ADAPTABLE)) for name, m in unet.named_modules()
-                         if ".lora_" not in name and not name.endswith(".base_layer")])  # not peft's own parts
+                        adaptable_modules(unet))
         reason = unsupported(settings.compute, self.model.device)
         if reason is not None:
             raise SettingError("compute.autocast", settings.compute.autocast, reason)
@@ -357,9 +351,10 @@ class DragSession:
             raise InputError("points", "no handle/target points set; call set_points([(hx, hy, tx, ty), ...]) first")
         key = self._keys()["drag"]
         cached = self._cache["drag"].get(key)
-        kept = cached.history[0] if cached is not None and cached.history else None
-        if cached is not None and not (kept is not None and ((keep_latents and kept.latent is None)
-                                                               or (keep_features and kept.features is None))):
+        first = cached.history[0] if cached is not None and cached.history else None
+        lacking = first is not None and ((keep_latents and first.latent is None)
+                                         or (keep_features and first.features is None))  # asked for, not kept
+        if cached is not None and not lacking:
             self._remember("drag", key, cached)
             return cached  # type: ignore[return-value]
         self.run_lora()
@@ -551,13 +546,10 @@ class DragSession:
         """
         if settings not in ("saved", "model"):
             raise InputError("settings", f"got {settings!r}; must be 'saved' or 'model'")
-        if settings == "model" and history.model_settings is None:
-            raise InputError("settings", "this history does not record its model's defaults (it was saved before "
-                             "they were kept), so they cannot be told from the rounds' own choices; use 'saved'")
+        old_base = history.rebase_from("settings") if settings == "model" else None
 
         def of(rnd: Round) -> Settings:
-            return rebase(rnd.settings, history.model_settings, model.settings) if settings == "model" \
-                else rnd.settings
+            return rnd.settings if old_base is None else rebase(rnd.settings, old_base, model.settings)
 
         first = history.rounds[0]
         if first.generation is not None:
