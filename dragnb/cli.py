@@ -35,7 +35,7 @@ def _run_drag(args) -> int:
     from PIL import Image
 
     from .cache import open_cache
-    from .config import Settings, apply_overrides
+    from .config import Settings, apply_overrides, requested_weights
     from .evaluation.dragbench import read_sample
     from .files import output_file
     from .images import load_mask, to_rgb_array
@@ -79,7 +79,8 @@ def _run_drag(args) -> int:
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
     tick = time.perf_counter()
-    model = load_model(args.model, device=device, offline=args.offline or None)
+    model = load_model(args.model, device=device, dtype=requested_weights(args.overrides),
+                       offline=args.offline or None)
     load_seconds = time.perf_counter() - tick
     settings = apply_overrides(model.settings, args.overrides)
     session = DragSession(model, image, prompt, settings, cache_dir=cache_dir, progress=not args.quiet)
@@ -122,8 +123,10 @@ def _run_replay(args) -> int:
     from .session import DragSession
 
     history = History.load(args.history, "HISTORY_DIR")
-    if args.settings == "model":
-        history.rebase_from("--settings")  # refused now, before the model loads, if the history cannot say
+    weights = history.rounds[0].settings.compute.weights  # one model, so one weights dtype, for every round
+    if args.settings == "model":  # refused now, before the model loads, if the history cannot say
+        if weights == history.rebase_from("--settings").compute.weights:
+            weights = None  # not the round's own choice: the new model's default
     source_dir = Path(args.history).expanduser().resolve()
     if Path(args.out).expanduser().resolve() == source_dir:
         raise InputError("--out", f"{args.out!r} is the history folder itself; give another folder (the replay "
@@ -142,7 +145,7 @@ def _run_replay(args) -> int:
 
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
-    model = load_model(name, device=device, offline=args.offline or None)
+    model = load_model(name, device=device, dtype=weights, offline=args.offline or None)
 
     def report(before, again) -> None:
         origin = "a first round" if before.parent is None else f"from round {before.parent}"

@@ -6,6 +6,9 @@
   (diffusers' own checkpointing): less memory for the same gradients.
 * ``vae_slicing`` / ``vae_tiling``: diffusers' VAE slicing (one image of a batch at a time) and tiling
   (overlapping tiles, for images larger than the model's resolution).
+* ``weights``: the dtype the model's weights are held in (fp32, fp16, bf16), fixed when the model loads
+  (:func:`dragnb.models.load_model`); every UNet call casts its inputs to it and returns fp32 (:func:`dragnb.models.
+  run_unet`), so the latents, the losses and the optimisers stay fp32. fp16 weights train and drag with loss scaling.
 * ``fuse_lora``: inversion, drag and denoising run with the LoRA folded into the weights
   (:func:`dragnb.lora.fused_lora`): the bare UNet's cost, the same function up to rounding.
 
@@ -22,6 +25,15 @@ import torch
 from .config import ComputeSettings
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+WEIGHTS = {"fp32": torch.float32, **DTYPES}  # compute.weights -> the dtype the model's weights are held in
+
+
+def weights_name(dtype: torch.dtype) -> str:
+    """The ``compute.weights`` name of a weights dtype ("fp32", "fp16", "bf16")."""
+    for name, known in WEIGHTS.items():
+        if known == dtype:
+            return name
+    raise ValueError(f"weights dtype {dtype} is none of {', '.join(WEIGHTS)}")
 
 
 def unsupported(compute: ComputeSettings, device: torch.device) -> str | None:
@@ -46,8 +58,9 @@ def autocast(compute: ComputeSettings, device: torch.device):
 
 
 def grad_scaler(compute: ComputeSettings, device: torch.device) -> torch.amp.GradScaler | None:
-    """fp16 gradients need loss scaling (the reference's GradScaler); bf16 and fp32 do not."""
-    return torch.amp.GradScaler(device.type) if compute.autocast == "fp16" else None
+    """fp16 gradients (fp16 autocast or fp16 weights) need loss scaling (the reference's GradScaler); bf16 and fp32
+    do not."""
+    return torch.amp.GradScaler(device.type) if "fp16" in (compute.autocast, compute.weights) else None
 
 
 @contextmanager

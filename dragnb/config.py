@@ -213,6 +213,9 @@ class ComputeSettings(_Checked):
     vae_tiling: bool = False  # encode/decode in overlapping tiles (images beyond the model's resolution)
     fuse_lora: bool = False  # inversion, drag and denoising run with the LoRA folded into the weights (W + s·B·A):
     # the bare UNet's cost, the same function up to rounding; the reference keeps the adapter unfused
+    weights: Literal["fp32", "fp16", "bf16"] = "fp32"  # the dtype the model's weights are held in, chosen when it
+    # loads (dragnb.models.load_model(dtype=...); the command line loads it in this one); a session checks that its
+    # model matches. Latents, losses and the optimisers stay fp32. The reference holds SD 1.5 in fp16 on CUDA
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,13 @@ def apply_overrides(settings: Settings, assignments: list[str]) -> Settings:
             raise InputError("--set", f"expects stage.field=value (e.g. drag.lr=0.03), got {item!r}")
         data.setdefault(stage, {})[name] = value.strip()
     return settings_from_dict(data, settings)
+
+
+def requested_weights(assignments: list[str]) -> str | None:
+    """The ``compute.weights`` that ``--set`` assignments name (the dtype the model is to load in), else None."""
+    named = [value.strip() for key, _, value in (item.partition("=") for item in assignments)
+             if key.strip() == "compute.weights"]
+    return named[-1] if named else None
 
 
 def named_overrides(text: str, argument: str) -> tuple[str, list[str]]:

@@ -20,7 +20,7 @@ from .attention import reference_control
 from .callbacks import Callback, DenoiseStep, notify
 from .config import DenoiseSettings, InversionSettings
 from .inversion import decode_latent, schedule
-from .models import Model, classifier_free_guidance
+from .models import Model, classifier_free_guidance, run_unet
 
 
 @dataclass
@@ -76,7 +76,7 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
             for i, t in enumerate(tqdm(timesteps, desc="denoise", disable=not progress, leave=False)):
                 active[0] = i + skip >= settings.control_from_step
                 zz = torch.cat([z, z]) if guided else z
-                eps = unet(zz, t, text_b).sample
+                eps = run_unet(unet, zz, t, text_b)
                 if guided:
                     eps = classifier_free_guidance(eps, guidance_scale)
                 z = scheduler.step(eps, t, z).prev_sample

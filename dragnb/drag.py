@@ -28,7 +28,7 @@ from .config import ComputeSettings, DragSettings, InversionSettings
 from .features import unet_with_features
 from .images import from_model_tensor
 from .inversion import decode_latent
-from .models import Model, classifier_free_guidance, encode_prompt
+from .models import Model, classifier_free_guidance, encode_prompt, run_unet
 from .motion import anchor_patches, arrived, bilinear_patch, mask_loss, motion_loss
 from .points import feature_grid
 from .tracking import (LINE_SEARCH_ROUND, end_round, line_search, point_features, template_distance,
@@ -315,7 +315,7 @@ def predicted_frames(model: Model, dragged: DragResult, prompt: str, every: int 
     frames = []
     for k, t, z in latents:
         z = z.to(model.device)
-        out = model.pipe.unet(z, t, text.to(model.device)).sample
+        out = run_unet(model.pipe.unet, z, t, text.to(model.device))
         a = alphas[int(t)].to(z.device, z.dtype)
         x0 = {"epsilon": lambda: (z - (1 - a).sqrt() * out) / a.sqrt(),  # the model predicts ε
               "v_prediction": lambda: a.sqrt() * z - (1 - a).sqrt() * out,  # v = √ᾱ ε − √(1−ᾱ) x_0

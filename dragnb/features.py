@@ -17,7 +17,7 @@ from diffusers import UNet2DConditionModel
 
 from .images import model_size, to_model_tensor, to_rgb_array
 from .inversion import encode_image
-from .models import Model, encode_prompt
+from .models import Model, encode_prompt, run_unet
 from .points import feature_grid, grid_to_image, image_to_grid
 from .tracking import point_features
 
@@ -75,7 +75,7 @@ def unet_with_features(unet: UNet2DConditionModel, z: torch.Tensor, t, text: tor
                        blocks: Sequence[int], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """One UNet call returning (ε, F): ε (B, 4, h, w) and features F (B, ΣC, *size)."""
     with tap_up_blocks(unet, blocks) as captured:
-        eps = unet(z, t, text).sample
+        eps = run_unet(unet, z, t, text)
     return eps, gather(captured, blocks, unet, size)
 
 
@@ -84,7 +84,7 @@ def block_outputs(unet: UNet2DConditionModel, z: torch.Tensor, t, text: torch.Te
     """The raw outputs {b: (B, C_b, h_b, w_b)} of the tapped up blocks, without running the UNet past the last."""
     with tap_up_blocks(unet, blocks, stop_after=True) as captured:
         try:
-            unet(z, t, text)
+            unet(z.to(unet.dtype), t, text.to(unet.dtype))
         except _EnoughFeatures:
             pass
     return captured

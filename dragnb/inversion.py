@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .callbacks import Callback, InversionStep, notify
 from .config import InversionSettings
 from .images import from_model_tensor, model_size, psnr, to_model_tensor, to_rgb_array
-from .models import Model, classifier_free_guidance, encode_prompt
+from .models import Model, classifier_free_guidance, encode_prompt, run_unet
 
 
 @dataclass
@@ -52,16 +52,16 @@ class InversionResult:
 
 @torch.no_grad()
 def encode_image(model: Model, image: torch.Tensor) -> torch.Tensor:
-    """z_0 = mean of the VAE posterior x scaling factor. image: (1, 3, H, W) in [-1, 1] -> (1, 4, H/f, W/f)."""
+    """z_0 = mean of the VAE posterior x scaling factor. image: (1, 3, H, W) in [-1, 1] -> (1, 4, H/f, W/f), fp32."""
     vae = model.pipe.vae
-    return vae.encode(image.to(model.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+    return vae.encode(image.to(model.device, vae.dtype)).latent_dist.mean.float() * vae.config.scaling_factor
 
 
 @torch.no_grad()
 def decode_latent(model: Model, z: torch.Tensor) -> torch.Tensor:
-    """(B, 4, h, w) latent -> (B, 3, H, W) image in [-1, 1]."""
+    """(B, 4, h, w) latent -> (B, 3, H, W) image in [-1, 1], fp32."""
     vae = model.pipe.vae
-    return vae.decode(z.to(vae.dtype) / vae.config.scaling_factor).sample.clamp(-1, 1)
+    return vae.decode(z.to(vae.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
 
 
 def schedule(scheduler: DDIMScheduler, settings: InversionSettings) -> torch.Tensor:
@@ -80,8 +80,8 @@ def inverse_scheduler(scheduler: DDIMScheduler, num_steps: int) -> DDIMInverseSc
 def guided_noise(model: Model, z: torch.Tensor, t, text: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """ε with classifier-free guidance when ``text`` holds [uncond, cond]. z: (1, 4, h, w)."""
     if len(text) == 1:
-        return model.pipe.unet(z, t, text).sample
-    return classifier_free_guidance(model.pipe.unet(torch.cat([z, z]), t, text).sample, guidance_scale)
+        return run_unet(model.pipe.unet, z, t, text)
+    return classifier_free_guidance(run_unet(model.pipe.unet, torch.cat([z, z]), t, text), guidance_scale)
 
 
 @torch.no_grad()

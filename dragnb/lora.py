@@ -26,7 +26,7 @@ from .callbacks import Callback, LoraStep, notify
 from .compute import autocast, checkpointing, grad_scaler, require_supported
 from .config import ComputeSettings, LoraSettings
 from .errors import ModelError
-from .models import Model, encode_prompt
+from .models import Model, encode_prompt, run_unet
 
 ADAPTER = "dragnb"  # peft adapter names are "dragnb_<cache key>": the UNet's own adapter registry says which is on
 
@@ -118,15 +118,15 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
                                    for _ in range(settings.batch_size)])  # (B, 3, H, W)
                 with torch.no_grad():
                     dist = vae.encode(batch).latent_dist
-                    z0 = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator).to(device)) \
-                        * vae.config.scaling_factor  # (B, 4, h, w)
+                    z0 = (dist.mean.float() + dist.std.float() * torch.randn(dist.mean.shape, generator=generator)
+                          .to(device)) * vae.config.scaling_factor  # (B, 4, h, w), fp32
                 noise = torch.randn(z0.shape, generator=generator).to(device)
                 t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=generator).to(device)
                 noisy = scheduler.add_noise(z0, noise, t)
                 target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
                 with autocast(compute, device):
-                    pred = unet(noisy, t, text).sample
-                loss = F.mse_loss(pred.float(), target.float())
+                    pred = run_unet(unet, noisy, t, text)
+                loss = F.mse_loss(pred, target)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()

@@ -7,6 +7,7 @@ betas and prediction type.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+from .compute import WEIGHTS, weights_name
 from .config import Settings, model_defaults
 from .errors import InputError, ModelError
 
@@ -95,16 +97,30 @@ class Model:
 
 
 
+def weights_dtype(dtype: str | torch.dtype | None, argument: str = "dtype") -> torch.dtype | None:
+    """A weights dtype given as a torch dtype or a ``compute.weights`` name ("fp32", "fp16", "bf16"); None stays None."""
+    if dtype is None or dtype in WEIGHTS.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in WEIGHTS:
+        return WEIGHTS[dtype]
+    raise InputError(argument, f"{dtype!r} is not a weights dtype; use one of {', '.join(WEIGHTS)} (or torch.float32, "
+                     "torch.float16, torch.bfloat16)")
+
+
 def load_model(name_or_path: str | Path | None = None, device: str | torch.device | None = None,
-               dtype: torch.dtype = torch.float32, offline: bool | None = None) -> Model:
+               dtype: str | torch.dtype | None = None, offline: bool | None = None) -> Model:
     """Load an SD-family diffusers pipeline.
 
     ``name_or_path``: a local folder in the diffusers layout, or a hub id (e.g. ``SD15``); None = the embedded
-    tiny model. ``offline``: never touch the network (default: the ``HF_HUB_OFFLINE`` environment variable).
-    Raises :class:`ModelError` saying how to get the weights when they are missing or unreadable.
+    tiny model. ``dtype``: the weights' dtype (``compute.weights``: "fp32", "fp16", "bf16" or a torch dtype); None =
+    what the model's ``dragnb_defaults.json`` names, else fp32. The model's settings carry it
+    (``model.settings.compute.weights``). ``offline``: never touch the network (default: the ``HF_HUB_OFFLINE``
+    environment variable). Raises :class:`ModelError` saying how to get the weights when they are missing or
+    unreadable.
     """
     name = str(EMBEDDED_MODEL if name_or_path is None else name_or_path)
     device = resolve_device(device)
+    dtype = weights_dtype(dtype)
     if offline is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     path = Path(name).expanduser()
@@ -122,6 +138,11 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
                              f"`hf download {SD15} --local-dir {name}`")
         _check_components(path, name)
         settings = model_defaults(path)  # a broken dragnb_defaults.json fails here, before the weights load
+    else:
+        settings = model_defaults(None)
+    if dtype is None:
+        dtype = WEIGHTS[settings.compute.weights]
+    settings = dataclasses.replace(settings, compute=dataclasses.replace(settings.compute, weights=weights_name(dtype)))
     try:
         with warnings.catch_warnings():  # diffusers 0.42 renamed torch_dtype; older releases know only that name
             warnings.simplefilter("ignore", FutureWarning)
@@ -140,12 +161,13 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         raise ModelError(f"model: the weights in {name!r} are corrupt or do not match their config "
                          f"({exc.__class__.__name__}: {str(exc)[:300]}); re-download or re-save the model") from None
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
-    pipe.to(device)
+    if device.type != "cpu":  # loaded on the CPU (diffusers' .to warns of fp16 there, which runs in torch 2.13)
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
         module.eval()
-    return Model(pipe=pipe, name=name, settings=settings if local else model_defaults(None))
+    return Model(pipe=pipe, name=name, settings=settings)
 
 
 CORE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what dragnb uses of a pipeline
@@ -168,6 +190,14 @@ def classifier_free_guidance(eps: torch.Tensor, guidance_scale: float) -> torch.
 
 @torch.no_grad()
 def encode_prompt(model: Model, prompt: str, guidance_scale: float = 1.0) -> torch.Tensor:
-    """Text embeddings c: (1, 77, D), or (2, 77, D) = [unconditional, conditional] when guidance > 1."""
+    """Text embeddings c in fp32 (whatever the weights' dtype): (1, 77, D), or (2, 77, D) = [unconditional,
+    conditional] when guidance > 1."""
     cond, uncond = model.pipe.encode_prompt(prompt, model.device, 1, guidance_scale > 1.0, negative_prompt="")
-    return torch.cat([uncond, cond]) if guidance_scale > 1.0 else cond
+    return (torch.cat([uncond, cond]) if guidance_scale > 1.0 else cond).float()
+
+
+def run_unet(unet, z: torch.Tensor, t, text: torch.Tensor) -> torch.Tensor:
+    """The UNet's output (ε, or v or x_0 for models predicting those) for latent z at t under text c, in fp32: the
+    one place the inputs are cast to the weights' dtype (``compute.weights``), so everything around the UNet stays
+    fp32 (a no-op for fp32 weights; under fp16/bf16 autocast the output comes back fp32 too)."""
+    return unet(z.to(unet.dtype), t, text.to(unet.dtype)).sample.float()

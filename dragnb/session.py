@@ -29,7 +29,7 @@ import torch
 
 from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
-from .compute import unsupported, vae_memory
+from .compute import unsupported, vae_memory, weights_name
 from .config import Settings, check_for_model, rebase
 from .denoise import DenoiseResult, denoise
 from .drag import DragResult, drag
@@ -175,6 +175,11 @@ class DragSession:
         reason = unsupported(settings.compute, self.model.device)
         if reason is not None:
             raise SettingError("compute.autocast", settings.compute.autocast, reason)
+        held = weights_name(unet.dtype)
+        if settings.compute.weights != held:
+            raise SettingError("compute.weights", settings.compute.weights,
+                               f"this model's weights are {held}: set compute.weights={held}, or load the model "
+                               f"in that dtype (load_model(..., dtype=\"{settings.compute.weights}\"))")
         rows, cols = feature_grid(self.model_size, settings.drag.feature_scale)
         if rows < 1 or cols < 1:
             raise SettingError("drag.feature_scale", settings.drag.feature_scale,

@@ -39,12 +39,12 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from dragnb.compute import autocast, checkpointing
-from dragnb.config import ComputeSettings, Settings, apply_overrides, named_overrides
+from dragnb.compute import WEIGHTS, autocast, checkpointing
+from dragnb.config import ComputeSettings, Settings, apply_overrides, named_overrides, requested_weights
 from dragnb.errors import InputError
 from dragnb.images import to_model_tensor
 from dragnb.lora import fused_lora
-from dragnb.models import Model, ddim_scheduler, encode_prompt, load_model, resolve_device
+from dragnb.models import Model, ddim_scheduler, encode_prompt, load_model, resolve_device, run_unet
 from dragnb.session import DragSession
 from dragnb.tables import markdown_table
 from dragnb.testing import SD15_UNET_CONFIG, character_tokenizer, tiny_random_pipeline
@@ -52,20 +52,22 @@ from dragnb.testing import SD15_UNET_CONFIG, character_tokenizer, tiny_random_pi
 SD15_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
                        layers_per_block=2, norm_num_groups=32, down_block_types=("DownEncoderBlock2D",) * 4,
                        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512)
+MEMORY = ["compute.gradient_checkpointing=true", "compute.vae_slicing=true"]
 OPTIONS = {  # name -> settings overrides; the default rows per device
     "cuda": {
         "fp32": [],
-        "fp32 + fused LoRA": ["compute.fuse_lora=true"],
-        "fp16": ["compute.autocast=fp16"],
-        "bf16": ["compute.autocast=bf16"],
-        "fp16 + memory": ["compute.autocast=fp16", "compute.gradient_checkpointing=true", "compute.vae_slicing=true"],
-        "fp16 + memory + fused LoRA": ["compute.autocast=fp16", "compute.gradient_checkpointing=true",
-                                       "compute.vae_slicing=true", "compute.fuse_lora=true"],
+        "fp16 autocast": ["compute.autocast=fp16"],  # the reference's drag and LoRA (its weights are fp16 elsewhere)
+        "bf16 autocast": ["compute.autocast=bf16"],
+        "fp16 autocast + memory": ["compute.autocast=fp16", *MEMORY],
+        "fp16 weights": ["compute.weights=fp16"],
+        "fp16 weights + memory": ["compute.weights=fp16", *MEMORY],
+        "fp16 weights + memory + fused LoRA": ["compute.weights=fp16", *MEMORY, "compute.fuse_lora=true"],
     },
     "cpu": {
         "fp32": [],
         "fp32 + fused LoRA": ["compute.fuse_lora=true"],
-        "bf16": ["compute.autocast=bf16"],
+        "bf16 autocast": ["compute.autocast=bf16"],
+        "bf16 weights": ["compute.weights=bf16"],
         "fp32 + checkpointing": ["compute.gradient_checkpointing=true"],
     },
 }
@@ -90,16 +92,19 @@ def sd15_pipeline(small_parts: bool) -> StableDiffusionPipeline:
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-def build(name: str, device: torch.device) -> Model:
+def build(name: str, device: torch.device, weights: str = "fp32") -> Model:
+    """The model ``name`` on ``device`` with its weights in ``weights`` (the random ones drawn in fp32, then cast)."""
     if name == "embedded":
-        model = load_model(None, device=device)
+        model = load_model(None, device=device, dtype=weights)
         return dataclasses.replace(model, name="embedded")
     pipe = tiny_random_pipeline() if name == "tiny" else sd15_pipeline(small_parts=name == "sd15-unet")
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
-    pipe.to(device)
+    pipe.to(device, WEIGHTS[weights])
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.requires_grad_(False).eval()
-    return Model(pipe=pipe, name=name, settings=Settings())
+    settings = Settings()
+    return Model(pipe=pipe, name=name, settings=dataclasses.replace(
+        settings, compute=dataclasses.replace(settings.compute, weights=weights)))
 
 
 def sync(device: torch.device) -> None:
@@ -131,8 +136,8 @@ def floor_seconds(model: Model, settings: Settings, z: torch.Tensor, t: int, tex
             sync(device)
             tick = time.perf_counter()
             with autocast(compute, device):
-                eps = unet(x, t, text).sample
-            eps.float().sum().backward()
+                eps = run_unet(unet, x, t, text)
+            eps.sum().backward()
             sync(device)
             times.append(time.perf_counter() - tick)
     return times[1:]
@@ -228,11 +233,17 @@ def main() -> None:
         raise SystemExit(f"error: {exc}") from None
     rows = []
     for name in args.models.split(","):
-        model = build(name.strip(), device)
+        model = None
         image = None if name == "embedded" else args.image
         for option, overrides in options.items():
             if "compute.autocast=fp16" in overrides and device.type != "cuda":
                 continue
+            weights = requested_weights(overrides) or "fp32"
+            if model is None or model.settings.compute.weights != weights:  # the weights' dtype is the model's
+                del model
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                model = build(name.strip(), device, weights)
             row = bench(model, option, overrides, image, args.lora_steps, args.drag_steps)
             rows.append(row)
             print(" | ".join(cells(row)), flush=True)

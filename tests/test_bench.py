@@ -310,6 +310,8 @@ def test_bad_input_is_reported(tree, tiny_dir, tmp_path, capsys):
     assert main(bench_args(tree, tmp_path / "o", tiny_dir, "--set", "drag.nope=1")) == 2
     assert "nope" in capsys.readouterr().err
     assert main(bench_args(tree, tmp_path / "o", tiny_dir, "--sweep", "drag.lr")) == 2
+    assert main(bench_args(tree, tmp_path / "o", tiny_dir, "--sweep", "compute.weights=fp32,bf16")) == 2
+    assert "compute.weights takes one value per bench run" in capsys.readouterr().err
     assert main(["bench", "--data", str(tree), "--out", str(tmp_path / "o"), "--seeds", "0,x"]) == 2
     assert "--seeds" in capsys.readouterr().err
     (tmp_path / "afile").write_text("x")  # outputs, the cache and the device are checked before any edit

@@ -16,6 +16,7 @@ from dragnb.cli import main
 from dragnb.config import DragSettings, LoraSettings, Settings, settings_from_dict
 from dragnb.errors import InputError
 from dragnb.generate import generate
+from dragnb.models import load_model
 from dragnb.points import make_points
 from dragnb.rounds import HISTORY_FILE, History, Round
 from dragnb.session import DragSession
@@ -179,6 +180,20 @@ def test_save_and_replay_reproduce_every_image(tiny_model, blob_image, tmp_path,
     again = json.loads((tmp_path / "replay" / HISTORY_FILE).read_text())
     for a, b in zip(entries, again["rounds"]):
         assert {k: v for k, v in a.items() if k != "record"} == {k: v for k, v in b.items() if k != "record"}
+
+
+def test_a_history_in_bf16_weights_replays_in_them(tiny_dir, blob_image, tmp_path, capsys):
+    """The replay loads the model in the dtype the history's rounds name (one model, one dtype)."""
+    model = load_model(tiny_dir, device="cpu", dtype="bf16")
+    session = DragSession(model, blob_image, "", dataclasses.replace(FAST, compute=model.settings.compute))
+    session.set_points([(24, 24, 36, 24)])
+    session.run()
+    session.save_history(tmp_path / "saved")
+    capsys.readouterr()
+    assert main(["replay", str(tmp_path / "saved"), "--out", str(tmp_path / "replay"), "--quiet"]) == 0
+    assert "identical to the saved result" in capsys.readouterr().out
+    again = json.loads((tmp_path / "replay" / HISTORY_FILE).read_text())
+    assert again["rounds"][0]["settings"]["compute"]["weights"] == "bf16"
 
 
 def test_a_stopped_round_replays_as_it_was_stopped(tiny_model, blob_image, tmp_path):

@@ -28,6 +28,16 @@ def test_benchmark_row_times_each_stage_and_the_floor_under_its_option(tiny_mode
     assert table.count("\n") == 5 and "fused" in table
 
 
+def test_benchmark_builds_the_model_in_the_weights_of_its_option():
+    import torch
+
+    benchmark = _script("benchmark")
+    model = benchmark.build("tiny", torch.device("cpu"), "bf16")
+    assert model.pipe.unet.dtype == torch.bfloat16 and model.settings.compute.weights == "bf16"
+    row = benchmark.bench(model, "bf16 weights", ["compute.weights=bf16"], None, lora_steps=1, drag_steps=2)
+    assert row["settings"]["compute"]["weights"] == "bf16" and row["drag_steps"] == 2
+
+
 def test_a_labelled_set_of_overrides_is_parsed_and_a_bad_one_named():
     from dragnb.config import named_overrides
     from dragnb.errors import InputError

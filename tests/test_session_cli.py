@@ -117,6 +117,19 @@ def test_cli_writes_image_and_record(tiny_dir, tmp_path, blob_image):
     assert len(record["loss_history"]) == record["drag_steps"]
 
 
+def test_cli_loads_the_model_in_the_weights_dtype_asked_for(tiny_dir, tmp_path, blob_image, capsys):
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    out = tmp_path / "bf16.png"
+    assert run_cli("--image", tmp_path / "in.png", "--points", "24,24,34,24", "--model", tiny_dir, "--out", out,
+                   "--set", "compute.weights=bf16") == 0
+    assert json.loads(out.with_suffix(".json").read_text())["settings"]["compute"]["weights"] == "bf16"
+    capsys.readouterr()
+    assert run_cli("--image", tmp_path / "in.png", "--points", "24,24,34,24", "--model", tiny_dir, "--out", out,
+                   "--set", "compute.weights=fp8") == 2
+    err = capsys.readouterr().err
+    assert "compute.weights: got 'fp8'; must be one of fp32, fp16, bf16" in err and err.count("\n") == 1, err
+
+
 def test_cli_sample_folder(tiny_dir, tmp_path, blob_image):
     write_sample(tmp_path / "s", blob_image, "a red disc", make_points([(24, 24, 40, 24)], (64, 64)), None)
     assert run_cli("--sample", tmp_path / "s", "--model", tiny_dir, "--out", tmp_path / "o.png") == 0

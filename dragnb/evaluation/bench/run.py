@@ -73,6 +73,9 @@ def run_bench(opts: BenchOptions) -> dict | None:
     try:
         base = apply_overrides(model_defaults(local if local.is_dir() else None), stage_overrides)
         config_settings = {c.name: apply_overrides(base, list(c.assignments)) for c in configs}
+        if len({s.compute.weights for s in config_settings.values()}) > 1:
+            raise InputError("--sweep", "compute.weights takes one value per bench run (the model loads once, in "
+                             "one dtype); run the bench once per dtype")
     except InputError:  # names the setting at fault already
         raise
     except ValueError as exc:
@@ -134,7 +137,8 @@ def _run_items(todo, opts, model_name, configs, config_settings, dift, device, o
     featurizer = fidelity_net = None
     if opts.fidelity:  # first: a missing optional dependency should stop the run before anything is loaded
         fidelity_net = metrics.lpips_alex(device=device)
-    model = load_model(opts.model, device=device, offline=opts.offline) if opts.score is None else None
+    weights = next(iter(config_settings.values())).compute.weights  # one for all configs (checked in run)
+    model = load_model(opts.model, device=device, dtype=weights, offline=opts.offline) if opts.score is None else None
     if opts.mean_distance:  # always its own copy of the weights: the edit's LoRA must not leak into the metric
         try:
             dift_model = load_model(dift.model, device=device, offline=opts.offline)
