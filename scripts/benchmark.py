@@ -19,6 +19,12 @@ CUDA. The floor is one bare UNet forward + backward to the latent on the same la
 the same precision and memory options (and the LoRA as the drag sees it): a drag iteration cannot cost less;
 the ratio says what the method adds (feature taps, resizing, the one-step DDIM prediction, losses, tracking,
 the optimiser step, the record). Prints a table and writes JSON / markdown when asked.
+
+Memory on any device: ``weights GiB`` (the UNet's, VAE's and text encoder's parameters as held) and ``kept GiB``,
+what autograd keeps for the backward of one drag forward (the tensors saved for backward, counted once per storage,
+the parameters left out) under the option: their sum is what a drag iteration must hold at least, a lower bound of
+its peak that the CPU can measure too. ``--memory-only`` reports just these (one forward per option, no edit): on
+the CPU the SD 1.5 topology at 512² then costs seconds per option instead of an hour.
 """
 
 from __future__ import annotations
@@ -143,6 +149,48 @@ def floor_seconds(model: Model, settings: Settings, z: torch.Tensor, t: int, tex
     return times[1:]
 
 
+def weights_gib(model: Model) -> float:
+    pipe = model.pipe
+    return sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.text_encoder)
+               for p in m.parameters()) / 2 ** 30
+
+
+def kept_for_backward_gib(model: Model, settings: Settings, z: torch.Tensor, t: int, text: torch.Tensor) -> float:
+    """GiB autograd keeps for the backward of one UNet forward from the latent (as the drag runs it: the
+    options' autocast, checkpointing and fused LoRA), each storage once, the parameters left out."""
+    unet, compute, device = model.pipe.unet, settings.compute, model.device
+    kept: dict[int, int] = {}
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        storage = x.untyped_storage()
+        kept[storage.data_ptr()] = storage.nbytes()
+        return x
+
+    with fused_lora(unet, compute.fuse_lora), checkpointing(unet, compute.gradient_checkpointing):
+        parameters = {p.untyped_storage().data_ptr() for p in unet.parameters()}
+        x = z.detach().clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x), autocast(compute, device):
+            eps = run_unet(unet, x, t, text)
+        del eps
+    return sum(n for ptr, n in kept.items() if ptr not in parameters) / 2 ** 30
+
+
+def memory_row(model: Model, option: str, overrides: list[str], image_side: int | None) -> dict:
+    """Weights and kept-for-backward GiB of one drag forward at the image side, without an edit."""
+    side = image_side or model.resolution
+    settings = apply_overrides(model.settings, [f"compute.{f.name}={str(f.default).lower()}"
+                                                for f in dataclasses.fields(ComputeSettings)] + overrides)
+    latent = side // model.vae_scale
+    z = torch.randn(1, model.pipe.unet.config.in_channels, latent, latent,
+                    generator=torch.Generator().manual_seed(0)).to(model.device)
+    model.pipe.scheduler.set_timesteps(settings.inversion.num_steps)
+    t = int(model.pipe.scheduler.timesteps[settings.inversion.num_steps - settings.inversion.inverted_steps])
+    kept = kept_for_backward_gib(model, settings, z, t, encode_prompt(model, "a photo"))
+    return {"model": model.name, "option": option, "overrides": overrides, "device": str(model.device),
+            "image": side, "latent": latent, "weights_gib": weights_gib(model), "kept_gib": kept,
+            "settings": settings.to_dict()}
+
+
 def bench(model: Model, option: str, overrides: list[str], image_side: int | None, lora_steps: int | None,
           drag_steps: int) -> dict:
     device = model.device
@@ -172,6 +220,7 @@ def bench(model: Model, option: str, overrides: list[str], image_side: int | Non
     floor = floor_seconds(model, settings, inv.zt, inv.t, encode_prompt(model, "a photo"),
                           repeats=max(5, min(20, len(steps))))
     iteration, bare = statistics.median(steps), statistics.median(floor)
+    kept = kept_for_backward_gib(model, settings, inv.zt, inv.t, encode_prompt(model, "a photo"))
     return {
         "model": model.name, "option": option, "overrides": overrides, "device": str(device),
         "unet_parameters_M": sum(p.numel() for p in model.pipe.unet.parameters()) / 1e6,
@@ -180,6 +229,7 @@ def bench(model: Model, option: str, overrides: list[str], image_side: int | Non
         "first_edit_s": first_s, "first_stages_s": first.seconds, "first_peak_gib": first_peak,
         "second_drag_s": second_s, "second_stages_s": second.seconds, "second_peak_gib": second_peak,
         "drag_iteration_s": iteration, "floor_fwd_bwd_s": bare, "iteration_over_floor": iteration / bare,
+        "weights_gib": weights_gib(model), "kept_gib": kept,
         "settings": settings.to_dict(),
     }
 
@@ -187,12 +237,15 @@ def bench(model: Model, option: str, overrides: list[str], image_side: int | Non
 COLUMNS = [("model", "model"), ("option", "option"), ("image", "image"), ("first edit s", "first_edit_s"),
            ("LoRA s", None), ("inversion s", None), ("drag s", None), ("denoise s", None),
            ("re-drag s", "second_drag_s"), ("peak GiB", "first_peak_gib"), ("re-drag peak GiB", "second_peak_gib"),
+           ("weights GiB", "weights_gib"), ("kept GiB", "kept_gib"),
            ("iteration ms", "drag_iteration_s"), ("floor ms", "floor_fwd_bwd_s"), ("ratio", "iteration_over_floor")]
+MEMORY_COLUMNS = [("model", "model"), ("option", "option"), ("image", "image"), ("weights GiB", "weights_gib"),
+                  ("kept GiB", "kept_gib")]
 
 
-def cells(row: dict) -> list[str]:
+def cells(row: dict, columns=COLUMNS) -> list[str]:
     out = []
-    for label, key in COLUMNS:
+    for label, key in columns:
         if key is None:
             value = row["first_stages_s"][{"LoRA s": "lora", "inversion s": "inversion", "drag s": "drag",
                                            "denoise s": "denoise"}[label]]
@@ -204,8 +257,8 @@ def cells(row: dict) -> list[str]:
     return out
 
 
-def markdown(rows: list[dict], header: str) -> str:
-    table = markdown_table([dict(zip((label for label, _ in COLUMNS), cells(r))) for r in rows])
+def markdown(rows: list[dict], header: str, columns=COLUMNS) -> str:
+    table = markdown_table([dict(zip((label for label, _ in columns), cells(r, columns))) for r in rows])
     return f"{header}\n\n{table}\n"
 
 
@@ -218,6 +271,7 @@ def main() -> None:
     parser.add_argument("--drag-steps", type=int, default=80)
     parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME:ASSIGNMENTS")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--memory-only", action="store_true", help="weights and kept-for-backward GiB only, no edit")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args()
@@ -244,16 +298,21 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 model = build(name.strip(), device, weights)
-            row = bench(model, option, overrides, image, args.lora_steps, args.drag_steps)
+            if args.memory_only:
+                row = memory_row(model, option, overrides, image)
+            else:
+                row = bench(model, option, overrides, image, args.lora_steps, args.drag_steps)
             rows.append(row)
-            print(" | ".join(cells(row)), flush=True)
+            print(" | ".join(cells(row, MEMORY_COLUMNS if args.memory_only else COLUMNS)), flush=True)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     header = (f"{gpu or platform.processor() or platform.machine()}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} CPU threads; drag iterations fixed at {args.drag_steps}")
-    table = markdown(rows, header)
+              f"{torch.get_num_threads()} CPU threads" + ("; weights and kept-for-backward memory only"
+                                                           if args.memory_only else
+                                                           f"; drag iterations fixed at {args.drag_steps}"))
+    table = markdown(rows, header, MEMORY_COLUMNS if args.memory_only else COLUMNS)
     print("\n" + table)
     if args.json:
         with open(args.json, "w") as f:

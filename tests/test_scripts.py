@@ -38,6 +38,21 @@ def test_benchmark_builds_the_model_in_the_weights_of_its_option():
     assert row["settings"]["compute"]["weights"] == "bf16" and row["drag_steps"] == 2
 
 
+def test_benchmark_memory_rows_count_weights_and_what_backward_keeps():
+    import torch
+
+    benchmark = _script("benchmark")
+    fp32, bf16 = (benchmark.build("tiny", torch.device("cpu"), w) for w in ("fp32", "bf16"))
+    plain = benchmark.memory_row(fp32, "fp32", [], None)
+    checkpointed = benchmark.memory_row(fp32, "checkpointing", ["compute.gradient_checkpointing=true"], None)
+    half = benchmark.memory_row(bf16, "bf16 weights", ["compute.weights=bf16"], None)
+    assert half["weights_gib"] == plain["weights_gib"] / 2  # every parameter in 2 bytes instead of 4
+    assert 0 < checkpointed["kept_gib"] < plain["kept_gib"] / 2  # activations recomputed, not kept
+    assert 0 < half["kept_gib"] < plain["kept_gib"]
+    table = benchmark.markdown([plain, half], "h", benchmark.MEMORY_COLUMNS)
+    assert "kept GiB" in table and table.count("\n") == 6
+
+
 def test_a_labelled_set_of_overrides_is_parsed_and_a_bad_one_named():
     from dragnb.config import named_overrides
     from dragnb.errors import InputError
