@@ -196,8 +196,15 @@ def encode_prompt(model: Model, prompt: str, guidance_scale: float = 1.0) -> tor
     return (torch.cat([uncond, cond]) if guidance_scale > 1.0 else cond).float()
 
 
+def held_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype a model's weights are held in: its first parameter's (diffusers' ``unet.dtype`` walks every module
+    looking for casting hooks, about 1 ms on the embedded UNet: too slow for every UNet call)."""
+    return next(module.parameters()).dtype
+
+
 def run_unet(unet, z: torch.Tensor, t, text: torch.Tensor) -> torch.Tensor:
     """The UNet's output (ε, or v or x_0 for models predicting those) for latent z at t under text c, in fp32: the
     one place the inputs are cast to the weights' dtype (``compute.weights``), so everything around the UNet stays
     fp32 (a no-op for fp32 weights; under fp16/bf16 autocast the output comes back fp32 too)."""
-    return unet(z.to(unet.dtype), t, text.to(unet.dtype)).sample.float()
+    dtype = held_dtype(unet)
+    return unet(z.to(dtype), t, text.to(dtype)).sample.float()

@@ -38,7 +38,7 @@ from .generate import GeneratedImage, generate
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
 from .inversion import InversionResult, encode_image, invert
 from .lora import LoraResult, adaptable_modules, apply_lora, fused_lora, train_lora
-from .models import Model, encode_prompt
+from .models import Model, encode_prompt, held_dtype
 from .points import DragPoints, feature_grid, grid_to_image, image_to_grid, make_points
 from .rounds import History, Round
 
@@ -175,7 +175,7 @@ class DragSession:
         reason = unsupported(settings.compute, self.model.device)
         if reason is not None:
             raise SettingError("compute.autocast", settings.compute.autocast, reason)
-        held = weights_name(unet.dtype)
+        held = weights_name(held_dtype(unet))
         if settings.compute.weights != held:
             raise SettingError("compute.weights", settings.compute.weights,
                                f"this model's weights are {held}: set compute.weights={held}, or load the model "

@@ -126,10 +126,10 @@ class DiftFeaturizer:
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, prompt: str, generator: torch.Generator) -> torch.Tensor:
-        from ..models import encode_prompt
+        from ..models import encode_prompt, held_dtype
 
         pipe, s = self.model.pipe, self.settings
-        device, dtype = self.model.device, pipe.unet.dtype
+        device, dtype = self.model.device, held_dtype(pipe.unet)
         h, w = image.shape[:2]
         m = self.model.size_multiple
         size = (max(m, round(h / m) * m), max(m, round(w / m) * m))
