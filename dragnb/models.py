@@ -98,7 +98,8 @@ class Model:
 
 
 def weights_dtype(dtype: str | torch.dtype | None, argument: str = "dtype") -> torch.dtype | None:
-    """A weights dtype given as a torch dtype or a ``compute.weights`` name ("fp32", "fp16", "bf16"); None stays None."""
+    """A weights dtype given as a torch dtype or a ``compute.weights`` name ("fp32", "fp16", "bf16"); None stays
+    None."""
     if dtype is None or dtype in WEIGHTS.values():
         return dtype
     if isinstance(dtype, str) and dtype in WEIGHTS:

@@ -13,6 +13,10 @@ same revision's ``data/tiny-scenes``, so both versions read the same weights and
 that rule), so every drag runs all ``max_steps`` iterations and both versions do the same work whatever their
 trackers say.
 
+``--baseline HEAD`` runs the same code on both sides: the ratios it prints (1.00 on a quiet machine) say how much
+of a difference the machine alone makes. On a busy host in session 17, with old always going first, the same code
+came out 15 % slower on the second side's first edits; the order now alternates from case to case.
+
 Per case: a first edit (all four stages) and a second drag on the same image (the handle moved half-way: LoRA and
 inversion cached), each timed around ``session.run()``. Prints per-stage medians and the ratio old / new, and
 whether the two versions' edited images are identical byte for byte (the behaviour check: with
@@ -119,9 +123,11 @@ def main() -> None:
         export(args.model_rev or args.baseline, ["data/tiny-scenes"], model_src)
         model = model_src / "data" / "tiny-scenes"
         rows = {"old": [], "new": []}
-        for folder in folders:  # alternating, so a change of machine load hits both alike
-            rows["old"].append(run_child(old_src, model, both, str(Path(folder).resolve()), base))
-            rows["new"].append(run_child(ROOT, model, [*both, *new], str(Path(folder).resolve()), base))
+        runs = {"old": (old_src, both), "new": (ROOT, [*both, *new])}
+        for i, folder in enumerate(folders):  # alternating, and which goes first too, so a change of machine load
+            for version in ("old", "new") if i % 2 == 0 else ("new", "old"):  # (or a bias of going second) hits both
+                src, overrides = runs[version]
+                rows[version].append(run_child(src, model, overrides, str(Path(folder).resolve()), base))
             o, n = rows["old"][-1], rows["new"][-1]
             same = ["first" if o["first_image"] == n["first_image"] else "",
                     "second" if o["second_image"] == n["second_image"] else ""]
