@@ -123,10 +123,9 @@ def _run_replay(args) -> int:
     from .session import DragSession
 
     history = History.load(args.history, "HISTORY_DIR")
-    weights = history.rounds[0].settings.compute.weights  # one model, so one weights dtype, for every round
-    if args.settings == "model":  # refused now, before the model loads, if the history cannot say
-        if weights == history.rebase_from("--settings").compute.weights:
-            weights = None  # not the round's own choice: the new model's default
+    if args.settings == "model":
+        history.rebase_from("--settings")  # refused now, before the model loads, if the history cannot say
+    weights = history.rounds[0].settings.compute.weights  # one model, one weights dtype, kept by a replay anywhere
     source_dir = Path(args.history).expanduser().resolve()
     if Path(args.out).expanduser().resolve() == source_dir:
         raise InputError("--out", f"{args.out!r} is the history folder itself; give another folder (the replay "

@@ -57,10 +57,11 @@ def autocast(compute: ComputeSettings, device: torch.device):
     return torch.autocast(device.type, dtype=DTYPES[compute.autocast])
 
 
-def grad_scaler(compute: ComputeSettings, device: torch.device) -> torch.amp.GradScaler | None:
-    """fp16 gradients (fp16 autocast or fp16 weights) need loss scaling (the reference's GradScaler); bf16 and fp32
-    do not."""
-    return torch.amp.GradScaler(device.type) if "fp16" in (compute.autocast, compute.weights) else None
+def grad_scaler(compute: ComputeSettings, device: torch.device,
+                held: torch.dtype = torch.float32) -> torch.amp.GradScaler | None:
+    """fp16 gradients need loss scaling (the reference's GradScaler): under fp16 autocast, or when the weights are
+    held in fp16 (``held``: the UNet's weights dtype, whatever the settings say); bf16 and fp32 do not."""
+    return torch.amp.GradScaler(device.type) if compute.autocast == "fp16" or held == torch.float16 else None
 
 
 @contextmanager

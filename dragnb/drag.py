@@ -28,7 +28,7 @@ from .config import ComputeSettings, DragSettings, InversionSettings
 from .features import unet_with_features
 from .images import from_model_tensor
 from .inversion import decode_latent
-from .models import Model, classifier_free_guidance, encode_prompt, run_unet
+from .models import Model, classifier_free_guidance, encode_prompt, held_dtype, run_unet
 from .motion import anchor_patches, arrived, bilinear_patch, mask_loss, motion_loss
 from .points import feature_grid
 from .tracking import (LINE_SEARCH_ROUND, end_round, line_search, point_features, template_distance,
@@ -121,7 +121,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
         handles, targets = handles.round(), targets.round()
     guided = len(text) == 2
     require_supported(compute, device)
-    grad_scaler = scaler_for(compute, device)
+    grad_scaler = scaler_for(compute, device, held_dtype(unet))
     alternating = settings.schedule == "alternating"
     anchored, holding = settings.supervision == "anchored", settings.hold_steps > 0
     line = settings.tracking == "line_search"

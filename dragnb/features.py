@@ -87,7 +87,7 @@ def block_outputs(unet: UNet2DConditionModel, z: torch.Tensor, t, text: torch.Te
             unet(z.to(held_dtype(unet)), t, text.to(held_dtype(unet)))
         except _EnoughFeatures:
             pass
-    return captured
+    return {b: x.float() for b, x in captured.items()}  # fp32 whatever the weights' dtype (a no-op for fp32)
 
 
 def features_only(unet: UNet2DConditionModel, z: torch.Tensor, t, text: torch.Tensor,

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
-from diffusers.utils import convert_state_dict_to_diffusers
-from peft import LoraConfig
+from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
+from peft import LoraConfig, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
@@ -26,7 +26,7 @@ from .callbacks import Callback, LoraStep, notify
 from .compute import autocast, checkpointing, grad_scaler, require_supported
 from .config import ComputeSettings, LoraSettings
 from .errors import ModelError
-from .models import Model, encode_prompt, run_unet
+from .models import Model, encode_prompt, held_dtype, run_unet
 
 ADAPTER = "dragnb"  # peft adapter names are "dragnb_<cache key>": the UNet's own adapter registry says which is on
 
@@ -110,7 +110,7 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
     result = LoraResult(state_dict={})
     start = time.perf_counter()
     unet.train()
-    scaler = grad_scaler(compute, device)
+    scaler = grad_scaler(compute, device, held_dtype(unet))
     try:
         with checkpointing(unet, compute.gradient_checkpointing):  # less memory, the same gradients
             for step in tqdm(range(settings.steps), desc="LoRA", disable=not progress, leave=False):
@@ -170,6 +170,12 @@ def apply_lora(model: Model, lora: LoraResult | None) -> None:
         pipe.unet.load_lora_adapter({k: v.clone() for k, v in lora.state_dict.items()}, prefix="unet",
                                     adapter_name=adapter_name(lora.key))
         pipe.unet.requires_grad_(False)
+        if held_dtype(pipe.unet) != torch.float32:  # peft made the adapter in its layers' dtype and rounded the
+            for name, p in pipe.unet.named_parameters():  # values into it: fp32 again, as train_lora keeps it, and
+                if "lora_" in name:  # the saved values once more, so a cached LoRA computes as the trained one did
+                    p.data = p.data.float()
+            state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in lora.state_dict.items()})
+            set_peft_model_state_dict(pipe.unet, state, adapter_name=adapter_name(lora.key))
 
 
 @contextmanager

@@ -29,7 +29,7 @@ import torch
 
 from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
-from .compute import unsupported, vae_memory, weights_name
+from .compute import WEIGHTS, unsupported, vae_memory, weights_name
 from .config import Settings, check_for_model, rebase
 from .denoise import DenoiseResult, denoise
 from .drag import DragResult, drag
@@ -175,6 +175,9 @@ class DragSession:
         reason = unsupported(settings.compute, self.model.device)
         if reason is not None:
             raise SettingError("compute.autocast", settings.compute.autocast, reason)
+        if held_dtype(unet) not in WEIGHTS.values():
+            raise InputError("model", f"its weights are {held_dtype(unet)}; dragnb runs fp32, fp16 or bf16 weights: "
+                             "load it with load_model(..., dtype=\"fp32\") or cast it with model.pipe.to(torch.float32)")
         held = weights_name(held_dtype(unet))
         if settings.compute.weights != held:
             raise SettingError("compute.weights", settings.compute.weights,

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from dragnb.config import apply_overrides
+from dragnb.config import apply_overrides, requested_weights
 from dragnb.models import load_model
 from dragnb.tiny.scenes import scene_array
 from dragnb.tiny.report import held_out_scenes, inversion_quality, round_trip_summary
@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=10, help="held-out scenes")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="stage.field=value")
     args = p.parse_args()
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device="cpu", dtype=requested_weights(args.overrides))
     settings = apply_overrides(model.settings, args.overrides).inversion
     scenes = held_out_scenes(args.n)
     images = [np.asarray(scene_array(s, model.resolution)) for s in scenes]

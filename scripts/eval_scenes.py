@@ -28,7 +28,7 @@ from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from dragnb.config import Settings, apply_overrides, named_overrides
+from dragnb.config import Settings, apply_overrides, named_overrides, requested_weights
 from dragnb.errors import InputError
 from dragnb.evaluation.dragbench import read_sample
 from dragnb.models import load_model
@@ -112,7 +112,7 @@ def save_image(image, path: Path) -> None:
 
 def prepare(args):
     """The model, the base settings and the case folders to run (written first if the folder is empty)."""
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device="cpu", dtype=requested_weights(args.overrides))
     args.cases = args.cases or f"runs/scene-cases-{args.benchmark}-{model.resolution}"
     if not case_dirs(args.cases):
         write_cases(args.cases, args.n, args.seed, model.resolution, args.benchmark)
@@ -126,6 +126,9 @@ def sweep(args) -> None:
     try:
         variants = {"base": [], **dict(named_overrides(v, "--variant") for v in args.variants)}
         settings = {name: apply_overrides(base, assignments) for name, assignments in variants.items()}  # checked now
+        if any(s.compute.weights != base.compute.weights for s in settings.values()):
+            raise InputError("--variant", f"compute.weights must be the same for every variant ({base.compute.weights}, "
+                             "the dtype the model loaded in); give it with --set instead")
     except InputError as exc:
         raise SystemExit(f"error: {exc}") from None
     scores = {name: [] for name in variants}

@@ -13,8 +13,9 @@ same revision's ``data/tiny-scenes``, so both versions read the same weights and
 that rule), so every drag runs all ``max_steps`` iterations and both versions do the same work whatever their
 trackers say.
 
-``--baseline HEAD`` runs the same code on both sides: the ratios it prints (1.00 on a quiet machine) say how much
-of a difference the machine alone makes. On a busy host in session 17, with old always going first, the same code
+``--baseline HEAD`` runs the same code on both sides (the committed code, when nothing is uncommitted, and without
+``--fixed-work`` or ``--new-set``, which change the new side only): the ratios it prints (1.00 on a quiet machine)
+say how much of a difference the machine alone makes. On a busy host in session 17, with old always going first, the same code
 came out 15 % slower on the second side's first edits; the order now alternates from case to case.
 
 Per case: a first edit (all four stages) and a second drag on the same image (the handle moved half-way: LoRA and
@@ -53,7 +54,9 @@ except ImportError:  # the layout before issue 11
     from dragnb.dragbench import read_sample
 import hashlib
 model_dir, overrides, folders = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-model = load_model(model_dir, device="cpu")
+named = [a.partition("=")[2].strip() for a in overrides if a.partition("=")[0].strip() == "compute.weights"]
+model = load_model(model_dir, device="cpu", dtype={"fp32": torch.float32, "fp16": torch.float16,
+                                                   "bf16": torch.bfloat16}[named[-1] if named else "fp32"])
 settings = apply_overrides(Settings() if sys.argv[4] == "reference" else model.settings, overrides)
 digest = lambda image: hashlib.sha256(image.tobytes()).hexdigest()[:16]
 

@@ -121,7 +121,7 @@ def test_weights_in_half_precision_run_a_whole_edit(tiny_dir, tiny_model, blob_i
     half = load_model(tiny_dir, device="cpu", dtype=weights)
     assert half.pipe.unet.dtype == half.pipe.vae.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[weights]
     assert half.settings.compute.weights == weights
-    assert (grad_scaler(half.settings.compute, half.device) is not None) == (weights == "fp16")
+    assert (grad_scaler(ComputeSettings(), half.device, half.pipe.unet.dtype) is not None) == (weights == "fp16")
     edits = {}
     for name, model in (("fp32", tiny_model), (weights, half)):
         remove_lora(model.pipe)
@@ -140,6 +140,14 @@ def test_weights_in_half_precision_run_a_whole_edit(tiny_dir, tiny_model, blob_i
     # (on this random model bf16 gives 3 % and 20.7 dB, fp16 0.4 % and 30 dB, against 13.7 dB from the source)
     assert float((edit.inversion.zt - plain.inversion.zt).norm() / plain.inversion.zt.norm()) < 0.1
     assert psnr(edit.image, plain.image) > psnr(plain.image, blob_image) + 5
+    again = DragSession(half, blob_image, "", dataclasses.replace(FAST, compute=half.settings.compute),
+                        cache_dir=tmp_path)
+    again.set_points([(16, 16, 40, 16)])
+    remove_lora(half.pipe)
+    restored = again.run()  # the LoRA and the inversion from the disk cache: the adapter back in fp32
+    assert restored.origin["lora"] == "disk"
+    assert all(p.dtype == torch.float32 for n, p in half.pipe.unet.named_parameters() if "lora_" in n)
+    assert np.array_equal(restored.image, edit.image)
     remove_lora(half.pipe)
 
 
@@ -150,3 +158,7 @@ def test_weights_other_than_the_models_are_refused(tiny_model, tiny_dir, blob_im
         DragSession(tiny_model, blob_image, "", bad)
     with pytest.raises(InputError, match=r"dtype: 'fp8' is not a weights dtype; use one of fp32, fp16, bf16"):
         load_model(tiny_dir, device="cpu", dtype="fp8")
+    wide = load_model(tiny_dir, device="cpu")
+    wide.pipe.to(torch.float64)
+    with pytest.raises(InputError, match=r"model: its weights are torch.float64; dragnb runs fp32, fp16 or bf16"):
+        DragSession(wide, blob_image, "", FAST)

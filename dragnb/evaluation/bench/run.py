@@ -73,9 +73,10 @@ def run_bench(opts: BenchOptions) -> dict | None:
     try:
         base = apply_overrides(model_defaults(local if local.is_dir() else None), stage_overrides)
         config_settings = {c.name: apply_overrides(base, list(c.assignments)) for c in configs}
-        if len({s.compute.weights for s in config_settings.values()}) > 1:
-            raise InputError("--sweep", "compute.weights takes one value per bench run (the model loads once, in "
-                             "one dtype); run the bench once per dtype")
+        dtypes = sorted({s.compute.weights for s in config_settings.values()})
+        if len(dtypes) > 1:
+            raise InputError("--sweep", f"compute.weights takes one value per bench run, got {', '.join(dtypes)} (the "
+                             "model loads once, in one dtype); run the bench once per dtype")
     except InputError:  # names the setting at fault already
         raise
     except ValueError as exc:
