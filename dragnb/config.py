@@ -176,6 +176,15 @@ class DragSettings(_Checked):
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
 
 
+VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from")  # the
+# loop's variants (docs/method.md §6); each is off at its DragSettings default, the reference's loop
+
+
+def reference_loop(drag: DragSettings) -> DragSettings:
+    """``drag`` with every variant switch off (the reference's loop), its other values (lr, r1, steps, ...) kept."""
+    return dataclasses.replace(drag, **{name: getattr(DragSettings(), name) for name in VARIANT_SWITCHES})
+
+
 LatentMaskMode = Literal["nearest", "centre", "inside", "area"]  # dragnb.images.mask_to_latent's modes
 
 

@@ -133,7 +133,6 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
         with autocast(compute, device):
             zz = torch.cat([z, z]) if guided else z
             eps, feat = unet_with_features(unet, zz, t_now, c, settings.feature_blocks, size)
-        eps = eps.float()
         if guided:
             eps = classifier_free_guidance(eps, guidance_scale)
             feat = guided_features(feat, guidance_scale, settings.weight_guided_features)  # (1, 2C, H, W)

@@ -17,7 +17,7 @@ from diffusers import UNet2DConditionModel
 
 from .images import model_size, to_model_tensor, to_rgb_array
 from .inversion import encode_image
-from .models import Model, encode_prompt, held_dtype, run_unet
+from .models import Model, encode_prompt, run_unet
 from .points import feature_grid, grid_to_image, image_to_grid
 from .tracking import point_features
 
@@ -84,7 +84,7 @@ def block_outputs(unet: UNet2DConditionModel, z: torch.Tensor, t, text: torch.Te
     """The raw outputs {b: (B, C_b, h_b, w_b)} of the tapped up blocks, without running the UNet past the last."""
     with tap_up_blocks(unet, blocks, stop_after=True) as captured:
         try:
-            unet(z.to(held_dtype(unet)), t, text.to(held_dtype(unet)))
+            run_unet(unet, z, t, text)
         except _EnoughFeatures:
             pass
     return {b: x.float() for b, x in captured.items()}  # fp32 whatever the weights' dtype (a no-op for fp32)

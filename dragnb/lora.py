@@ -42,6 +42,14 @@ def adaptable_modules(unet) -> list[tuple[str, bool]]:
             if ".lora_" not in name and not name.endswith(".base_layer")]
 
 
+def adapters_in_fp32(unet) -> list[torch.nn.Parameter]:
+    """The UNet's LoRA parameters, made fp32 whatever the weights' dtype (the adapters train and compute in fp32)."""
+    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    for p in params:
+        p.data = p.data.float()
+    return params
+
+
 def adapter_name(key: str) -> str:
     """The peft adapter name of the LoRA with cache key ``key`` (an unnamed one: plain ``dragnb``)."""
     return f"{ADAPTER}_{key}" if key else ADAPTER
@@ -99,10 +107,9 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
     torch.manual_seed(settings.seed)  # peft draws the adapters' initial weights from the global generator
     unet.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
                                 target_modules=list(settings.target_modules)), adapter_name=adapter_name(key))
-    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    params = adapters_in_fp32(unet)
     for p in params:
         p.requires_grad_(True)
-        p.data = p.data.float()
     # foreach: one batched update of the many small adapter tensors (the CUDA default; the same numbers on the CPU)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, foreach=True)
     text = encode_prompt(model, prompt).repeat(settings.batch_size, 1, 1)  # (B, 77, D)
@@ -171,9 +178,8 @@ def apply_lora(model: Model, lora: LoraResult | None) -> None:
                                     adapter_name=adapter_name(lora.key))
         pipe.unet.requires_grad_(False)
         if held_dtype(pipe.unet) != torch.float32:  # peft made the adapter in its layers' dtype and rounded the
-            for name, p in pipe.unet.named_parameters():  # values into it: fp32 again, as train_lora keeps it, and
-                if "lora_" in name:  # the saved values once more, so a cached LoRA computes as the trained one did
-                    p.data = p.data.float()
+            adapters_in_fp32(pipe.unet)  # saved values into it: fp32 again, as train_lora keeps it, and the saved
+            # values once more, so a cached LoRA computes as the trained one did
             state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in lora.state_dict.items()})
             set_peft_model_state_dict(pipe.unet, state, adapter_name=adapter_name(lora.key))
 

@@ -175,10 +175,11 @@ class DragSession:
         reason = unsupported(settings.compute, self.model.device)
         if reason is not None:
             raise SettingError("compute.autocast", settings.compute.autocast, reason)
-        if held_dtype(unet) not in WEIGHTS.values():
-            raise InputError("model", f"its weights are {held_dtype(unet)}; dragnb runs fp32, fp16 or bf16 weights: "
-                             "load it with load_model(..., dtype=\"fp32\") or cast it with model.pipe.to(torch.float32)")
-        held = weights_name(held_dtype(unet))
+        dtype = held_dtype(unet)
+        if dtype not in WEIGHTS.values():
+            raise InputError("model", f"its weights are {dtype}; dragnb runs fp32, fp16 or bf16 weights: load it with "
+                             "load_model(..., dtype=\"fp32\") or cast it with model.pipe.to(torch.float32)")
+        held = weights_name(dtype)
         if settings.compute.weights != held:
             raise SettingError("compute.weights", settings.compute.weights,
                                f"this model's weights are {held}: set compute.weights={held}, or load the model "

@@ -59,6 +59,8 @@ SD15_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_o
                        layers_per_block=2, norm_num_groups=32, down_block_types=("DownEncoderBlock2D",) * 4,
                        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512)
 MEMORY = ["compute.gradient_checkpointing=true", "compute.vae_slicing=true"]
+PLAIN_COMPUTE = [f"compute.{f.name}={str(f.default).lower()}" for f in dataclasses.fields(ComputeSettings)]  # each
+# option row says every compute field it changes from the plain defaults, whatever the model's own defaults
 OPTIONS = {  # name -> settings overrides; the default rows per device
     "cuda": {
         "fp32": [],
@@ -108,9 +110,7 @@ def build(name: str, device: torch.device, weights: str = "fp32") -> Model:
     pipe.to(device, WEIGHTS[weights])
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.requires_grad_(False).eval()
-    settings = Settings()
-    return Model(pipe=pipe, name=name, settings=dataclasses.replace(
-        settings, compute=dataclasses.replace(settings.compute, weights=weights)))
+    return Model(pipe=pipe, name=name, settings=apply_overrides(Settings(), [f"compute.weights={weights}"]))
 
 
 def sync(device: torch.device) -> None:
@@ -178,8 +178,7 @@ def kept_for_backward_gib(model: Model, settings: Settings, z: torch.Tensor, t: 
 def memory_row(model: Model, option: str, overrides: list[str], image_side: int | None) -> dict:
     """Weights and kept-for-backward GiB of one drag forward at the image side, without an edit."""
     side = image_side or model.resolution
-    settings = apply_overrides(model.settings, [f"compute.{f.name}={str(f.default).lower()}"
-                                                for f in dataclasses.fields(ComputeSettings)] + overrides)
+    settings = apply_overrides(model.settings, PLAIN_COMPUTE + overrides)
     latent = side // model.vae_scale
     z = torch.randn(1, model.pipe.unet.config.in_channels, latent, latent,
                     generator=torch.Generator().manual_seed(0)).to(model.device)
@@ -199,8 +198,7 @@ def bench(model: Model, option: str, overrides: list[str], image_side: int | Non
     image = (rng.random((side, side, 3)) * 255).astype(np.uint8)
     fixed = [f"drag.max_steps={drag_steps}", "drag.stop_distance=0",  # exactly drag_steps iterations
              "drag.round_points=false"]  # (a handle tracked onto a rounded target is at distance 0: it would stop)
-    fixed += [f"compute.{f.name}={str(f.default).lower()}" for f in dataclasses.fields(ComputeSettings)]  # each
-    # option row says every compute field it changes from the plain defaults, whatever the model's own defaults
+    fixed += PLAIN_COMPUTE
     if lora_steps is not None:
         fixed.append(f"lora.steps={lora_steps}")
     settings = apply_overrides(model.settings, [*fixed, *overrides])

@@ -54,6 +54,7 @@ except ImportError:  # the layout before issue 11
     from dragnb.dragbench import read_sample
 import hashlib
 model_dir, overrides, folders = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+# (the old code has no dragnb.config.requested_weights nor dragnb.compute.WEIGHTS: spelled out here for both)
 named = [a.partition("=")[2].strip() for a in overrides if a.partition("=")[0].strip() == "compute.weights"]
 model = load_model(model_dir, device="cpu", dtype={"fp32": torch.float32, "fp16": torch.float16,
                                                    "bf16": torch.bfloat16}[named[-1] if named else "fp32"])

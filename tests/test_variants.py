@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dragnb.config import DragSettings, InversionSettings, LoraSettings, Settings
+from dragnb.config import DragSettings, InversionSettings, LoraSettings, Settings, reference_loop
 from dragnb.drag import drag, guided_features
 from dragnb.lora import remove_lora
 from dragnb.models import encode_prompt
@@ -39,6 +39,9 @@ def test_switches_off_are_the_reference_loop(tiny_model):
     named = _drag(tiny_model, supervision="reference", schedule="single", tracking="nearest", optimize_text=False,
                   round_points=True, weight_guided_features=True, hold_steps=0, track_from="initial")
     assert torch.equal(plain.latent, named.latent) and [s.loss for s in plain.history] == [s.loss for s in named.history]
+    switched = DragSettings(supervision="anchored", schedule="alternating", tracking="line_search", optimize_text=True,
+                            hold_steps=3, track_from="previous", lr=0.5, r1=4)
+    assert reference_loop(switched) == DragSettings(lr=0.5, r1=4)  # every switch off, the rest kept
 
 
 def _reference_loop(model, zt, t, text, handles, targets, mask, s: DragSettings, steps: int):
