@@ -223,6 +223,11 @@ class DragSession:
         :class:`Interrupted`), the drag after its current iteration (the edit is made from that state)."""
         self._stop = True
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked for since the latest :meth:`run` began (the one stop flag: a panel reads it)."""
+        return self._stop
+
     # ---- keys ---------------------------------------------------------------------------------------
     def _keys(self) -> dict[str, str]:
         s = self.settings
