@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/eval_inversion.py [--model DIR] [--n 10] [--set inversion.strength=0.5 ...]
 
-The measure is dragnb.tiny.report.inversion_quality (also shown in notebooks/08_embedded_model.ipynb).
+The measure is dragnb.tiny.report.inversion_quality (in dragnb/tiny/report/roundtrip.py; also shown in
+notebooks/08_embedded_model.ipynb).
 """
 
 from __future__ import annotations

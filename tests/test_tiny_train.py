@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dragnb.config import settings_from_dict
-from dragnb.tiny.train import MODEL_DEFAULTS, make_models, vae_config
+from dragnb.tiny.model import MODEL_DEFAULTS, make_models, vae_config
 
 
 def test_sd_geometry_puts_latents_at_one_eighth():
