@@ -23,12 +23,14 @@ from .features import resolve_blocks
 class ReferenceAttnProcessor:
     """Self-attention whose keys/values come from branch 0 of each group of ``branches`` batch items.
 
-    ``active`` is a one-element list the caller flips to switch control on or off between steps.
+    ``active``: the caller switches control off (plain self-attention) or on between steps; ``layers``: the
+    processor names it is installed on (set by :func:`reference_control`).
     """
 
-    def __init__(self, branches: int = 2, active: list[bool] | None = None):
+    def __init__(self, branches: int = 2, active: bool = True):
         self.branches = branches
-        self.active = active if active is not None else [True]
+        self.active = active
+        self.layers: list[str] = []
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
@@ -45,7 +47,7 @@ class ReferenceAttnProcessor:
         query = attn.to_q(hidden_states)  # (B, L, D)
         key = attn.to_k(hidden_states)
         value = attn.to_v(hidden_states)
-        if self.active[0] and batch % self.branches == 0:
+        if self.active and batch % self.branches == 0:
             groups = batch // self.branches
             key = key.view(groups, self.branches, length, -1)[:, :1].expand(-1, self.branches, -1, -1).reshape(batch, length, -1)
             value = value.view(groups, self.branches, length, -1)[:, :1].expand(-1, self.branches, -1, -1).reshape(batch, length, -1)
@@ -69,14 +71,15 @@ def self_attention_names(unet: UNet2DConditionModel, blocks: Sequence[int]) -> l
 
 
 @contextmanager
-def reference_control(unet: UNet2DConditionModel, blocks: Sequence[int], branches: int = 2,
-                      active: list[bool] | None = None):
-    """Install :class:`ReferenceAttnProcessor` on the decoder self-attention of ``blocks``; restore on exit."""
+def reference_control(unet: UNet2DConditionModel, blocks: Sequence[int], branches: int = 2):
+    """Install one :class:`ReferenceAttnProcessor` on the decoder self-attention of ``blocks`` and yield it (its
+    ``active`` switches control, its ``layers`` names where it sits); restore the UNet's processors on exit."""
     original = dict(unet.attn_processors)
     controlled = set(self_attention_names(unet, blocks))
-    processor = ReferenceAttnProcessor(branches, active)
+    processor = ReferenceAttnProcessor(branches)
+    processor.layers = sorted(controlled)
     unet.set_attn_processor({name: (processor if name in controlled else proc) for name, proc in original.items()})
     try:
-        yield sorted(controlled)
+        yield processor
     finally:
         unet.set_attn_processor(dict(original))  # set_attn_processor empties the dict it is given

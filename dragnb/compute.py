@@ -58,10 +58,11 @@ def autocast(compute: ComputeSettings, device: torch.device):
 
 
 def grad_scaler(compute: ComputeSettings, device: torch.device,
-                held: torch.dtype = torch.float32) -> torch.amp.GradScaler | None:
-    """fp16 gradients need loss scaling (the reference's GradScaler): under fp16 autocast, or when the weights are
-    held in fp16 (``held``: the UNet's weights dtype, whatever the settings say); bf16 and fp32 do not."""
-    return torch.amp.GradScaler(device.type) if compute.autocast == "fp16" or held == torch.float16 else None
+                held: torch.dtype = torch.float32) -> torch.amp.GradScaler:
+    """The one loss-scaling path: fp16 gradients need loss scaling (the reference's GradScaler), under fp16 autocast
+    or when the weights are held in fp16 (``held``: the UNet's weights dtype, whatever the settings say); for bf16
+    and fp32 the scaler is disabled, and its ``scale``, ``step`` and ``update`` are a plain backward and step."""
+    return torch.amp.GradScaler(device.type, enabled=compute.autocast == "fp16" or held == torch.float16)
 
 
 @contextmanager

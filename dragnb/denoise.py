@@ -40,17 +40,17 @@ class DenoiseResult:
 def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | None, text: torch.Tensor,
             settings: DenoiseSettings = DenoiseSettings(), inversion: InversionSettings = InversionSettings(),
             guidance_scale: float = 1.0, progress: bool = False, callbacks: Sequence[Callback] = (),
-            mask: torch.Tensor | None = None, skip: int = 0, edited_text: torch.Tensor | None = None,
-            background: Sequence[torch.Tensor] | None = None) -> DenoiseResult:
+            mask: torch.Tensor | None = None, t: int | None = None, edited_text: torch.Tensor | None = None,
+            inverted: Sequence[torch.Tensor] | None = None) -> DenoiseResult:
     """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control.
 
     ``mask``: (1, 1, h, w) on the latent grid, 1 = editable (fractions in between blend in proportion:
     ``denoise.blend_mask``), used by ``settings.blend_outside_mask``.
-    ``skip``: the first steps of the schedule already taken (by an alternating drag; both latents are then at
-    that later timestep). ``edited_text``: the edited branch's own text embedding (an optimised one, DragText),
-    the original branch keeping ``text``. ``background``: what the blend copies outside the mask after each
-    remaining step (``blend_from="inversion"``: the inversion's own latents, ending at the encoded z_0), instead of
-    the original branch's latent.
+    ``t``: the timestep both latents are at (default: the inversion's t); the schedule goes on from there (a drag
+    that walked down the schedule took the first steps itself). ``edited_text``: the edited branch's own text
+    embedding (the drag's ``text``), the original branch keeping ``text``. ``inverted``: the inversion's latents
+    [z_0, ..., z_t] (``InversionResult.latents``), which ``blend_from="inversion"`` copies outside the mask after
+    each step (ending at the encoded z_0) instead of the original branch's latent.
     ``callbacks`` get a :class:`~dragnb.callbacks.DenoiseStep` after every step; one returning True stops the
     denoising there (the image is decoded from that latent and marked ``interrupted``).
     """
@@ -67,23 +67,25 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
     else:  # per branch: [original, edited] within each half
         halves = zip(text.chunk(len(text)), edited_text.chunk(len(edited_text)))
         text_b = torch.cat([torch.cat([o, e] if two_branches else [e]) for o, e in halves])
-    active = [False]
     interrupted = False
-    timesteps = schedule(scheduler, inversion)[skip:]
-    with (reference_control(unet, settings.control_blocks, branches=len(z), active=active)
-          if control else nullcontext([])) as controlled:
+    remaining = schedule(scheduler, inversion)  # from the inversion's t
+    skip = 0 if t is None else _position(remaining, t)
+    timesteps = remaining[skip:]
+    from_inversion = settings.blend_from == "inversion" and inverted is not None
+    with (reference_control(unet, settings.control_blocks, branches=len(z)) if control else nullcontext()) as attn:
         try:
-            for i, t in enumerate(tqdm(timesteps, desc="denoise", disable=not progress, leave=False)):
-                active[0] = i + skip >= settings.control_from_step
+            for i, t_i in enumerate(tqdm(timesteps, desc="denoise", disable=not progress, leave=False)):
+                if attn is not None:
+                    attn.active = i + skip >= settings.control_from_step
                 zz = torch.cat([z, z]) if guided else z
-                eps = run_unet(unet, zz, t, text_b)
+                eps = run_unet(unet, zz, t_i, text_b)
                 if guided:
                     eps = classifier_free_guidance(eps, guidance_scale)
-                z = scheduler.step(eps, t, z).prev_sample
-                if keep is not None:
-                    source = z[:1] if background is None else background[i].to(z.device, z.dtype)
+                z = scheduler.step(eps, t_i, z).prev_sample
+                if keep is not None:  # the inversion's latent this step lands on: [z_0, ..., z_t] read backwards
+                    source = inverted[len(inverted) - 2 - skip - i].to(z.device, z.dtype) if from_inversion else z[:1]
                     z = torch.cat([z[:1], z[1:] * (1.0 - keep) + source * keep])
-                if notify(callbacks, DenoiseStep(step=i, total=len(timesteps), t=int(t))):
+                if notify(callbacks, DenoiseStep(step=i, total=len(timesteps), t=int(t_i))):
                     interrupted = True
                     break
         except KeyboardInterrupt:
@@ -91,6 +93,13 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
     images = decode_latent(model, z)
     return DenoiseResult(image=images[-1:].float().cpu(), latent=z[-1:].cpu(),
                          reference_image=images[:1].float().cpu() if two_branches else None,
-                         controlled_layers=list(controlled), seconds=time.perf_counter() - start,
+                         controlled_layers=[] if attn is None else list(attn.layers), seconds=time.perf_counter() - start,
                          interrupted=interrupted)
 
+
+def _position(remaining: torch.Tensor, t: int) -> int:
+    """Where timestep ``t`` is among the steps still to denoise from the inversion's t."""
+    steps = [int(x) for x in remaining]
+    if int(t) not in steps:
+        raise ValueError(f"t={t} is not among the timesteps the denoising runs ({steps[0]} down to {steps[-1]})")
+    return steps.index(int(t))

@@ -135,13 +135,9 @@ def train_lora(model: Model, image: torch.Tensor, prompt: str, settings: LoraSet
                     pred = run_unet(unet, noisy, t, text)
                 loss = F.mse_loss(pred, target)
                 optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
+                scaler.scale(loss).backward()  # loss scaling only for fp16 (a disabled scaler is a plain step)
+                scaler.step(optimizer)
+                scaler.update()
                 result.losses.append(loss.item())
                 if notify(callbacks, LoraStep(step=step, total=settings.steps, loss=result.losses[-1])):
                     result.interrupted = True  # stopped early: the adapter holds fewer steps than asked for

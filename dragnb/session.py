@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inver
 from .compute import WEIGHTS, unsupported, vae_memory, weights_name
 from .config import Settings, check_for_model, rebase
 from .denoise import DenoiseResult, denoise
-from .drag import DragResult, drag
+from .drag import DragParts, DragResult, drag
 from .errors import InputError, Interrupted, SettingError
 from .generate import GeneratedImage, generate
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
@@ -95,9 +96,10 @@ class EditResult:
             "handle_trajectory_xy": self.trajectory_xy().round(2).tolist(),
             "final_handles_xy": self.final_handles_xy.round(2).tolist(),
             "loss_history": [{"step": s.step, "t": s.t, "motion": s.motion_loss, "mask": s.mask_loss, "total": s.loss,
-                              "distances": s.distances, "text_distance": s.text_distance, "seconds": s.seconds}
+                              "distances": s.distances, "seconds": s.seconds,
+                              **{k: v for k, v in s.extras.items() if isinstance(v, float)}}  # e.g. text_distance
                              for s in self.drag.history],
-            "drag_timestep": self.drag.t, "drag_denoised_steps": self.drag.denoised_steps,
+            "drag_timestep": self.drag.t, "drag_denoised_steps": len(self.drag.timesteps) - 1,
             "lora_losses": self.lora.losses if self.lora else None,
             "inverted_timestep": self.inversion.t if self.inversion else None,
             "seconds": self.seconds, "cached": self.cached, "origin": self.origin,
@@ -105,6 +107,18 @@ class EditResult:
                             "inversion": bool(self.inversion and self.inversion.interrupted),
                             "drag": self.drag.stop_reason == "interrupted", "denoise": self.denoise.interrupted},
         }
+
+
+def _parts_digest(parts: DragParts) -> str:
+    """A researcher's parts in a cache key: each one's name and, where Python can read it, its source (so a part
+    edited in a notebook cell and run again is not taken for the old one)."""
+    sources = {}
+    for job, maker in vars(parts).items():
+        try:
+            sources[job] = inspect.getsource(maker) if maker is not None else None
+        except (OSError, TypeError):
+            sources[job] = None
+    return _digest(parts.named(), sources)
 
 
 def _stopped_as_saved(record: dict | None) -> list[Callback]:
@@ -135,6 +149,7 @@ class DragSession:
         self._origin: dict[str, str] = {}  # where each stage's latest result came from
         self._cache: dict[str, dict[str, object]] = {stage: {} for stage in STAGES}  # key -> result, oldest first
         self._stop = False
+        self.parts: DragParts | None = None  # a researcher's own parts of the drag (dragnb.drag.parts), None = the settings'
         self._kept_lora: tuple[str, torch.Tensor, str] | None = None  # (digest, tensor, prompt) of a kept LoRA's image
         self._set_source(source)
         self.history = History(rounds=[Round(index=0, parent=None, source=source, prompt=self.prompt,
@@ -244,7 +259,8 @@ class DragSession:
             inversion = _digest(lora, base, dataclasses.asdict(s.inversion))
         points = None if self.points is None else self.points.as_list()
         mask = None if self.mask is None else _digest(np.packbits(self.mask).tobytes(), list(self.mask.shape))
-        drag_key = _digest(inversion, points, mask, dataclasses.asdict(s.drag))
+        drag_key = _digest(inversion, points, mask, dataclasses.asdict(s.drag),
+                           *([_parts_digest(self.parts)] if self.parts is not None and self.parts.named() else []))
         return {"lora": lora, "inversion": inversion, "drag": drag_key,
                 "denoise": _digest(drag_key, dataclasses.asdict(s.denoise))}
 
@@ -255,14 +271,6 @@ class DragSession:
             dragged = self._cache["drag"].get(keys["drag"])
             return dragged is not None and self._denoise_key(dragged) in self._cache["denoise"]
         return keys[stage] in self._cache[stage]
-
-    def _prompt_tokens(self) -> torch.Tensor:
-        """(77,) bool: the prompt's own tokens with <bos> and <eos>, what DragText's text regulariser covers."""
-        tokenizer = self.model.pipe.tokenizer
-        n = len(tokenizer(self.prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids)
-        keep = torch.zeros(tokenizer.model_max_length, dtype=torch.bool)
-        keep[:n] = True
-        return keep
 
     def _text(self) -> torch.Tensor:
         return encode_prompt(self.model, self.prompt, self.guidance_scale)
@@ -381,7 +389,7 @@ class DragSession:
 
         with self._fused():
             result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
-                          text_mask=self._prompt_tokens(), compute=self.settings.compute,
+                          prompt=self.prompt, compute=self.settings.compute, parts=self.parts,
                           callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                           keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
                           schedule_steps=self.settings.inversion.num_steps)
@@ -398,29 +406,20 @@ class DragSession:
             self._remember("denoise", key, self._cache["denoise"][key])
             return self._cache["denoise"][key]  # type: ignore[return-value]
         self.run_lora()
-        original, _ = self._start_latent()
-        if dragged.denoised_steps:  # an alternating drag took the first steps: both branches are further down
-            original = dragged.original_latent.to(self.model.device)
+        device = self.model.device
+        original = dragged.original_latent.to(device)  # the unedited branch at the drag's timestep
         mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]),
                                                              self.settings.denoise.blend_mask)
+        inversion = None if self.generated is not None else self.run_inversion()
         with vae_memory(self.model.pipe.vae, self.settings.compute), self._fused():
-            result = denoise(self.model, dragged.latent.to(self.model.device), original, self._text(),
-                             self.settings.denoise, self.settings.inversion, guidance_scale=self.guidance_scale,
-                             progress=self.progress, callbacks=callbacks, mask=mask, skip=dragged.denoised_steps,
-                             edited_text=None if dragged.text is None else dragged.text.to(self.model.device),
-                             background=self._background(dragged.denoised_steps))
+            result = denoise(self.model, dragged.latent.to(device), original, self._text(), self.settings.denoise,
+                             self.settings.inversion, guidance_scale=self.guidance_scale, progress=self.progress,
+                             callbacks=callbacks, mask=mask, t=dragged.t, edited_text=dragged.text.to(device),
+                             inverted=None if inversion is None else inversion.latents)
         result.key = key
         if not result.interrupted:
             self._remember("denoise", key, result)
         return result
-
-    def _background(self, skip: int) -> list[torch.Tensor] | None:
-        """The inversion's latents after each denoising step still to run (``denoise.blend_from="inversion"``),
-        z_0 last; None for the original branch's own (and for generated images, which have no inversion)."""
-        if self.settings.denoise.blend_from != "inversion" or self.generated is not None:
-            return None
-        latents = self.run_inversion().latents  # [z_0, ..., z_t]: step i of those left ends on z at index -2-skip-i
-        return latents[: len(latents) - 1 - skip][::-1]
 
     def _denoise_key(self, dragged: DragResult) -> str:
         return _digest(dragged.key, dragged.stop_reason, len(dragged.history), dataclasses.asdict(self.settings.denoise))

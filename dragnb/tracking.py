@@ -18,11 +18,14 @@ from .motion import bilinear_patch
 
 @dataclass(frozen=True)
 class TrackingWindow:
-    """The distances searched for one handle: what the point-tracking heatmap shows."""
+    """The distances searched for one handle: what the point-tracking heatmap shows (a tracker records one per pair
+    in its step's ``extras["windows"]`` when features are kept)."""
 
-    distances: torch.Tensor  # (h, w) L1 feature distance of each candidate q in the window
+    distances: torch.Tensor  # (h, w) the distance of each candidate q in the window (low = match)
     origin: tuple[int, int]  # (row, col) of the window's top-left cell on the feature grid
-    best: tuple[int, int]  # (row, col) chosen, on the feature grid
+    best: tuple[float, float]  # (row, col) chosen, on the feature grid
+    quantity: str = "‖F_k(q) − f_i‖₁"  # what ``distances`` measures, for a view's title
+    line: tuple[tuple[float, float], tuple[float, float]] | None = None  # a line the search keeps to (FreeDrag's)
 
 
 def point_features(feature: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -121,7 +121,7 @@ def test_weights_in_half_precision_run_a_whole_edit(tiny_dir, tiny_model, blob_i
     half = load_model(tiny_dir, device="cpu", dtype=weights)
     assert half.pipe.unet.dtype == half.pipe.vae.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[weights]
     assert half.settings.compute.weights == weights
-    assert (grad_scaler(ComputeSettings(), half.device, half.pipe.unet.dtype) is not None) == (weights == "fp16")
+    assert grad_scaler(ComputeSettings(), half.device, half.pipe.unet.dtype).is_enabled() == (weights == "fp16")
     edits = {}
     for name, model in (("fp32", tiny_model), (weights, half)):
         remove_lora(model.pipe)

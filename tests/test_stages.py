@@ -199,9 +199,13 @@ def test_reference_control_processors(tiny_model):
     z, text = torch.randn(2, 4, 16, 16), encode_prompt(tiny_model, "x").repeat(2, 1, 1)
     with torch.no_grad():
         plain = unet(z, 500, text).sample
-        with reference_control(unet, (-2, -1)) as names:
+        with reference_control(unet, (-2, -1)) as control:
             controlled = unet(z, 500, text).sample
             same = unet(torch.cat([z[:1], z[:1]]), 500, text).sample
+            control.active = False  # switched off through the processor: plain self-attention
+            off = unet(z, 500, text).sample
+    names = control.layers
+    torch.testing.assert_close(off, plain, atol=1e-5, rtol=1e-4)
     assert names and all(".attn1." in n and n.startswith("up_blocks.") for n in names)
     assert {k: type(v) for k, v in unet.attn_processors.items()} == {k: type(v) for k, v in before.items()}
     torch.testing.assert_close(controlled[0], plain[0], atol=1e-5, rtol=1e-4)  # original branch untouched

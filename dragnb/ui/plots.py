@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import io
-import math
 
 import matplotlib
 import numpy as np
@@ -27,7 +26,6 @@ from ..images import to_rgb_array
 from ..lora import LoraResult
 from ..rounds import Round
 from ..session import EditResult
-from ..tracking import point_features, search_window, template_distance
 
 HANDLE, TARGET, PATH = "#e02020", "#2050f0", "#ffd000"
 
@@ -162,9 +160,9 @@ def loss_curves(result: EditResult) -> Figure:
                 ax.axvline(after.step - 0.5, color="0.75", lw=0.8, zorder=0)
             a.annotate(f"t={after.t}", (after.step - 0.5, 1), xycoords=("data", "axes fraction"), fontsize=6,
                        color="0.4", rotation=90, va="top", ha="right")
-    if result.settings.drag.optimize_text and history:
+    if history and "text_distance" in history[0].extras:  # DragText's part records how far c' moved
         text = a.twinx()
-        text.plot(steps, [s.text_distance for s in history], color="purple", lw=1, ls=":")
+        text.plot(steps, [s.extras["text_distance"] for s in history], color="purple", lw=1, ls=":")
         text.set_ylabel("max |c′ − c| (text)", color="purple", fontsize=8)
     return fig
 
@@ -275,82 +273,48 @@ def correspondence(image_a, image_b, points_xy, matches_xy, sims: np.ndarray) ->
 
 # ---- point tracking -----------------------------------------------------------------------------------
 def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: int = 0) -> Figure:
-    """The L1 distance to F_0(h^0) over the search window Ω(h^{k-1}, r2) at chosen iterations k ≥ 1.
+    """What the tracker searched at chosen iterations k ≥ 1: the distance over its window, the point it chose (×).
 
-    Needs the iterations' features: ``session.run(keep_features=True)``. The window's argmin (×) is where
-    tracking put the handle at step k; the arrow points to the target. Under ``schedule="alternating"`` F_0 is
-    the unedited branch's at the step's own timestep. Under ``tracking="line_search"`` (FreeDrag) the map is
-    instead the template distance mean |F_k(Ω(q, r1)) − T_i| around h^{k-1} (as far as one search reaches), with
-    the h⁰→g line the search moves along and the point p_k (×); a search runs every few steps (a round), so between
-    two the point stays where the last one put it.
+    Needs the iterations' features: ``session.run(keep_features=True)``; each tracker records its windows
+    (:class:`~dragnb.tracking.TrackingWindow`) in the step's ``extras["windows"]``, and this view draws them as they
+    are. The paper's nearest neighbour shows ‖F_k(q) − F_0(h⁰)‖₁ over Ω(h^{k-1}, r2) (F_0 at the step's own
+    timestep under the alternating schedule; F_{k-1}(h^{k-1}) under ``track_from="previous"``); FreeDrag's line
+    search the template distance mean|F_k(Ω(q)) − T| around p^{k-1} as far as one search reaches, with the h⁰→g line
+    it keeps to (a search runs every few steps, so between two the point stays); a researcher's own tracker whatever
+    its windows hold. Low = match.
     """
-    drag = result.drag
-    history = drag.history
+    history = result.drag.history
     steps = [k for k in steps if 1 <= k < len(history)]
-    if not steps or history[steps[0]].features is None or drag.initial_features is None:
-        raise ValueError("tracking_heatmaps needs features of steps >= 1: run with keep_features=True "
+    if not steps or "windows" not in history[steps[0]].extras:
+        raise ValueError("tracking_heatmaps needs the tracker's windows of steps >= 1: run with keep_features=True "
                          "and at least 2 drag steps")
-    if result.settings.drag.tracking == "line_search":
-        return _line_search_heatmaps(result, steps, pair)
-    def initial_at(step) -> torch.Tensor:  # F_0(h_i^0) at the step's timestep, (C,)
-        f0 = drag.reference_features.get(step.t, drag.initial_features).cpu()
-        return point_features(f0, drag.initial_handles)[pair]
-
-    previous_mode = result.settings.drag.track_from == "previous"  # the project's variant: F_{k-1}(h^{k-1})
-    fig = Figure(figsize=(2.8 * len(steps), 3.1), layout="constrained")
+    fig = Figure(figsize=(2.8 * len(steps) + 0.8, 3.1), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(steps)))
-    r2 = result.settings.drag.r2
     for ax, k in zip(axes, steps):
+        window = history[k].extras["windows"][pair]
         previous = history[k - 1].handles[pair]
-        reference = (point_features(history[k - 1].features, history[k - 1].handles)[pair]
-                     if previous_mode and k >= 2 else initial_at(history[k]))
-        window = search_window(history[k].features, reference, previous, r2)
         top, left = window.origin
         hh, ww = window.distances.shape
-        ax.imshow(window.distances.numpy(), cmap="viridis_r",
-                  extent=(left - 0.5, left + ww - 0.5, top + hh - 0.5, top - 0.5))
-        ax.scatter([window.best[1]], [window.best[0]], marker="x", c="red", s=60, label="argmin")
+        shown = ax.imshow(window.distances.numpy(), cmap="viridis",
+                          extent=(left - 0.5, left + ww - 0.5, top + hh - 0.5, top - 0.5))
+        fig.colorbar(shown, ax=ax, shrink=0.8, label="distance (low = match)")
+        if window.line is not None:
+            (r0, c0), (r1, c1) = window.line
+            ax.plot([c0, c1], [r0, r1], color=TARGET, lw=1, label="h⁰→g")
+        else:
+            target = result.drag.targets[pair]
+            d = target - previous
+            reach = min(max(hh, ww) / 2, float(torch.linalg.norm(d)))
+            d = d / max(float(torch.linalg.norm(d)), 1e-6) * reach
+            ax.annotate("", xy=(float(previous[1] + d[1]), float(previous[0] + d[0])),
+                        xytext=(float(previous[1]), float(previous[0])),
+                        arrowprops=dict(arrowstyle="->", color=TARGET))
+        ax.scatter([window.best[1]], [window.best[0]], marker="x", c="red", s=60, label="chosen")
         ax.scatter([float(previous[1])], [float(previous[0])], marker="o", facecolors="none", edgecolors="white",
                    s=60, label="h^{k-1}")
-        target = drag.targets[pair]
-        d = target - previous
-        d = d / max(float(torch.linalg.norm(d)), 1e-6) * min(r2, float(torch.linalg.norm(target - previous)))
-        ax.annotate("", xy=(float(previous[1] + d[1]), float(previous[0] + d[0])),
-                    xytext=(float(previous[1]), float(previous[0])), arrowprops=dict(arrowstyle="->", color=TARGET))
-        ax.set_title(f"step {k} (t={history[k].t}): ‖F_k(q) − "
-                     f"{'F_k-1(h^k-1)' if previous_mode and k >= 2 else 'F_0(h⁰)'}‖₁", fontsize=9)
-        ax.set_xlabel("col (feature px)")
-        ax.set_ylabel("row")
-    axes[0].legend(fontsize=7, loc="lower left")
-    return fig
-
-
-def _line_search_heatmaps(result: EditResult, steps: list[int], pair: int) -> Figure:
-    """tracking_heatmaps under line search: the template distance around h^{k-1}, the line, the chosen point."""
-    drag, r1 = result.drag, result.settings.drag.r1
-    reach = max(result.settings.drag.r2, math.ceil(result.settings.drag.line_search_distance))  # a search's reach
-    history = drag.history
-    fig = Figure(figsize=(2.8 * len(steps), 3.1), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(steps)))
-    h0, target = drag.initial_handles[pair], drag.targets[pair]
-    for ax, k in zip(axes, steps):
-        feature, template = history[k].features, history[k].templates[pair]
-        previous = history[k - 1].handles[pair]
-        rows, cols = feature.shape[-2:]
-        top, left = max(0, int(previous[0]) - reach), max(0, int(previous[1]) - reach)
-        bottom, right = min(rows, int(previous[0]) + reach + 1), min(cols, int(previous[1]) + reach + 1)
-        distances = np.array([[float(template_distance(feature, torch.tensor([float(r), float(c)]), template, r1))
-                               for c in range(left, right)] for r in range(top, bottom)])
-        ax.imshow(distances, cmap="viridis_r", extent=(left - 0.5, right - 0.5, bottom - 0.5, top - 0.5))
-        ax.plot([float(h0[1]), float(target[1])], [float(h0[0]), float(target[0])], color=TARGET, lw=1,
-                label="h⁰→g")
-        chosen = history[k].handles[pair]
-        ax.scatter([float(chosen[1])], [float(chosen[0])], marker="x", c="red", s=60, label="p_k")
-        ax.scatter([float(previous[1])], [float(previous[0])], marker="o", facecolors="none", edgecolors="white",
-                   s=60, label="p_k-1")
-        ax.set_xlim(left - 0.5, right - 0.5)
-        ax.set_ylim(bottom - 0.5, top - 0.5)
-        ax.set_title(f"step {k} (t={history[k].t}): mean|F_k(Ω(q)) − T|", fontsize=9)
+        ax.set_xlim(left - 0.5, left + ww - 0.5)
+        ax.set_ylim(top + hh - 0.5, top - 0.5)
+        ax.set_title(f"step {k} (t={history[k].t}): {window.quantity}", fontsize=9)
         ax.set_xlabel("col (feature px)")
         ax.set_ylabel("row")
     axes[0].legend(fontsize=7, loc="lower left")

@@ -1,0 +1,200 @@
+"""Stage 3: optimise the latent z_t by motion supervision and point tracking (docs/method.md §3.5).
+
+:func:`drag` is the paper's loop, step by step; each job a variant changes is a part (:mod:`dragnb.drag.parts`):
+which timesteps it walks, what it optimises, how it tracks, where the motion term's source comes from. Each
+iteration is reported to callbacks as a :class:`DragStep`; a callback returning True stops the loop. A non-finite
+loss or latent stops it too, returning the last good latent, and so does Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..callbacks import Callback, StepRecord, notify
+from ..compute import checkpointing, grad_scaler, require_supported
+from ..config import ComputeSettings, DragSettings, InversionSettings
+from ..images import from_model_tensor
+from ..inversion import decode_latent
+from ..models import Model, encode_prompt, held_dtype, run_unet
+from ..motion import mask_loss
+from .choice import make_parts
+from .forward import Forward
+from .parts import DragParts
+
+
+@dataclass(kw_only=True)
+class DragStep(StepRecord):
+    """What one optimisation iteration computed; handles are those the loss used at this step."""
+
+    stage: str = "drag"
+    step: int  # k, 0-based
+    t: int  # the timestep of the latent this iteration optimised
+    handles: torch.Tensor  # (N, 2) (row, col) feature pixels, h_i^k after tracking
+    targets: torch.Tensor  # (N, 2) (row, col) feature pixels, g_i
+    motion_loss: float
+    mask_loss: float
+    loss: float  # motion + mask (+ what the optimised variables add, e.g. DragText's regulariser)
+    distances: list[float]  # ||g_i - h_i^k|| per pair, feature pixels
+    seconds: float  # wall time of this iteration
+    latent: torch.Tensor | None = None  # ẑ_t^k before this step's update, when asked for (keep_latents)
+    features: torch.Tensor | None = None  # F(ẑ_t^k), when asked for (keep_features)
+    extras: dict[str, Any] = field(default_factory=dict)  # what the parts add: "text_distance" (DragText);
+    # with keep_features "windows" (the trackers' searches, TrackingWindow per pair), "templates" (FreeDrag's T_i)
+
+
+@dataclass
+class DragResult:
+    """The edited latent, the unedited branch beside it, and the whole optimisation history."""
+
+    latent: torch.Tensor  # edited ẑ (1, 4, h, w) at timestep ``t``, the last good state
+    initial_handles: torch.Tensor  # (N, 2) (row, col) feature pixels, h_i^0
+    handles: torch.Tensor  # (N, 2) final tracked handles
+    targets: torch.Tensor  # (N, 2)
+    feature_size: tuple[int, int]  # (rows, cols) of the supervision grid
+    stop_reason: str  # "reached" | "max_steps" | "callback" | "non-finite" | "interrupted"
+    mask_used: bool  # False: no mask drawn, whole image editable, no mask term
+    history: list[DragStep] = field(default_factory=list)
+    initial_features: torch.Tensor | None = None  # F_0 (1, C, *feature_size) at the first timestep
+    t: int = 0  # timestep of ``latent`` (and of ``original_latent``): where the denoising goes on from
+    original_latent: torch.Tensor | None = None  # the unedited branch at ``t`` (the input z_t unless the drag walked)
+    text: torch.Tensor | None = None  # the text embedding the edited branch reads (the prompt's unless optimised)
+    timesteps: list[int] = field(default_factory=list)  # the timesteps dragged at, in order
+    seconds: float = 0.0
+    key: str = ""
+
+    @property
+    def trajectory(self) -> torch.Tensor:
+        """(K + 1, N, 2) handle positions: each step's, then the final ones."""
+        return torch.stack([s.handles for s in self.history] + [self.handles])
+
+
+def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
+         mask: torch.Tensor | None = None, settings: DragSettings = DragSettings(),
+         callbacks: Sequence[Callback] = (), guidance_scale: float = 1.0, keep_latents: bool = False,
+         keep_features: bool = False, progress: bool = False,
+         schedule_steps: int = InversionSettings().num_steps, prompt: str | None = None,
+         compute: ComputeSettings = ComputeSettings(), parts: DragParts | None = None) -> DragResult:
+    """Optimise ``zt`` (1, 4, h, w) at timestep ``t`` to move ``handles`` to ``targets`` ((N, 2) (row, col)).
+
+    ``text``: (1, 77, D), or [uncond, cond] (2, 77, D) for a generated image with guidance (features of both
+    halves are concatenated along channels, as the reference). ``mask``: (1, 1, h, w) on the latent grid,
+    1 = editable, or None. ``schedule_steps``: the DDIM schedule t belongs to (the inversion's ``num_steps``),
+    which fixes the step to x̂_{t-1} of the mask term. ``prompt``: the words behind ``text``, for parts that need
+    them (DragText's regulariser covers the prompt's tokens). ``compute``: autocast, gradient checkpointing and
+    loss scaling (:mod:`dragnb.compute`). ``parts``: a researcher's own parts; the rest are those the settings
+    name. Inputs are not modified.
+    """
+    start, device = time.perf_counter(), zt.device
+    require_supported(compute, device)
+    look = Forward(model, settings, compute, guidance_scale, schedule_steps, tuple(zt.shape[-2:]))  # step 1
+    handles = handles.to(device, torch.float32).clone()
+    targets = targets.to(device, torch.float32).clone()
+    if settings.round_points:  # the reference rounds the points on the supervision grid before the loop
+        handles, targets = handles.round(), targets.round()
+    made = make_parts(settings, parts, model.pipe.tokenizer, prompt)
+    timesteps, optimised, tracker, supervision = made.timesteps, made.optimised, made.tracker, made.supervision
+    reference = timesteps.start(look, zt.detach().clone(), t, text, handles.clone())  # F_0, x_{t-1}^0, h^0
+    z = optimised.start(zt, text)  # ẑ_t^0 = z_t, and the optimiser over it
+    tracker.begin(reference), supervision.begin(reference)
+    scaler = grad_scaler(compute, device, held_dtype(model.pipe.unet))  # a no-op unless fp16
+    mask = None if mask is None else mask.to(device, torch.float32)
+    last_good = zt.detach().clone()
+    result = DragResult(latent=last_good, initial_handles=handles.clone().cpu(), handles=handles, targets=targets.cpu(),
+                        feature_size=look.size, stop_reason="max_steps", mask_used=mask is not None,
+                        initial_features=reference.features.detach())
+    bar = tqdm(total=settings.max_steps, desc="drag", disable=not progress, leave=False)
+    with checkpointing(model.pipe.unet, compute.gradient_checkpointing):  # less memory, the same gradients
+        try:
+            for k in range(settings.max_steps):
+                # 0. the timestep: t throughout, unless the timesteps part walks both branches one step down here
+                if timesteps.finished(k):
+                    break
+                if (moved := timesteps.move(k, z, optimised.text)) is not None:
+                    reference, z = moved[0], optimised.restart(moved[1])
+                    last_good = z.detach().clone()
+                    tracker.begin(reference), supervision.begin(reference)
+                tick = time.perf_counter()
+                # 1. features F and x̂_{t-1} of ẑ_t^k (one UNet call)
+                feat, x_prev = look(z, reference.t, optimised.text)
+                # 2. track the handles h_i^k (nothing to track at k = 0)
+                handles = tracker.track(k, feat, handles, targets)
+                distances = torch.linalg.norm(targets - handles, dim=1)
+                # 3. stop once every handle has arrived
+                if supervision.done(tracker.arrived(handles, targets)):
+                    result.stop_reason = "reached"
+                    break
+                # 4. L = L_motion + λ L_mask (+ what the variables add)
+                motion = supervision.loss(feat, handles, targets)
+                masked = mask_loss(x_prev, reference.x_prev, mask, settings.lam)
+                loss = motion + masked + optimised.penalty()
+                if not torch.isfinite(loss):
+                    result.stop_reason = "non-finite"
+                    break
+                # 5. one optimiser step on ẑ_t (loss scaling only for fp16)
+                optimised.optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimised.optimizer)
+                scaler.update()
+                if not torch.isfinite(z).all():
+                    result.stop_reason = "non-finite"
+                    break
+                # 6. record the iteration; a callback may stop the loop
+                record = DragStep(step=k, total=settings.max_steps, t=reference.t, handles=handles.detach().cpu().clone(),
+                                  targets=targets.detach().cpu(), motion_loss=float(motion.detach()),
+                                  mask_loss=float(masked.detach()), loss=float(loss.detach()),
+                                  distances=distances.detach().cpu().tolist(), seconds=time.perf_counter() - tick,
+                                  latent=last_good.cpu() if keep_latents else None,
+                                  features=feat.detach().cpu() if keep_features else None,
+                                  extras=made.record(keep_features))
+                last_good = z.detach().clone()
+                result.history.append(record)
+                bar.update(1)
+                if notify(callbacks, record):
+                    result.stop_reason = "callback"
+                    break
+        except KeyboardInterrupt:
+            result.stop_reason = "interrupted"
+        finally:
+            bar.close()
+    result.latent, result.t, result.original_latent = last_good, reference.t, reference.latent.detach()
+    result.text, result.timesteps = optimised.text.detach(), list(timesteps.walked)
+    result.handles = handles.detach().cpu()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def predicted_frames(model: Model, dragged: DragResult, prompt: str, every: int = 1) -> list[tuple[int, np.ndarray]]:
+    """x̂_0 predicted from each kept drag latent ẑ_t^k (one UNet pass + decode), as (k, (H, W, 3) uint8).
+
+    ``dragged``: the ``.drag`` of ``session.run(keep_latents=True)``. Each latent is read at its own timestep
+    (``DragStep.t``: under ``schedule="alternating"`` the drag walks down the schedule), the final one at
+    ``dragged.t``; the text is the drag's own (``dragged.text`` under ``optimize_text``, else ``prompt``'s), its
+    conditional half for a guided generated image (x̂_0 without guidance). x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
+    (docs/method.md §1; from v, or x_0 itself, for models that predict those), so no DDIM schedule needs to be set.
+    Uses the model as it is (the session leaves its LoRA active).
+    """
+    if not dragged.history or dragged.history[0].latent is None:
+        raise ValueError("predicted_frames needs the drag's latents: run with keep_latents=True")
+    scheduler = model.pipe.scheduler
+    alphas, kind = scheduler.alphas_cumprod, scheduler.config.prediction_type
+    text = dragged.text[-1:] if dragged.text is not None else encode_prompt(model, prompt)  # cond half
+    history = dragged.history
+    latents = [(s.step, s.t, s.latent) for s in history[::every]] + [(len(history), dragged.t, dragged.latent)]
+    frames = []
+    for k, t, z in latents:
+        z = z.to(model.device)
+        out = run_unet(model.pipe.unet, z, t, text.to(model.device))
+        a = alphas[int(t)].to(z.device, z.dtype)
+        x0 = {"epsilon": lambda: (z - (1 - a).sqrt() * out) / a.sqrt(),  # the model predicts ε
+              "v_prediction": lambda: a.sqrt() * z - (1 - a).sqrt() * out,  # v = √ᾱ ε − √(1−ᾱ) x_0
+              "sample": lambda: out}[kind]()
+        frames.append((k, from_model_tensor(decode_latent(model, x0))))
+    return frames
