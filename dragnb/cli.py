@@ -119,8 +119,8 @@ def _run_replay(args) -> int:
     from .files import writable_folder
     from .images import psnr
     from .models import EMBEDDED_MODEL, load_model, resolve_device
+    from .replay import replay
     from .rounds import History
-    from .session import DragSession
 
     history = History.load(args.history, "HISTORY_DIR")
     if args.settings == "model":
@@ -156,7 +156,7 @@ def _run_replay(args) -> int:
             verdict = f"differs from the saved result (PSNR {psnr(before.image, again.image):.1f} dB)"
         print(f"round {before.index} ({origin}): {verdict}")
 
-    session = DragSession.replay(model, history, cache_dir=cache_dir, progress=not args.quiet, on_round=report,
+    session = replay(model, history, cache_dir=cache_dir, progress=not args.quiet, on_round=report,
                                  settings=args.settings)
     path = session.save_history(out)
     print(f"wrote {path} and the images of {len(session.rounds)} round(s)")

@@ -31,7 +31,7 @@ from .points import DragPoints, make_points
 
 if TYPE_CHECKING:
     from .generate import GeneratedImage
-    from .session import EditResult
+    from .edit import EditResult
 
 HISTORY_FILE = "history.json"
 FORMAT = "dragnb.history"

@@ -17,13 +17,11 @@ from the cache.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import inspect
-import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -31,104 +29,33 @@ import torch
 from .callbacks import Callback, StepRecord
 from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inversion_entry, save_lora_entry
 from .compute import WEIGHTS, unsupported, vae_memory, weights_name
-from .config import Settings, check_for_model, rebase
+from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
 from .drag import DragParts, DragResult, drag
+from .edit import EditResult
 from .errors import InputError, Interrupted, SettingError
-from .generate import GeneratedImage, generate
+from .generate import GeneratedImage
+from .keys import KeptLora, digest, stage_keys
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
 from .inversion import InversionResult, encode_image, invert
 from .lora import LoraResult, adaptable_modules, apply_lora, fused_lora, train_lora
 from .models import Model, encode_prompt, held_dtype
-from .points import DragPoints, feature_grid, grid_to_image, image_to_grid, make_points
+from .points import DragPoints, feature_grid, image_to_grid, make_points
 from .rounds import History, Round
 
 STAGES = ("lora", "inversion", "drag", "denoise")
 CACHE_ENTRIES = 8  # results each stage keeps in memory (the latest used), e.g. one per round moved between
 
 
-def _digest(*parts) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
+T = TypeVar("T")
 
 
-@dataclass
-class EditResult:
-    """One finished edit: the image at the original size plus every stage's record."""
+@dataclass(frozen=True)
+class Produced(Generic[T]):
+    """What a stage runner returns: the stage's result and where it came from."""
 
-    image: np.ndarray  # (H, W, 3) uint8 at the original image size
-    source: np.ndarray  # (H, W, 3) uint8, the input
-    points: DragPoints  # image pixels
-    mask: np.ndarray | None  # (H, W) bool, None = whole image editable
-    prompt: str
-    model: str
-    settings: Settings
-    lora: LoraResult | None
-    inversion: InversionResult | None
-    drag: DragResult
-    denoise: DenoiseResult
-    image_size: tuple[int, int]  # original (H, W)
-    model_size: tuple[int, int]  # (H, W) the model saw
-    seconds: dict[str, float] = field(default_factory=dict)  # per stage; 0 when cached in memory
-    cached: dict[str, bool] = field(default_factory=dict)  # True: the stage came from memory or disk
-    origin: dict[str, str] = field(default_factory=dict)  # per stage: "computed" | "memory" | "disk" | "skipped"
-
-    def trajectory_xy(self) -> np.ndarray:
-        """(K + 1, N, 2) handle positions in image pixels (x, y) of the original image."""
-        traj = self.drag.trajectory
-        return np.stack([grid_to_image(step, self.image_size, self.drag.feature_size) for step in traj])
-
-    @property
-    def final_handles_xy(self) -> np.ndarray:
-        return grid_to_image(self.drag.handles, self.image_size, self.drag.feature_size)
-
-    def to_record(self) -> dict:
-        """Everything needed to reproduce and inspect the edit, JSON-serialisable."""
-        return {
-            "model": self.model, "prompt": self.prompt,
-            "image_size": list(self.image_size), "model_size": list(self.model_size),
-            "points": self.points.as_list(), "mask_used": self.mask is not None,
-            "mask_note": None if self.mask is not None else "no mask drawn: whole image editable, mask term dropped",
-            "settings": self.settings.to_dict(),
-            "stop_reason": self.drag.stop_reason, "drag_steps": len(self.drag.history),
-            "handle_trajectory_xy": self.trajectory_xy().round(2).tolist(),
-            "final_handles_xy": self.final_handles_xy.round(2).tolist(),
-            "loss_history": [{"step": s.step, "t": s.t, "motion": s.motion_loss, "mask": s.mask_loss, "total": s.loss,
-                              "distances": s.distances, "seconds": s.seconds,
-                              **{k: v for k, v in s.extras.items() if isinstance(v, float)}}  # e.g. text_distance
-                             for s in self.drag.history],
-            "drag_timestep": self.drag.t, "drag_denoised_steps": len(self.drag.timesteps) - 1,
-            "lora_losses": self.lora.losses if self.lora else None,
-            "inverted_timestep": self.inversion.t if self.inversion else None,
-            "seconds": self.seconds, "cached": self.cached, "origin": self.origin,
-            "interrupted": {"lora": bool(self.lora and self.lora.interrupted),
-                            "inversion": bool(self.inversion and self.inversion.interrupted),
-                            "drag": self.drag.stop_reason == "interrupted", "denoise": self.denoise.interrupted},
-        }
-
-
-def _parts_digest(parts: DragParts) -> str:
-    """A researcher's parts in a cache key: each one's name and, where Python can read it, its source (so a part
-    edited in a notebook cell and run again is not taken for the old one)."""
-    sources = {}
-    for job, maker in vars(parts).items():
-        try:
-            sources[job] = inspect.getsource(maker) if maker is not None else None
-        except (OSError, TypeError):
-            sources[job] = None
-    return _digest(parts.named(), sources)
-
-
-def _stopped_as_saved(record: dict | None) -> list[Callback]:
-    """For a replay: a round whose drag was stopped early (the Stop button, a callback, Ctrl-C) stops after as many
-    iterations again, so its result is the saved one; a finished drag needs nothing (nor can a drag stopped before
-    its first iteration be replayed as stopped: it runs in full)."""
-    if not record or record.get("stop_reason") not in ("callback", "interrupted") or not record.get("drag_steps"):
-        return []
-    steps = int(record["drag_steps"])
-    return [lambda step: step.stage == "drag" and step.step + 1 >= steps]
+    result: T
+    origin: str  # "computed" | "memory" | "disk" | "skipped"
 
 
 class DragSession:
@@ -146,11 +73,10 @@ class DragSession:
         self.progress = progress
         self.points: DragPoints | None = None
         self._mask: np.ndarray | None = None
-        self._origin: dict[str, str] = {}  # where each stage's latest result came from
         self._cache: dict[str, dict[str, object]] = {stage: {} for stage in STAGES}  # key -> result, oldest first
         self._stop = False
         self.parts: DragParts | None = None  # a researcher's own parts of the drag (dragnb.drag.parts), None = the settings'
-        self._kept_lora: tuple[str, torch.Tensor, str] | None = None  # (digest, tensor, prompt) of a kept LoRA's image
+        self._kept_lora: KeptLora | None = None  # the round uses the first round's LoRA
         self._set_source(source)
         self.history = History(rounds=[Round(index=0, parent=None, source=source, prompt=self.prompt,
                                              settings=self.settings)], model=model.name,
@@ -170,7 +96,7 @@ class DragSession:
         """Make ``image`` (H, W, 3) uint8 the image the stages work on: its model tensor and digest go with it."""
         self.source = image
         self.image_tensor = to_model_tensor(image, self.model_size)  # (1, 3, h, w) in [-1, 1]
-        self._image_digest = _digest(image.tobytes(), list(image.shape))
+        self._image_digest = digest(image.tobytes(), list(image.shape))
         self.generated: GeneratedImage | None = generated
         self.guidance_scale = 1.0 if generated is None else generated.guidance_scale
 
@@ -245,24 +171,9 @@ class DragSession:
 
     # ---- keys ---------------------------------------------------------------------------------------
     def _keys(self) -> dict[str, str]:
-        s = self.settings
-        base = _digest(self._image_digest, self.prompt, self.model.name,
-                       None if self.generated is None else [self.generated.seed, self.generated.guidance_scale])
-        base = _digest(base, dataclasses.asdict(s.compute))  # precision changes digits: every stage depends on it
-        if self._kept_lora is None:
-            lora = _digest(base, dataclasses.asdict(s.lora)) if self.generated is None else base
-            inversion = _digest(lora, dataclasses.asdict(s.inversion))
-        else:  # round 0's LoRA (its image and prompt: its very key), inverting this round's image with it
-            digest, _, prompt = self._kept_lora
-            root = _digest(_digest(digest, prompt, self.model.name, None), dataclasses.asdict(s.compute))
-            lora = _digest(root, dataclasses.asdict(s.lora))  # exactly round 0's LoRA key
-            inversion = _digest(lora, base, dataclasses.asdict(s.inversion))
-        points = None if self.points is None else self.points.as_list()
-        mask = None if self.mask is None else _digest(np.packbits(self.mask).tobytes(), list(self.mask.shape))
-        drag_key = _digest(inversion, points, mask, dataclasses.asdict(s.drag),
-                           *([_parts_digest(self.parts)] if self.parts is not None and self.parts.named() else []))
-        return {"lora": lora, "inversion": inversion, "drag": drag_key,
-                "denoise": _digest(drag_key, dataclasses.asdict(s.denoise))}
+        generation = None if self.generated is None else [self.generated.seed, self.generated.guidance_scale]
+        return stage_keys(self.settings, self._image_digest, self.prompt, self.model.name, generation,
+                          self._kept_lora, self.points, self.mask, self.parts)
 
     def is_cached(self, stage: str) -> bool:
         """Whether ``stage`` would come from the cache if run now."""
@@ -283,53 +194,54 @@ class DragSession:
         while len(entries) > CACHE_ENTRIES:
             entries.pop(next(iter(entries)))
 
-    # ---- stages -------------------------------------------------------------------------------------
+    # ---- stages: each runner returns its result and where it came from -------------------------------
     def run_lora(self, callbacks: Sequence[Callback] = ()) -> LoraResult | None:
         """Stage 1 (skipped for generated images and when ``lora.steps`` is 0)."""
+        return self._lora(callbacks).result
+
+    def _lora(self, callbacks: Sequence[Callback] = ()) -> Produced[LoraResult | None]:
         key = self._keys()["lora"]
         if self.generated is not None or self.settings.lora.steps == 0:
             apply_lora(self.model, None)
-            self._origin["lora"] = "skipped"
-            return None
-        if key in self._cache["lora"]:
-            result = self._cache["lora"][key]
-            self._origin["lora"] = "memory"
-        else:
-            disk = self.cache_dir / "lora" / key if self.cache_dir else None
-            result = load_lora_entry(disk, key) if disk is not None else None
-            self._origin["lora"] = "disk"
-            if result is None:
-                self._origin["lora"] = "computed"
-                image, prompt = (self.image_tensor, self.prompt) if self._kept_lora is None else self._kept_lora[1:]
-                with vae_memory(self.model.pipe.vae, self.settings.compute):
-                    result = train_lora(self.model, image, prompt, self.settings.lora, progress=self.progress,
-                                        callbacks=[*callbacks, self._stop_requested], key=key,
-                                        compute=self.settings.compute)
-                if disk is not None and not result.interrupted:
-                    save_lora_entry(disk, result)
+            return Produced(None, "skipped")
+        result, origin = self._cache["lora"].get(key), "memory"
+        disk = self.cache_dir / "lora" / key if self.cache_dir else None
+        if result is None and disk is not None:
+            result, origin = load_lora_entry(disk, key), "disk"
+        if result is None:
+            origin = "computed"
+            kept = self._kept_lora
+            image, prompt = (self.image_tensor, self.prompt) if kept is None else (kept.image, kept.prompt)
+            with vae_memory(self.model.pipe.vae, self.settings.compute):
+                result = train_lora(self.model, image, prompt, self.settings.lora, progress=self.progress,
+                                    callbacks=[*callbacks, self._stop_requested], key=key,
+                                    compute=self.settings.compute)
             if result.interrupted:  # a half-trained adapter is returned, never cached nor left on the model
-                return result
+                return Produced(result, origin)
+            if disk is not None:
+                save_lora_entry(disk, result)
         self._remember("lora", key, result)
-        apply_lora(self.model, result)  # type: ignore[arg-type]
-        return result  # type: ignore[return-value]
+        apply_lora(self.model, result)
+        return Produced(result, origin)
 
     def run_inversion(self, callbacks: Sequence[Callback] = ()) -> InversionResult | None:
         """Stage 2 (for generated images: the kept latents stand in, nothing runs)."""
+        return self._inversion(callbacks).result
+
+    def _inversion(self, callbacks: Sequence[Callback] = ()) -> Produced[InversionResult | None]:
         key = self._keys()["inversion"]
         if self.generated is not None:
-            self._origin["inversion"] = "skipped"
-            return None
+            return Produced(None, "skipped")
         if key in self._cache["inversion"]:
-            self._origin["inversion"] = "memory"
             self._remember("inversion", key, self._cache["inversion"][key])
-            return self._cache["inversion"][key]  # type: ignore[return-value]
+            return Produced(self._cache["inversion"][key], "memory")
         self.run_lora()
         disk = self.cache_dir / "inversion" / f"{key}.safetensors" if self.cache_dir else None
         result = None if disk is None else load_inversion_entry(
             disk, key, self.settings.inversion.inverted_steps, self._latent_shape, self.model.device)
-        self._origin["inversion"] = "disk"
+        origin = "disk"
         if result is None:
-            self._origin["inversion"] = "computed"
+            origin = "computed"
             with vae_memory(self.model.pipe.vae, self.settings.compute):
                 z0 = encode_image(self.model, self.image_tensor)
             text = encode_prompt(self.model, self.prompt, self.settings.inversion.guidance_scale)  # [uncond, cond]
@@ -342,7 +254,7 @@ class DragSession:
                 save_inversion_entry(disk, result)
         if not result.interrupted:
             self._remember("inversion", key, result)
-        return result
+        return Produced(result, origin)
 
     def _fused(self):
         """``compute.fuse_lora``: the active LoRA folded into the UNet's weights for one stage (dragnb.lora.fused_lora)."""
@@ -366,9 +278,9 @@ class DragSession:
                  keep_features: bool = False) -> DragResult:
         """Stage 3. Needs points (:meth:`set_points`)."""
         self._stop = False
-        return self._drag(callbacks, keep_latents, keep_features)
+        return self._drag(callbacks, keep_latents, keep_features).result
 
-    def _drag(self, callbacks: Sequence[Callback], keep_latents: bool, keep_features: bool) -> DragResult:
+    def _drag(self, callbacks: Sequence[Callback], keep_latents: bool, keep_features: bool) -> Produced[DragResult]:
         if self.points is None:
             raise InputError("points", "no handle/target points set; call set_points([(hx, hy, tx, ty), ...]) first")
         key = self._keys()["drag"]
@@ -378,7 +290,7 @@ class DragSession:
                                          or (keep_features and first.features is None))  # asked for, not kept
         if cached is not None and not lacking:
             self._remember("drag", key, cached)
-            return cached  # type: ignore[return-value]
+            return Produced(cached, "memory")
         self.run_lora()
         zt, t = self._start_latent()
         grid = self.feature_grid
@@ -396,15 +308,17 @@ class DragSession:
         result.key = key
         if result.stop_reason in ("reached", "max_steps"):  # partial results are returned, not cached
             self._remember("drag", key, result)
-        return result
+        return Produced(result, "computed")
 
     def run_denoise(self, dragged: DragResult | None = None, callbacks: Sequence[Callback] = ()) -> DenoiseResult:
         """Stage 4 from the latest drag (or ``dragged``); a denoising stopped by a callback is not cached."""
-        dragged = dragged or self.run_drag()
+        return self._denoise(dragged or self.run_drag(), callbacks).result
+
+    def _denoise(self, dragged: DragResult, callbacks: Sequence[Callback]) -> Produced[DenoiseResult]:
         key = self._denoise_key(dragged)
         if key in self._cache["denoise"]:
             self._remember("denoise", key, self._cache["denoise"][key])
-            return self._cache["denoise"][key]  # type: ignore[return-value]
+            return Produced(self._cache["denoise"][key], "memory")
         self.run_lora()
         device = self.model.device
         original = dragged.original_latent.to(device)  # the unedited branch at the drag's timestep
@@ -419,10 +333,10 @@ class DragSession:
         result.key = key
         if not result.interrupted:
             self._remember("denoise", key, result)
-        return result
+        return Produced(result, "computed")
 
     def _denoise_key(self, dragged: DragResult) -> str:
-        return _digest(dragged.key, dragged.stop_reason, len(dragged.history), dataclasses.asdict(self.settings.denoise))
+        return digest(dragged.key, dragged.stop_reason, len(dragged.history), dataclasses.asdict(self.settings.denoise))
 
     def run(self, callbacks: Sequence[Callback] = (), keep_latents: bool = False,
             keep_features: bool = False) -> EditResult:
@@ -441,23 +355,20 @@ class DragSession:
         seconds, origin = {}, {}
         results = {}
         self._stop = False
-        for stage, call in (("lora", lambda: self.run_lora(callbacks)),
-                            ("inversion", lambda: self.run_inversion(callbacks)),
+        for stage, call in (("lora", lambda: self._lora(callbacks)),
+                            ("inversion", lambda: self._inversion(callbacks)),
                             ("drag", lambda: self._drag(callbacks, keep_latents, keep_features)),
-                            ("denoise", lambda: self.run_denoise(results["drag"], callbacks))):
-            in_memory = (self._denoise_key(results["drag"]) in self._cache["denoise"] if stage == "denoise"
-                         else self.is_cached(stage))
-            self._origin.pop(stage, None)
+                            ("denoise", lambda: self._denoise(results["drag"], callbacks))):
             tick = time.perf_counter()
             try:
-                results[stage] = call()
+                produced = call()
             except Interrupted:
                 raise
             except KeyboardInterrupt:  # Ctrl-C outside a stage's own loop (encoding, saving): the same answer
                 raise Interrupted(stage, results) from None
+            results[stage], origin[stage] = produced.result, produced.origin
             if stage != "denoise" and getattr(results[stage], "interrupted", False):
                 raise Interrupted(stage, results)  # Ctrl-C: stop here, hand back what is done, cache none of it
-            origin[stage] = "memory" if in_memory else self._origin.get(stage, "computed")
             seconds[stage] = 0.0 if origin[stage] == "memory" else time.perf_counter() - tick
         cached = {stage: origin[stage] in ("memory", "disk") for stage in STAGES}
         den = results["denoise"]
@@ -495,8 +406,8 @@ class DragSession:
         self.points = rnd.points
         self.set_mask(rnd.mask)
         root = self.history.root(rnd.index)
-        self._kept_lora = None if not rnd.keep_lora else (
-            _digest(root.source.tobytes(), list(root.source.shape)), to_model_tensor(root.source, self.model_size),
+        self._kept_lora = None if not rnd.keep_lora else KeptLora(
+            digest(root.source.tobytes(), list(root.source.shape)), to_model_tensor(root.source, self.model_size),
             root.prompt)
         return rnd
 
@@ -545,46 +456,3 @@ class DragSession:
     def save_history(self, folder: str | Path) -> Path:
         """Write every round (images and ``history.json``) to ``folder`` for ``python -m dragnb replay``."""
         return self.history.save(folder)
-
-    @classmethod
-    def replay(cls, model: Model, history: History, cache_dir: str | Path | None = None, progress: bool = False,
-               on_round: Callable[[Round, Round], object] | None = None, settings: str = "saved") -> DragSession:
-        """Run a saved history (:meth:`History.load`) again, round by round, on ``model``: the first round from its
-        saved source (a generated one generated again), every later one from the *replayed* result of its parent,
-        with the saved prompt, points, mask, settings and LoRA choice. ``on_round(saved, replayed)`` is called
-        after each round. On the same model and settings the results are the saved ones (bit for bit on the CPU).
-        ``settings="model"``: each round's settings rebased on ``model``'s own defaults (:func:`config.rebase`:
-        what the round changed from its model's defaults is kept, the rest is ``model``'s), for a history replayed
-        on another model; the default ``"saved"`` uses them as saved.
-        """
-        if settings not in ("saved", "model"):
-            raise InputError("settings", f"got {settings!r}; must be 'saved' or 'model'")
-        old_base = history.rebase_from("settings") if settings == "model" else None
-
-        def of(rnd: Round) -> Settings:
-            return rnd.settings if old_base is None else rebase(rnd.settings, old_base, model.settings)
-
-        first = history.rounds[0]
-        if first.generation is not None:
-            g = first.generation
-            generated = generate(model, g["prompt"], tuple(g["size"]), g["guidance_scale"], g["seed"], g["num_steps"])
-            session = cls.from_generated(model, generated, of(first), cache_dir=cache_dir, progress=progress)
-        else:
-            session = cls(model, first.source, first.prompt, of(first), cache_dir=cache_dir, progress=progress)
-        if settings == "saved":  # the rounds still hold the first model's choices: say so for a later rebase
-            session.history.model_settings = history.model_settings
-        for saved in history.rounds:
-            if saved.index > 0 and saved.parent is None:  # another first round: a branch beside round 0
-                session.goto(0)
-                session.branch()
-            elif saved.index > 0:
-                session.goto(saved.parent)
-                session.new_round(keep_lora=saved.keep_lora, prompt=saved.prompt)
-            session.prompt, session.settings = saved.prompt, of(saved)
-            session.points, session.mask = saved.points, saved.mask
-            if saved.done:
-                session.run(callbacks=_stopped_as_saved(saved.record))
-            if on_round is not None:
-                on_round(saved, session.round)
-        session.goto(history.current)
-        return session

@@ -15,7 +15,7 @@ import numpy as np
 
 from dragnb.config import apply_overrides, requested_weights
 from dragnb.models import load_model
-from dragnb.tiny.scenes import scene_array
+from dragnb.tiny.drawing import scene_array
 from dragnb.tiny.report import held_out_scenes, inversion_quality, round_trip_summary
 
 

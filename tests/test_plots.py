@@ -121,7 +121,7 @@ def test_tracking_heatmaps_mark_where_tracking_put_the_handle(edit):
 def _without_features(drag):
     import dataclasses
 
-    return dataclasses.replace(drag, history=[dataclasses.replace(s, features=None) for s in drag.history])
+    return dataclasses.replace(drag, history=[dataclasses.replace(s, features=None, extras={}) for s in drag.history])
 
 
 def test_animation_of_the_predicted_image(tiny_model, edit):

@@ -19,6 +19,7 @@ from dragnb.generate import generate
 from dragnb.models import load_model
 from dragnb.points import make_points
 from dragnb.rounds import HISTORY_FILE, History, Round
+from dragnb.replay import replay
 from dragnb.session import DragSession
 from dragnb.ui.editor import DragEditor
 from dragnb.ui.runpanel import RunPanel
@@ -130,7 +131,7 @@ def test_a_generated_first_round(tiny_model):
     assert r1.lora is not None and r1.inversion is not None
     session.undo()
     assert session.generated is gen and session.run().origin["drag"] == "memory"
-    replayed = DragSession.replay(tiny_model, session.history)  # generated again from its seed, then dragged
+    replayed = replay(tiny_model, session.history)  # generated again from its seed, then dragged
     assert all(np.array_equal(a.image, b.image) for a, b in zip(session.rounds, replayed.rounds))
 
 
@@ -204,7 +205,7 @@ def test_a_stopped_round_replays_as_it_was_stopped(tiny_model, blob_image, tmp_p
     stopped = session.run(callbacks=[lambda step: step.stage == "drag" and step.step == 1])
     assert stopped.drag.stop_reason == "callback" and len(stopped.drag.history) == 2
     session.save_history(tmp_path / "saved")
-    replayed = DragSession.replay(tiny_model, History.load(tmp_path / "saved"))
+    replayed = replay(tiny_model, History.load(tmp_path / "saved"))
     again = replayed.rounds[0]
     assert again.record["stop_reason"] == "callback" and again.record["drag_steps"] == 2
     assert np.array_equal(again.image, stopped.image)

@@ -81,7 +81,8 @@ def test_textured_known_answers_pass_and_originals_fail(textured):
 
 def test_a_rigid_move_does_not_pass_for_a_stretch(textured):
     """Moving the whole shape by the handle's displacement puts the handle on target but is not the deformation."""
-    from dragnb.tiny.scenes import moved, render
+    from dragnb.tiny.drawing import render
+    from dragnb.tiny.scenes import moved
 
     case, _ = next((c, m) for c, m in map(load_case, textured) if c.kind == "stretch")
     folder = next(f for f in textured if f.name == case.name)
@@ -98,7 +99,7 @@ def test_two_moved_shapes_are_scored_each_in_its_own_box(tmp_path):
     from dataclasses import replace
 
     from dragnb.tiny.cases import benchmark_case
-    from dragnb.tiny.scenes import render
+    from dragnb.tiny.drawing import render
 
     index = next(i for i in range(200) if len(benchmark_case(i, seed=0)[0].edits) == 2)
     folder = write_cases(tmp_path, n=index + 1, seed=0, size=64, benchmark="textured")[index]

@@ -5,16 +5,14 @@ import re
 import numpy as np
 import pytest
 
+from dragnb.tiny.drawing import centroid, render, shape_mask
 from dragnb.tiny.scenes import (
     COLOURS,
     SHAPES,
     Scene,
     Shape,
-    centroid,
     moved,
-    render,
     sample_scene,
-    shape_mask,
     without,
 )
 
@@ -139,7 +137,7 @@ def test_textured_shapes_are_position_discriminative():
     shiny = Scene((Shape("circle", "red", 0.5, 0.5, 0.35, style="shiny"),), ("gray",))
     for scene, expect_flat in ((flat, True), (shiny, False)):
         img = np.asarray(render(scene, 64), dtype=float)
-        from dragnb.tiny.scenes import shape_coverage
+        from dragnb.tiny.drawing import shape_coverage
 
         inside = img[shape_coverage(scene, 0, 64) == 1.0]  # (P, 3) wholly covered pixels, no antialiased rim
         distinct = len({tuple(p) for p in inside})

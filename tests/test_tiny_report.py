@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 
 from dragnb.config import InversionSettings
 from dragnb.models import EMBEDDED_MODEL
-from dragnb.tiny.scenes import Scene, Shape, render
+from dragnb.tiny.drawing import render
+from dragnb.tiny.scenes import Scene, Shape
 from dragnb.tiny import report
 
 LINES = [

@@ -40,7 +40,8 @@ from PIL import Image
 from ..images import psnr
 from ..points import DragPoints
 from ..tiny.cases import BENCHMARK_SEED, BENCHMARKS, SceneCase, benchmark_case, edit_box
-from ..tiny.scenes import Scene, centroid, render, shape_mask, without
+from ..tiny.drawing import centroid, render, shape_mask
+from ..tiny.scenes import Scene, without
 from .dragbench import safe_load_pickle, write_sample
 
 DIFF_THRESHOLD = 48.0  # max-channel RGB difference that counts as "shape here"; shapes differ from backgrounds by >= 64

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dragnb.tiny.scenes import COLOURS, SHAPES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape, shape_coverage
+from dragnb.tiny.drawing import shape_coverage
+from dragnb.tiny.scenes import COLOURS, SHAPES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape
 
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)  # (10, 3)
 _NAMES = list(COLOURS)

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .scenes import (HIGHLIGHT_AT, SIDES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape, boxes_overlap, centroid, fits,
-                     moved, sample_scene, shape_mask, stretched)
+from .drawing import centroid, shape_mask
+from .scenes import (HIGHLIGHT_AT, SIDES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape, boxes_overlap, fits, moved,
+                     sample_scene, stretched)
 
 BENCHMARKS = ("flat", "textured")
 STRETCH_SHARE = 0.3  # textured benchmark: share of deformation cases

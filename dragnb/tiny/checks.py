@@ -27,7 +27,7 @@ def evaluate_vae(vae, n: int = 128, world: str = "flat") -> dict:
     """Held-out PSNR, and hue: fraction of shapes whose mean colour stays within 20 (and 12) RGB units (max channel)."""
     import torch
 
-    from dragnb.tiny.scenes import render, shape_mask
+    from dragnb.tiny.drawing import render, shape_mask
 
     size = int(vae.config.sample_size)
     device = next(vae.parameters()).device

@@ -68,7 +68,8 @@ def lr_at(frac: float, step: int, base: float, warmup: int = 100, decay_from: fl
 # ------------------------------------------------------------------------------------------ stage 1: pool
 def _render_seeds(job: tuple[int, int, str, int]) -> tuple[np.ndarray, list[str]]:
     """Images (n, S, S, 3) and prompts of the training scenes ``start .. start + n`` (one worker's share)."""
-    from dragnb.tiny.scenes import render, sample_scene
+    from dragnb.tiny.drawing import render
+    from dragnb.tiny.scenes import sample_scene
 
     start, n, world, size = job
     scenes = [sample_scene(TRAIN_SEED_BASE + i, world=world) for i in range(start, start + n)]

@@ -2,7 +2,7 @@
 animation) and never calls ``plt.show()``; figures are not registered with pyplot, so a notebook shows a
 figure once, when it is the cell's value.
 
-Views of a finished edit take an :class:`~dragnb.session.EditResult`. What the other views show is computed
+Views of a finished edit take an :class:`~dragnb.edit.EditResult`. What the other views show is computed
 beside its stage and passed in: :func:`dragnb.inversion.round_trip_errors` for :func:`inversion_error`,
 :func:`dragnb.features.feature_maps` for :func:`feature_pca`, :func:`dragnb.features.correspond` for
 :func:`correspondence`, :func:`dragnb.drag.predicted_frames` for :func:`drag_animation`. Points are image pixels
@@ -25,7 +25,7 @@ from ..features import pca_rgb
 from ..images import to_rgb_array
 from ..lora import LoraResult
 from ..rounds import Round
-from ..session import EditResult
+from ..edit import EditResult
 
 HANDLE, TARGET, PATH = "#e02020", "#2050f0", "#ffd000"
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from dragnb.tiny.checks import holdout_scenes
+from dragnb.tiny.drawing import render
 from dragnb.tiny.model import HOLDOUT_SEED_BASE
 from dragnb.tiny.report._plot import _axes_off
-from dragnb.tiny.scenes import COLOURS, SHAPES, STYLES, render, sample_scene
+from dragnb.tiny.scenes import COLOURS, SHAPES, STYLES, sample_scene
 from dragnb.ui.plots import Figure
 
 HELD_OUT_SEED = 900_000  # scenes for checks: training used seeds from 10 000 000 (dragnb.tiny.model.TRAIN_SEED_BASE)
