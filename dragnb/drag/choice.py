@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..config import DragSettings
 from .line_search import LineSearch, TemplateSupervision
 from .optimised import Latent, LatentAndText, prompt_tokens
-from .parts import DragParts, Optimised, Supervision, Timesteps, Tracker
+from .parts import DragParts, Optimised, Reference, Supervision, Timesteps, Tracker
 from .supervision import Anchored, Held, MotionSupervision
 from .timesteps import Alternating, OneTimestep
 from .trackers import FollowLatest, NearestNeighbour
@@ -22,6 +22,11 @@ class Parts:
     optimised: Optimised
     tracker: Tracker
     supervision: Supervision
+
+    def begin(self, reference: Reference) -> None:
+        """The tracker and the supervision start from ``reference`` (again at each new timestep)."""
+        self.tracker.begin(reference)
+        self.supervision.begin(reference)
 
     def record(self, keep_features: bool) -> dict:
         """What every part adds to this iteration's step record."""

@@ -102,7 +102,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     timesteps, optimised, tracker, supervision = made.timesteps, made.optimised, made.tracker, made.supervision
     reference = timesteps.start(look, zt.detach().clone(), t, text, handles.clone())  # F_0, x_{t-1}^0, h^0
     z = optimised.start(zt, text)  # ẑ_t^0 = z_t, and the optimiser over it
-    tracker.begin(reference), supervision.begin(reference)
+    made.begin(reference)  # the tracker's f_i and the supervision's sources from F_0
     scaler = grad_scaler(compute, device, held_dtype(model.pipe.unet))  # a no-op unless fp16
     mask = None if mask is None else mask.to(device, torch.float32)
     last_good = zt.detach().clone()
@@ -119,7 +119,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                 if (moved := timesteps.move(k, z, optimised.text)) is not None:
                     reference, z = moved[0], optimised.restart(moved[1])
                     last_good = z.detach().clone()
-                    tracker.begin(reference), supervision.begin(reference)
+                    made.begin(reference)
                 tick = time.perf_counter()
                 # 1. features F and x̂_{t-1} of ẑ_t^k (one UNet call)
                 feat, x_prev = look(z, reference.t, optimised.text)
