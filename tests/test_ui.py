@@ -1,6 +1,6 @@
 """The editor and run panel driven by synthetic frontend events (no browser): exact click -> pixel mapping for
 non-square images at any display size, points, undo, brush painting, DragBench pre-fill, settings, runs,
-cache reuse, Stop from another thread, and the live view's cost."""
+cache reuse, Stop from another thread (its one flag the session's), and the live view's cost."""
 
 from __future__ import annotations
 
@@ -236,6 +236,43 @@ def test_stop_during_lora_stops_the_lora_and_caches_nothing(tiny_model, blob_ima
     assert panel.wait(timeout=60) is None and not panel.running and panel.error is None
     assert "stopped</b> during lora" in panel.status.value
     assert not panel.session.is_cached("lora") and not panel.run_button.disabled
+
+
+def test_stop_goes_to_the_sessions_one_flag(tiny_model, blob_image):
+    settings = settings_from_dict({**QUICK, "drag": {"max_steps": 6, "lr": 1e-4}}, tiny_model.settings)
+    panel = RunPanel(tiny_model, DragEditor(blob_image, points=[(10, 10, 60, 60)]), settings=settings)
+    panel.stop_button.click()  # no run going: nothing to stop, nothing carried into the next run
+    on_step = panel._on_step
+
+    def pressing_stop(step):  # Stop pressed at the drag's second iteration (from the run's own thread)
+        on_step(step)
+        if step.done == 2:
+            panel.stop_button.click()
+
+    panel._on_step = pressing_stop
+    result = panel.run()
+    assert panel.error is None and result.drag.stop_reason == "callback" and len(result.drag.history) == 2
+    assert panel.session.stop_requested and "partial" in panel.status.value and not hasattr(panel, "_stop")
+    panel._on_step = on_step
+    again = panel.run()  # the session's run clears its flag as it begins
+    assert again.drag.stop_reason == "max_steps" and len(again.drag.history) == 6
+    assert not panel.session.stop_requested
+
+
+def test_stop_pressed_while_the_run_sets_up_stops_the_lora(tiny_model, blob_image):
+    settings = settings_from_dict({**QUICK, "lora": {"steps": 400}}, tiny_model.settings)
+    panel = RunPanel(tiny_model, DragEditor(blob_image, points=[(10, 10, 60, 60)]), settings=settings)
+    make_session = panel._session
+
+    def pressing_stop():  # Stop pressed after Run, before the session's run has begun (and cleared its flag)
+        session = make_session()
+        panel.stop_button.click()
+        return session
+
+    panel._session = pressing_stop
+    assert panel.run() is None and panel.error is None  # an Interrupted told from a Ctrl-C: not raised
+    assert "stopped</b> during lora" in panel.status.value and panel.session.stop_requested
+    assert not panel.session.is_cached("lora")
 
 
 def test_a_run_without_points_says_what_is_missing(tiny_model, blob_image):

@@ -8,8 +8,13 @@ tests. The session is kept between runs, so stages whose inputs did not change c
 The live view (handles moving on the editor's canvas, loss terms plotting) is throttled by a time budget:
 it draws only while the time spent drawing stays below ``live_fraction`` of the drag's elapsed time, and
 ``panel.live_stats`` records what it cost. Results are plain data: ``panel.result`` (an
-:class:`~dragnb.session.EditResult`), ``panel.received`` (the points and mask the run used),
+:class:`~dragnb.edit.EditResult`), ``panel.received`` (the points and mask the run used),
 ``panel.history`` (per-iteration handles and loss terms).
+
+Stop asks the session (``session.request_stop()``, its one stop flag); the panel holds none and reads
+``session.stop_requested``. The settings' widgets are a :class:`~dragnb.ui.settingsform.SettingsForm`
+(``panel.settings_form``), the rounds' a :class:`~dragnb.ui.roundstrip.RoundStrip` (``panel.round_strip``); their
+widgets are the panel's attributes too (``panel.drag_steps``, ``panel.continue_button``, ...).
 
 Edits go in rounds (:mod:`dragnb.rounds`): **continue from result** makes the result the canvas's source for
 the next drag (points and mask cleared; the LoRA trained again on it, or round 0's kept with *keep round 0's
@@ -20,39 +25,29 @@ runs nothing; Run then takes what it can from the session's cache.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import traceback
-import typing
-
-import io
 
 import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas
-from PIL import Image
 
 from ..callbacks import StepRecord
-from ..config import DragSettings, Settings
+from ..config import Settings
 from ..drag import DragStep
+from ..edit import EditResult
 from ..errors import InputError, Interrupted
 from ..models import Model
 from ..points import grid_to_image
 from ..rounds import Round
-from ..session import DragSession, EditResult
+from ..session import DragSession
 from .editor import HANDLE_COLOUR, TARGET_COLOUR, DragEditor, draw_dot, drawing, fit_to
-
-VARIANT_CHOICES = ("supervision", "schedule", "tracking")  # DragSettings' method switches with choices
-
-
-def _drag_hints() -> dict:
-    return typing.get_type_hints(DragSettings)
-
+from .roundstrip import RoundStrip
+from .settingsform import SettingsForm
 
 STAGE_LABELS = {"lora": "1 LoRA", "inversion": "2 inversion", "drag": "3 drag", "denoise": "4 denoise"}
 LOSS_COLOURS = {"motion": "#e07000", "mask": "#20a040", "total": "#303030"}
-THUMBNAIL = 72  # the longer side of a round's thumbnail, screen pixels
 
 
 class RunPanel(widgets.VBox):
@@ -66,7 +61,6 @@ class RunPanel(widgets.VBox):
     def __init__(self, model: Model, editor: DragEditor, prompt: str | None = None, settings: Settings | None = None,
                  cache_dir=None, live_fraction: float = 0.02, live_interval: float = 0.1):
         self.model, self.editor = model, editor
-        self.base_settings = settings or model.settings
         self.cache_dir = cache_dir
         self.live_fraction, self.live_interval = live_fraction, live_interval
         self.live = True  # draw the live view during the drag
@@ -80,40 +74,19 @@ class RunPanel(widgets.VBox):
         self.live_stats: dict = {}
         self._thread: threading.Thread | None = None
         self._session_image: np.ndarray | None = None
-        self._stop = False
-        s = self.base_settings
+        self._begun = threading.Event()  # set once the run's session.run() has begun (or the run has ended)
 
         self.prompt = widgets.Text(value=editor.prompt if prompt is None else prompt, description="prompt",
                                    layout=widgets.Layout(width="420px"))
-        self.drag_steps = widgets.IntSlider(value=s.drag.max_steps, min=1, max=300, description="drag steps")
-        self.lr = widgets.FloatLogSlider(value=s.drag.lr, base=10, min=-3, max=-0.5, step=0.05,
-                                         description="latent lr η", readout_format=".3g")
-        self.lam = widgets.FloatLogSlider(value=s.drag.lam, base=10, min=-3, max=1.5, step=0.05,
-                                          description="mask λ", readout_format=".3g")
-        self.strength = widgets.FloatSlider(value=s.inversion.strength, min=0.1, max=0.96, step=0.02,
-                                            description="inversion", readout_format=".2f")
-        n_blocks = len(model.pipe.unet.up_blocks)
-        options = [(f"up_blocks[{i}]", (i - n_blocks,)) for i in range(n_blocks)]
-        self.block = widgets.Dropdown(options=options, value=options[-2 if n_blocks > 1 else -1][1],
-                                      description="features")
-        self._show_blocks(s.drag.feature_blocks)
-        self.lora_steps = widgets.IntSlider(value=s.lora.steps, min=0, max=300, description="LoRA steps")
-        self.reference_control = widgets.Checkbox(value=s.denoise.reference_control,
-                                                  description="reference-latent control")
-        # one dropdown per method variant (docs/method.md §6), its choices read from DragSettings itself
-        self.variants = {name: widgets.Dropdown(options=list(typing.get_args(_drag_hints()[name])),
-                                                value=getattr(s.drag, name), description=name)
-                         for name in VARIANT_CHOICES}
-        self.optimize_text = widgets.Checkbox(value=s.drag.optimize_text, description="optimize text (DragText)")
-        # the variants' own numbers: B of the alternating schedule, the hold after arrival, DragText's weight
-        self.variant_values = {
-            "steps_per_timestep": widgets.IntSlider(value=s.drag.steps_per_timestep, min=1,
-                                                    max=max(50, s.drag.steps_per_timestep), description="B per timestep"),
-            "hold_steps": widgets.IntSlider(value=s.drag.hold_steps, min=0, max=max(100, s.drag.hold_steps),
-                                            description="hold steps"),
-            "text_lam": widgets.BoundedFloatText(value=s.drag.text_lam, min=0.0, max=1e6, step=0.01,
-                                                 description="text λ"),  # 0 allowed: no regulariser
-        }
+        self.settings_form = form = SettingsForm(settings or model.settings, len(model.pipe.unet.up_blocks))
+        self.round_strip = strip = RoundStrip(on_continue=self.continue_round, on_undo=self.undo_round,
+                                              on_redo=self.redo_round, on_goto=self.goto_round)
+        # the form's and the strip's widgets under the panel's names (scripts, tests and notebooks use them)
+        self.drag_steps, self.lr, self.lam, self.strength = form.drag_steps, form.lr, form.lam, form.strength
+        self.block, self.lora_steps, self.reference_control = form.block, form.lora_steps, form.reference_control
+        self.variants, self.optimize_text, self.variant_values = form.variants, form.optimize_text, form.variant_values
+        self.continue_button, self.undo_round_button = strip.continue_button, strip.undo_button
+        self.redo_round_button, self.keep_lora, self.rounds_strip = strip.redo_button, strip.keep_lora, strip.thumbnails
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.run_button.on_click(lambda _: self.start())
@@ -122,85 +95,35 @@ class RunPanel(widgets.VBox):
                                                     style={"description_width": "160px"})
                          for stage, label in STAGE_LABELS.items()}
         self.status = widgets.HTML("ready")
-        self.continue_button = widgets.Button(description="continue from result", icon="forward",
-                                              tooltip="make this result the source of the next drag", disabled=True)
-        self.undo_round_button = widgets.Button(description="undo round", icon="undo", disabled=True,
-                                                tooltip="back to the round before: its source, points and mask")
-        self.redo_round_button = widgets.Button(description="redo round", icon="repeat", disabled=True,
-                                                tooltip="forward to the round undo left")
-        self.keep_lora = widgets.Checkbox(value=False, description="keep round 0's LoRA", indent=False,
-                                          tooltip="continue without training a LoRA on the new source")
-        self.continue_button.on_click(lambda _: self.continue_round())
-        self.undo_round_button.on_click(lambda _: self.undo_round())
-        self.redo_round_button.on_click(lambda _: self.redo_round())
-        for button in (self.continue_button, self.undo_round_button, self.redo_round_button):
-            button.layout.width = "170px"
-        self.rounds_strip = widgets.HBox([])
         ch, cw = editor.display_size
         self.loss_canvas = Canvas(width=360, height=200)
         self.result_canvas = Canvas(width=cw, height=ch)
         for canvas, (h, w) in ((self.loss_canvas, (200, 360)), (self.result_canvas, (ch, cw))):
             canvas.layout.width, canvas.layout.height = f"{w}px", f"{h}px"
-        controls = {"prompt": self.prompt, "steps": self.drag_steps, "lr": self.lr, "lam": self.lam,
-                    "strength": self.strength, "block": self.block, "lora-steps": self.lora_steps,
-                    "reference-control": self.reference_control, "optimize-text": self.optimize_text,
-                    **{f"variant-{name}": box for name, box in {**self.variants, **self.variant_values}.items()},
-                    "run": self.run_button, "stop": self.stop_button,
-                    "status": self.status, "loss": self.loss_canvas, "result": self.result_canvas,
-                    "continue": self.continue_button, "undo-round": self.undo_round_button,
-                    "redo-round": self.redo_round_button, "keep-lora": self.keep_lora, "rounds": self.rounds_strip}
+        controls = {"prompt": self.prompt, "run": self.run_button, "stop": self.stop_button, "status": self.status,
+                    "loss": self.loss_canvas, "result": self.result_canvas}
         for name, control in controls.items():
             control.add_class(f"dragnb-{name}")
         for stage, bar in self.progress.items():
             bar.add_class(f"dragnb-progress-{stage}")
-        settings_box = widgets.VBox([self.prompt, self.drag_steps, self.lr, self.lam, self.strength, self.block,
-                                     self.lora_steps, self.reference_control, *self.variants.values(),
-                                     self.optimize_text, *self.variant_values.values(),
-                                     widgets.HBox([self.run_button, self.stop_button]), *self.progress.values(),
-                                     self.status])
+        settings_box = widgets.VBox([self.prompt, form, widgets.HBox([self.run_button, self.stop_button]),
+                                     *self.progress.values(), self.status])
         results = widgets.HBox([self.result_canvas, self.loss_canvas])
         results.add_class("dragnb-results")
-        rounds = widgets.VBox([widgets.HBox([self.continue_button, self.undo_round_button, self.redo_round_button,
-                                             self.keep_lora]), self.rounds_strip])
-        super().__init__([widgets.HBox([editor, settings_box]), results, rounds])
+        super().__init__([widgets.HBox([editor, settings_box]), results, strip])
         self.add_class("dragnb-panel")
         self._clear_loss()
 
     # ---- settings -----------------------------------------------------------------------------------
     @property
     def settings(self) -> Settings:
-        """The widgets' values over ``base_settings`` (dataclasses.replace, stage by stage)."""
-        s = self.base_settings
-        return dataclasses.replace(
-            s, lora=dataclasses.replace(s.lora, steps=int(self.lora_steps.value)),
-            inversion=dataclasses.replace(s.inversion, strength=round(float(self.strength.value), 4)),
-            drag=dataclasses.replace(s.drag, max_steps=int(self.drag_steps.value), lr=float(self.lr.value),
-                                     lam=float(self.lam.value), feature_blocks=tuple(self.block.value),
-                                     optimize_text=bool(self.optimize_text.value),
-                                     **{name: box.value for name, box in self.variants.items()},
-                                     **{name: type(getattr(s.drag, name))(box.value)
-                                        for name, box in self.variant_values.items()}),
-            denoise=dataclasses.replace(s.denoise, reference_control=bool(self.reference_control.value)))
+        """The form's values over ``base_settings`` (:attr:`SettingsForm.settings`)."""
+        return self.settings_form.settings
 
-    def _show_blocks(self, blocks: tuple[int, ...]) -> None:
-        """The features dropdown set to ``blocks`` (negative indices), adding a choice for a combination."""
-        n_blocks = len(self.model.pipe.unet.up_blocks)
-        value = tuple(b if b < 0 else b - n_blocks for b in blocks)
-        if value not in [v for _, v in self.block.options]:
-            self.block.options = [*self.block.options,
-                                  (" + ".join(f"up_blocks[{b % n_blocks}]" for b in value), value)]
-        self.block.value = value
-
-    def _show_settings(self, s: Settings) -> None:
-        """The widgets show ``s`` (a round's settings) and edit over it."""
-        self.base_settings = s
-        self.drag_steps.value, self.lr.value, self.lam.value = s.drag.max_steps, s.drag.lr, s.drag.lam
-        self.strength.value, self.lora_steps.value = s.inversion.strength, s.lora.steps
-        self.reference_control.value = s.denoise.reference_control
-        self.optimize_text.value = s.drag.optimize_text
-        for name, box in {**self.variants, **self.variant_values}.items():
-            box.value = getattr(s.drag, name)
-        self._show_blocks(s.drag.feature_blocks)
+    @property
+    def base_settings(self) -> Settings:
+        """The settings the form edits over: the panel's starting ones, or the round it shows."""
+        return self.settings_form.base
 
     # ---- running ------------------------------------------------------------------------------------
     @property
@@ -231,12 +154,25 @@ class RunPanel(widgets.VBox):
 
     def stop(self) -> None:
         """Ask the run to stop: the drag ends after its current iteration and its partial result is denoised;
-        a LoRA in training stops after its current step (and is not cached)."""
-        self._stop = True
-        if self.session is not None:
-            self.session.request_stop()
+        a LoRA in training stops after its current step (and is not cached).
+
+        The request goes to the session (``session.request_stop()``). Its run clears that flag as it begins, so
+        a Stop pressed while the run still sets up (before its first step) is passed on once the run has begun."""
+        if self.stop_button.disabled:  # no run in progress: nothing to stop (nor to carry into the next run)
+            return
         if self.running:
             self.status.value = "stopping…"
+        begun = self._begun
+        if begun.is_set():
+            self._request_stop(begun)
+        else:
+            threading.Thread(target=self._request_stop, args=(begun,), name="dragnb-stop", daemon=True).start()
+
+    def _request_stop(self, begun: threading.Event) -> None:
+        """``session.request_stop()`` once the run's session.run() has begun (at its first step) or the run ended."""
+        begun.wait()
+        if self.session is not None:
+            self.session.request_stop()
 
     def _session(self) -> DragSession:
         """The panel's session, kept across runs (so caches hold) while the image stays the same."""
@@ -252,7 +188,7 @@ class RunPanel(widgets.VBox):
 
     def _begin(self) -> None:
         """Reset the run's state and take the inputs (in the caller's thread)."""
-        self._stop = False
+        self._begun = threading.Event()
         self.error = None
         self.run_button.disabled, self.stop_button.disabled = True, False
         self._update_rounds(busy=True)
@@ -282,7 +218,7 @@ class RunPanel(widgets.VBox):
         except Interrupted as exc:  # Stop (or Ctrl-C) during LoRA or inversion: nothing to denoise yet
             self.result = None
             self.status.value = f"<b>stopped</b> during {exc.stage}; nothing was cached, Run starts it again"
-            if not self._stop:
+            if not session.stop_requested:  # Ctrl-C, not Stop
                 raise
         except KeyboardInterrupt:  # Ctrl-C / kernel interrupt during a run in the calling thread
             self.status.value = "<b>interrupted</b>"
@@ -294,6 +230,7 @@ class RunPanel(widgets.VBox):
             if not isinstance(exc, InputError):  # a user's mistake needs no traceback
                 traceback.print_exc()
         finally:
+            self._begun.set()  # a Stop still waiting for the run to begin goes to the session now (and does nothing)
             self.run_button.disabled, self.stop_button.disabled = False, True
             self._update_rounds(busy=False)
 
@@ -304,15 +241,17 @@ class RunPanel(widgets.VBox):
         bar.bar_style = "success" if value >= total else "info"
         bar.description = f"{STAGE_LABELS[stage]}{' (' + note + ')' if note else ''}"
 
-    def _on_record(self, record: StepRecord) -> bool:
-        """The panel's one callback: every stage's bar; the drag's steps also feed the live view (and its bar)."""
+    def _on_record(self, record: StepRecord) -> None:
+        """The panel's one callback: every stage's bar; the drag's steps also feed the live view (and its bar).
+        It never asks to stop: Stop asks the session, whose own callback stops LoRA and the drag."""
+        self._begun.set()  # the session's run has begun (its stop flag cleared): a Stop now goes straight to it
         if record.stage == "drag":
-            return self._on_step(record)
-        self._set_progress(record.stage, record.done, record.total)
-        return False
+            self._on_step(record)
+        else:
+            self._set_progress(record.stage, record.done, record.total)
 
-    def _on_step(self, step: DragStep) -> bool:
-        """The drag's callback: record the iteration, redraw within the time budget, say whether to stop."""
+    def _on_step(self, step: DragStep) -> None:
+        """The drag's steps: record the iteration, redraw within the time budget."""
         tick = time.perf_counter()
         if not self.history:
             self._drag_start = tick - step.seconds
@@ -332,7 +271,6 @@ class RunPanel(widgets.VBox):
                 stats["view_error"] = f"{type(exc).__name__}: {exc}"
             stats["last_draw"] = time.perf_counter()
         stats["view_seconds"] += time.perf_counter() - tick
-        return self._stop
 
     def _finish(self, result: EditResult, seconds: float) -> None:
         drag = result.drag
@@ -355,9 +293,11 @@ class RunPanel(widgets.VBox):
                              f"live view {100 * self.live_stats['fraction']:.1f} % of the loop")
 
     # ---- rounds (dragnb/rounds.py) --------------------------------------------------------------------
-    def continue_round(self) -> Round | None:
-        """What "continue from result" does: the result becomes the canvas's source, points and mask cleared."""
-        return self._move(lambda s: s.round.done, lambda s: s.new_round(keep_lora=bool(self.keep_lora.value)))
+    def continue_round(self, keep_lora: bool | None = None) -> Round | None:
+        """What "continue from result" does: the result becomes the canvas's source, points and mask cleared;
+        ``keep_lora`` (default: the strip's checkbox) keeps round 0's LoRA instead of training one on it."""
+        keep = bool(self.keep_lora.value if keep_lora is None else keep_lora)
+        return self._move(lambda s: s.round.done, lambda s: s.new_round(keep_lora=keep))
 
     def undo_round(self) -> Round | None:
         """What "undo round" does: show the round before (its source, points, mask, settings and result)."""
@@ -385,7 +325,7 @@ class RunPanel(widgets.VBox):
         self._session_image = self.editor.image  # the same session goes on
         self.prompt.value = rnd.prompt
         if rnd.settings != self.settings:
-            self._show_settings(rnd.settings)
+            self.settings_form.show(rnd.settings)
         self.result, self.history = rnd.result, []
         self._clear_loss()
         if rnd.result is not None:
@@ -402,38 +342,13 @@ class RunPanel(widgets.VBox):
         return rnd
 
     def _update_rounds(self, busy: bool) -> None:
-        """The strip of thumbnails (the current round framed) and which round buttons can be pressed."""
-        session = self.session
-        rounds = [] if session is None else session.rounds
-        current = None if session is None else session.round.index
-        self.rounds_strip.children = [self._thumbnail(rnd, rnd.index == current, busy) for rnd in rounds]
-        self.continue_button.disabled = busy or session is None or not session.round.done
-        self.undo_round_button.disabled = busy or session is None or not session.history.can_undo
-        self.redo_round_button.disabled = busy or session is None or not session.history.can_redo
-
-    def _thumbnail(self, rnd: Round, current: bool, busy: bool) -> widgets.VBox:
-        """A round's result (its source until it has run) and a button that goes to it."""
-        image = rnd.image if rnd.done else rnd.source
-        h, w = image.shape[:2]
-        size = (max(1, round(THUMBNAIL * h / max(h, w))), max(1, round(THUMBNAIL * w / max(h, w))))
-        buffer = io.BytesIO()
-        Image.fromarray(fit_to(image, size)).save(buffer, format="png")
-        picture = widgets.Image(value=buffer.getvalue(), format="png",
-                                layout=widgets.Layout(width=f"{size[1]}px", height=f"{size[0]}px"))
-        label = f"{rnd.index}" + ("" if rnd.parent is None else f" ← {rnd.parent}") + ("" if rnd.done else " ·")
-        button = widgets.Button(description=label, disabled=busy, button_style="info" if current else "",
-                                tooltip=f"round {rnd.index}" + ("" if rnd.parent is None else
-                                                                f", from round {rnd.parent}'s result")
-                                + ("" if rnd.done else ", not run yet"),
-                                layout=widgets.Layout(width=f"{max(size[1], 56)}px"))
-        button.on_click(lambda _, index=rnd.index: self.goto_round(index))
-        box = widgets.VBox([picture, button],
-                           layout=widgets.Layout(border=f"2px solid {TARGET_COLOUR if current else 'transparent'}",
-                                                 padding="2px", margin="0 4px 0 0"))
-        box.add_class("dragnb-round")
-        if current:
-            box.add_class("dragnb-round-current")
-        return box
+        """The strip shows the session's rounds (the current one framed) and which moves it allows."""
+        s = self.session
+        if s is None:
+            self.round_strip.show([], None, can_continue=False, can_undo=False, can_redo=False, busy=busy)
+        else:
+            self.round_strip.show(s.rounds, s.round.index, can_continue=s.round.done, can_undo=s.history.can_undo,
+                                  can_redo=s.history.can_redo, busy=busy)
 
     # ---- drawing ------------------------------------------------------------------------------------
     def _draw_live(self) -> None:
