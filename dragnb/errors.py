@@ -26,9 +26,11 @@ class ModelError(DragnbError, OSError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a stage that the next stages cannot do without; ``partial`` holds what was done."""
+    """Ctrl-C (or a requested stop: ``stopped``) ended a stage that the next stages cannot do without; ``partial``
+    holds what was done."""
 
-    def __init__(self, stage: str, partial: dict):
+    def __init__(self, stage: str, partial: dict, stopped: bool = False):
         self.stage = stage
         self.partial = partial
+        self.stopped = stopped  # True: DragSession.request_stop asked for it (a Stop button), not Ctrl-C
         super().__init__(f"{stage} was interrupted; the results so far are in .partial ({', '.join(partial)})")

@@ -160,13 +160,14 @@ class DragSession:
         return feature_grid(self.model_size, self.settings.drag.feature_scale)
 
     def request_stop(self) -> None:
-        """Ask a running :meth:`run` to stop (e.g. from a Stop button): LoRA after its current step (raising
-        :class:`Interrupted`), the drag after its current iteration (the edit is made from that state)."""
+        """Ask the running :meth:`run` (or, when none runs, the next one) to stop, e.g. from a Stop button: LoRA
+        after its current step (raising :class:`Interrupted` with ``stopped``), the drag after its current iteration
+        (the edit is made from that state). The request holds until that run ends."""
         self._stop = True
 
     @property
     def stop_requested(self) -> bool:
-        """Whether a stop was asked for since the latest :meth:`run` began (the one stop flag: a panel reads it)."""
+        """Whether a stop is asked for (the session's one stop flag; cleared when a run ends)."""
         return self._stop
 
     # ---- keys ---------------------------------------------------------------------------------------
@@ -277,8 +278,10 @@ class DragSession:
     def run_drag(self, callbacks: Sequence[Callback] = (), keep_latents: bool = False,
                  keep_features: bool = False) -> DragResult:
         """Stage 3. Needs points (:meth:`set_points`)."""
-        self._stop = False
-        return self._drag(callbacks, keep_latents, keep_features).result
+        try:
+            return self._drag(callbacks, keep_latents, keep_features).result
+        finally:
+            self._stop = False  # a stop request ends with the run it stopped
 
     def _drag(self, callbacks: Sequence[Callback], keep_latents: bool, keep_features: bool) -> Produced[DragResult]:
         if self.points is None:
@@ -352,9 +355,14 @@ class DragSession:
         The edit becomes the current round's result. A round whose result later rounds were made from keeps it:
         an edit with other inputs goes to a new round beside it (:meth:`branch`), so no later round loses its source.
         """
+        try:
+            return self._run(callbacks, keep_latents, keep_features)
+        finally:
+            self._stop = False  # a stop request ends with the run it stopped
+
+    def _run(self, callbacks: Sequence[Callback], keep_latents: bool, keep_features: bool) -> EditResult:
         seconds, origin = {}, {}
         results = {}
-        self._stop = False
         for stage, call in (("lora", lambda: self._lora(callbacks)),
                             ("inversion", lambda: self._inversion(callbacks)),
                             ("drag", lambda: self._drag(callbacks, keep_latents, keep_features)),
@@ -367,8 +375,8 @@ class DragSession:
             except KeyboardInterrupt:  # Ctrl-C outside a stage's own loop (encoding, saving): the same answer
                 raise Interrupted(stage, results) from None
             results[stage], origin[stage] = produced.result, produced.origin
-            if stage != "denoise" and getattr(results[stage], "interrupted", False):
-                raise Interrupted(stage, results)  # Ctrl-C: stop here, hand back what is done, cache none of it
+            if stage != "denoise" and getattr(results[stage], "interrupted", False):  # Ctrl-C or Stop: hand back
+                raise Interrupted(stage, results, stopped=self._stop)  # what is done, cache none of it
             seconds[stage] = 0.0 if origin[stage] == "memory" else time.perf_counter() - tick
         cached = {stage: origin[stage] in ("memory", "disk") for stage in STAGES}
         den = results["denoise"]

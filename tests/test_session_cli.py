@@ -60,6 +60,8 @@ def test_stop_request_returns_partial(tiny_model, blob_image):
     result = session.run(callbacks=[only("drag", lambda step: session.request_stop() if step.step == 1 else None)])
     assert result.drag.stop_reason == "callback" and len(result.drag.history) == 2
     assert not session.is_cached("drag")  # partial results are returned, not cached as finished
+    session.request_stop()  # asked while no run goes: the next run stops at its drag's first iteration
+    assert len(session.run().drag.history) == 1 and not session.stop_requested
 
 
 def test_generated_mode_session(tiny_model):
@@ -222,8 +224,9 @@ def test_stop_during_lora_and_denoise_cache_state(tiny_model, blob_image):
     session.set_points([(10, 10, 50, 10)])
     from dragnb.errors import Interrupted
 
-    with pytest.raises(Interrupted):  # a Stop pressed during LoRA holds until the drag, then stops LoRA
+    with pytest.raises(Interrupted) as caught:  # a Stop pressed during LoRA stops it
         session.run(callbacks=[only("lora", lambda r: session.request_stop() if r.step == 1 else None)])
+    assert caught.value.stopped and not session.stop_requested  # told from Ctrl-C; the request ended with the run
     assert not session.is_cached("lora")
     session.run()
     assert session.is_cached("drag") and session.is_cached("denoise")

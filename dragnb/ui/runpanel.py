@@ -11,8 +11,8 @@ it draws only while the time spent drawing stays below ``live_fraction`` of the 
 :class:`~dragnb.edit.EditResult`), ``panel.received`` (the points and mask the run used),
 ``panel.history`` (per-iteration handles and loss terms).
 
-Stop asks the session (``session.request_stop()``, its one stop flag); the panel holds none and reads
-``session.stop_requested``. The settings' widgets are a :class:`~dragnb.ui.settingsform.SettingsForm`
+Stop asks the session (``session.request_stop()``, its one stop flag, which holds until the run ends); the panel
+holds none. The settings' widgets are a :class:`~dragnb.ui.settingsform.SettingsForm`
 (``panel.settings_form``), the rounds' a :class:`~dragnb.ui.roundstrip.RoundStrip` (``panel.round_strip``); their
 widgets are the panel's attributes too (``panel.drag_steps``, ``panel.continue_button``, ...).
 
@@ -74,7 +74,6 @@ class RunPanel(widgets.VBox):
         self.live_stats: dict = {}
         self._thread: threading.Thread | None = None
         self._session_image: np.ndarray | None = None
-        self._begun = threading.Event()  # set once the run's session.run() has begun (or the run has ended)
 
         self.prompt = widgets.Text(value=editor.prompt if prompt is None else prompt, description="prompt",
                                    layout=widgets.Layout(width="420px"))
@@ -132,9 +131,8 @@ class RunPanel(widgets.VBox):
 
     def start(self) -> None:
         """Run in a worker thread (what the Run button does); returns at once."""
-        if self.running:
+        if self.running or not self._begin():  # the session is ready before the thread starts: a Stop finds it
             return
-        self._begin()  # before the thread starts, so a Stop pressed right after Run is never lost
         self._thread = threading.Thread(target=self._work, name="dragnb-run", daemon=True)
         self._thread.start()
 
@@ -148,31 +146,19 @@ class RunPanel(widgets.VBox):
         """Run in the calling thread; returns the result (None after an error, see ``panel.error``)."""
         if self.running:
             raise RuntimeError("a run is in progress: press Stop or call panel.wait() first")
-        self._begin()
-        self._work()
+        if self._begin():
+            self._work()
         return self.result
 
     def stop(self) -> None:
         """Ask the run to stop: the drag ends after its current iteration and its partial result is denoised;
-        a LoRA in training stops after its current step (and is not cached).
-
-        The request goes to the session (``session.request_stop()``). Its run clears that flag as it begins, so
-        a Stop pressed while the run still sets up (before its first step) is passed on once the run has begun."""
-        if self.stop_button.disabled:  # no run in progress: nothing to stop (nor to carry into the next run)
+        a LoRA in training stops after its current step (and is not cached). The request goes to the session's one
+        flag (``session.request_stop()``), which holds until that run ends."""
+        if self.stop_button.disabled or self.session is None:  # no run in progress: nothing to stop
             return
+        self.session.request_stop()
         if self.running:
             self.status.value = "stopping…"
-        begun = self._begun
-        if begun.is_set():
-            self._request_stop(begun)
-        else:
-            threading.Thread(target=self._request_stop, args=(begun,), name="dragnb-stop", daemon=True).start()
-
-    def _request_stop(self, begun: threading.Event) -> None:
-        """``session.request_stop()`` once the run's session.run() has begun (at its first step) or the run ended."""
-        begun.wait()
-        if self.session is not None:
-            self.session.request_stop()
 
     def _session(self) -> DragSession:
         """The panel's session, kept across runs (so caches hold) while the image stays the same."""
@@ -186,22 +172,35 @@ class RunPanel(widgets.VBox):
         session.set_mask(self.received["mask"])
         return session
 
-    def _begin(self) -> None:
-        """Reset the run's state and take the inputs (in the caller's thread)."""
-        self._begun = threading.Event()
+    def _begin(self) -> bool:
+        """Take the inputs and ready the session, in the caller's thread (so a Stop pressed right after Run finds
+        it); False, with the error shown, when they cannot run."""
         self.error = None
-        self.run_button.disabled, self.stop_button.disabled = True, False
-        self._update_rounds(busy=True)
         self.received = {"points": self.editor.points, "mask": self.editor.mask, "prompt": self.prompt.value}
         self.history = []
         self.live_stats = {"view_seconds": 0.0, "draws": 0}
+        try:
+            self._session()
+        except Exception as exc:  # a bad input or setting: shown in the panel, nothing runs
+            self._show_error(exc)
+            return False
+        self.run_button.disabled, self.stop_button.disabled = True, False
+        self._update_rounds(busy=True)
         self.status.value = "starting…"
+        return True
+
+    def _show_error(self, exc: Exception) -> None:
+        self.result = None
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.status.value = f"<b>error</b>: {self.error}"
+        if not isinstance(exc, InputError):  # a user's mistake needs no traceback
+            traceback.print_exc()
 
     def _work(self) -> None:
         self.editor.layers["live"].clear()
         self._clear_loss()
         try:
-            session = self._session()
+            session = self.session
             settings = session.settings
             self._grid = session.feature_grid
             for stage in self.progress:
@@ -213,24 +212,20 @@ class RunPanel(widgets.VBox):
             tick = time.perf_counter()
             self.result = session.run(callbacks=[self._on_record], keep_latents=self.keep_latents,
                                       keep_features=self.keep_features)
+            self.stop_button.disabled = True  # the run is over: a Stop now would carry into the next one
             seconds = time.perf_counter() - tick
             self._finish(self.result, seconds)
         except Interrupted as exc:  # Stop (or Ctrl-C) during LoRA or inversion: nothing to denoise yet
             self.result = None
             self.status.value = f"<b>stopped</b> during {exc.stage}; nothing was cached, Run starts it again"
-            if not session.stop_requested:  # Ctrl-C, not Stop
+            if not exc.stopped:  # Ctrl-C, not Stop
                 raise
         except KeyboardInterrupt:  # Ctrl-C / kernel interrupt during a run in the calling thread
             self.status.value = "<b>interrupted</b>"
             raise
         except Exception as exc:  # shown in the panel; the kernel stays usable
-            self.result = None
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.status.value = f"<b>error</b>: {self.error}"
-            if not isinstance(exc, InputError):  # a user's mistake needs no traceback
-                traceback.print_exc()
+            self._show_error(exc)
         finally:
-            self._begun.set()  # a Stop still waiting for the run to begin goes to the session now (and does nothing)
             self.run_button.disabled, self.stop_button.disabled = False, True
             self._update_rounds(busy=False)
 
@@ -244,7 +239,6 @@ class RunPanel(widgets.VBox):
     def _on_record(self, record: StepRecord) -> None:
         """The panel's one callback: every stage's bar; the drag's steps also feed the live view (and its bar).
         It never asks to stop: Stop asks the session, whose own callback stops LoRA and the drag."""
-        self._begun.set()  # the session's run has begun (its stop flag cleared): a Stop now goes straight to it
         if record.stage == "drag":
             self._on_step(record)
         else:
