@@ -176,8 +176,8 @@ def predicted_frames(model: Model, dragged: DragResult, prompt: str, every: int 
 
     ``dragged``: the ``.drag`` of ``session.run(keep_latents=True)``. Each latent is read at its own timestep
     (``DragStep.t``: under ``schedule="alternating"`` the drag walks down the schedule), the final one at
-    ``dragged.t``; the text is the drag's own (``dragged.text`` under ``optimize_text``, else ``prompt``'s), its
-    conditional half for a guided generated image (x̂_0 without guidance). x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
+    ``dragged.t``; the text is the drag's own (``dragged.text``: c' under ``optimize_text``; ``prompt``'s for a result
+    that carries none), its conditional half for a guided generated image (x̂_0 without guidance). x̂_0 = (z_t − √(1−ᾱ_t) ε) / √ᾱ_t
     (docs/method.md §1; from v, or x_0 itself, for models that predict those), so no DDIM schedule needs to be set.
     Uses the model as it is (the session leaves its LoRA active).
     """
@@ -185,7 +185,7 @@ def predicted_frames(model: Model, dragged: DragResult, prompt: str, every: int 
         raise ValueError("predicted_frames needs the drag's latents: run with keep_latents=True")
     scheduler = model.pipe.scheduler
     alphas, kind = scheduler.alphas_cumprod, scheduler.config.prediction_type
-    text = dragged.text[-1:] if dragged.text is not None else encode_prompt(model, prompt)  # cond half
+    text = dragged.text[-1:] if dragged.text is not None else encode_prompt(model, prompt)  # the cond half
     history = dragged.history
     latents = [(s.step, s.t, s.latent) for s in history[::every]] + [(len(history), dragged.t, dragged.latent)]
     frames = []
