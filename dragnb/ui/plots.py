@@ -345,3 +345,56 @@ def drag_animation(frames: list[tuple[int, np.ndarray]], result: EditResult, int
         return shown, handles, title
 
     return FuncAnimation(fig, update, frames=len(frames), interval=interval, blit=False)
+
+
+# ---- a summary for slides -----------------------------------------------------------------------------
+def summary(edit: EditResult, frames: list[tuple[int, np.ndarray]], answer: np.ndarray | None = None) -> Figure:
+    """One slide of an edit, left to right: the source with its pairs and the mask outlined | x̂_0 at the first, a
+    middle and the last iteration, with the handles there | the result with the handles' paths | the known answer.
+
+    ``frames``: :func:`dragnb.drag.predicted_frames` of the edit (``session.run(keep_latents=True)``); its last is
+    the final latent's. ``answer``: (H, W, 3) uint8, the image the edit should give (a scene's known answer), or None.
+    """
+    if not frames:
+        raise ValueError("summary needs the edit's predicted_frames: run with keep_latents=True")
+    if answer is not None and (np.ndim(answer) != 3 or np.shape(answer)[2] != 3):
+        raise ValueError(f"answer: an (H, W, 3) image, got shape {np.shape(answer)}")
+    picks = [frames[i] for i in sorted({0, len(frames) // 2, len(frames) - 1})]
+    path = edit.trajectory_xy()  # (K + 1, N, 2) image pixels of the original image
+    targets, h, w = edit.points.targets, *edit.image_size
+    count = 1 + len(picks) + 1 + (answer is not None)
+    fig = Figure(figsize=(2.6 * count, 2.6 * h / w + 1.0), layout="constrained")  # room for two-line titles
+    axes = list(np.atleast_1d(fig.subplots(1, count)))
+
+    source = axes.pop(0)
+    _show(source, edit.source)
+    if edit.mask is not None and edit.mask.any() and not edit.mask.all():
+        source.contour(edit.mask.astype(float), levels=[0.5], colors=[PATH], linewidths=1.2)
+    _arrows(source, edit.points.handles, targets)
+    _axes_off(source, "source: move red → blue\n" + ("only inside the outline" if edit.mask is not None
+                                                       else "no mask: all may change"))
+    for ax, (k, image) in zip(axes, picks):
+        sx, sy = image.shape[1] / w, image.shape[0] / h  # frames are at the model size
+        at = path[min(k, len(path) - 1)]  # (N, 2) the handles at step k
+        _show(ax, image)
+        ax.scatter(targets[:, 0] * sx, targets[:, 1] * sy, c=TARGET, s=30, edgecolors="white", linewidths=0.8)
+        ax.scatter(at[:, 0] * sx, at[:, 1] * sy, c=HANDLE, s=30, edgecolors="white", linewidths=0.8)
+        when = ("before the drag (k=0):\nhandles where clicked" if k == 0 else
+                f"after the drag (k={k}):\nhandles where tracked" if k == len(edit.drag.history) else
+                f"midway (k={k}):\nhandles on their way to blue")
+        _axes_off(ax, f"x̂₀ {when}")
+    result = axes[len(picks)]
+    _show(result, edit.image)
+    for i in range(path.shape[1]):
+        result.plot(path[:, i, 0], path[:, i, 1], "-", color=PATH, lw=1.5)
+    result.scatter(targets[:, 0], targets[:, 1], c=TARGET, s=30, edgecolors="white", linewidths=0.8)
+    result.scatter(path[-1, :, 0], path[-1, :, 1], marker="x", c="white", s=40, zorder=4)
+    _axes_off(result, f"result: handles' paths end at ×\n({len(edit.drag.history)} steps, {edit.drag.stop_reason})")
+    if answer is not None:
+        known, answer = axes[-1], np.asarray(answer)
+        sx, sy = answer.shape[1] / w, answer.shape[0] / h
+        _show(known, answer)
+        known.scatter(targets[:, 0] * sx, targets[:, 1] * sy, c=TARGET, s=30, edgecolors="white", linewidths=0.8)
+        _axes_off(known, "known answer:\nthe result should look like this")
+    fig.suptitle(edit.prompt or "(no prompt)", fontsize=10)
+    return fig
