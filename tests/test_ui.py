@@ -288,3 +288,19 @@ def test_correspondence_view_matches_clicks(blob_image):
     view.a.canvas[-1]._handle_frontend_event(None, {"event": "mouse_down", "x": 20.5 * cw / w, "y": 16.5 * ch / h}, [])
     ax, ay, bx, by = view.matches[-1]
     assert (ax, ay) == (20, 16) and (bx, by) == (32.0, 24.0)  # 4 image px per feature px: (20+12, 16+8)
+
+
+def test_the_panel_offers_the_scrubber_after_a_run(tiny_model, blob_image):
+    from dragnb.ui.scrubber import Scrubber
+
+    settings = settings_from_dict({**QUICK, "drag": {"max_steps": 3, "lr": 1e-4}}, tiny_model.settings)
+    panel = RunPanel(tiny_model, DragEditor(blob_image, points=[(10, 10, 60, 60)]), settings=settings)
+    assert panel.scrub_button.disabled and panel.show_scrubber() is None  # nothing run yet
+    result = panel.run()
+    assert not panel.scrub_button.disabled
+    scrubber = panel.show_scrubber()
+    assert isinstance(scrubber, Scrubber) and scrubber.slider.max == len(result.drag.history)  # k = 0 .. K
+    panel.keep_latents = False
+    panel.drag_steps.value = 2  # another drag, kept without latents: nothing to scrub, and the panel says why
+    panel.run()
+    assert panel.show_scrubber() is None and "keep_latents" in panel.status.value

@@ -32,6 +32,7 @@ import traceback
 import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas
+from IPython.display import display
 
 from ..callbacks import StepRecord
 from ..config import Settings
@@ -44,6 +45,7 @@ from ..rounds import Round
 from ..session import DragSession
 from .editor import HANDLE_COLOUR, TARGET_COLOUR, DragEditor, draw_dot, drawing, fit_to
 from .roundstrip import RoundStrip
+from .scrubber import Scrubber
 from .settingsform import SettingsForm
 
 STAGE_LABELS = {"lora": "1 LoRA", "inversion": "2 inversion", "drag": "3 drag", "denoise": "4 denoise"}
@@ -64,7 +66,7 @@ class RunPanel(widgets.VBox):
         self.cache_dir = cache_dir
         self.live_fraction, self.live_interval = live_fraction, live_interval
         self.live = True  # draw the live view during the drag
-        self.keep_latents = False  # keep each iteration's latent (for plots.drag_animation)
+        self.keep_latents = True  # keep each iteration's latent (the scrubber's x̂_0; small beside the model)
         self.keep_features = False  # keep each iteration's features (for plots.tracking_heatmaps)
         self.session: DragSession | None = None
         self.result: EditResult | None = None
@@ -94,22 +96,27 @@ class RunPanel(widgets.VBox):
                                                     style={"description_width": "160px"})
                          for stage, label in STAGE_LABELS.items()}
         self.status = widgets.HTML("ready")
+        self.scrub_button = widgets.Button(description="scrub iterations", icon="film", disabled=True,
+                                           tooltip="the finished drag under one slider: x̂_0, handles, search, losses")
+        self.scrub_button.on_click(lambda _: self.show_scrubber())
+        self.scrub_area = widgets.Output()  # where the scrubber appears
         ch, cw = editor.display_size
         self.loss_canvas = Canvas(width=360, height=200)
         self.result_canvas = Canvas(width=cw, height=ch)
         for canvas, (h, w) in ((self.loss_canvas, (200, 360)), (self.result_canvas, (ch, cw))):
             canvas.layout.width, canvas.layout.height = f"{w}px", f"{h}px"
         controls = {"prompt": self.prompt, "run": self.run_button, "stop": self.stop_button, "status": self.status,
-                    "loss": self.loss_canvas, "result": self.result_canvas}
+                    "loss": self.loss_canvas, "result": self.result_canvas, "scrub": self.scrub_button}
         for name, control in controls.items():
             control.add_class(f"dragnb-{name}")
         for stage, bar in self.progress.items():
             bar.add_class(f"dragnb-progress-{stage}")
-        settings_box = widgets.VBox([self.prompt, form, widgets.HBox([self.run_button, self.stop_button]),
+        settings_box = widgets.VBox([self.prompt, form, widgets.HBox([self.run_button, self.stop_button,
+                                                                       self.scrub_button]),
                                      *self.progress.values(), self.status])
         results = widgets.HBox([self.result_canvas, self.loss_canvas])
         results.add_class("dragnb-results")
-        super().__init__([widgets.HBox([editor, settings_box]), results, strip])
+        super().__init__([widgets.HBox([editor, settings_box]), results, self.scrub_area, strip])
         self.add_class("dragnb-panel")
         self._clear_loss()
 
@@ -227,6 +234,7 @@ class RunPanel(widgets.VBox):
             self._show_error(exc)
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
+            self.scrub_button.disabled = self.result is None
             self._update_rounds(busy=False)
 
     def _set_progress(self, stage: str, value: int, total: int, note: str | None = None) -> None:
@@ -385,6 +393,19 @@ class RunPanel(widgets.VBox):
             if len(v) > 1:
                 c.stroke_lines(np.stack([x, y], axis=1))
             c.fill_text(f"{name}: {v[-1]:.3g} now, {peak:.3g} max", left, bottom + 14 * (i + 1))
+
+    def show_scrubber(self) -> Scrubber | None:
+        """The last result's drag under one slider (:class:`~dragnb.ui.scrubber.Scrubber`), shown below the result;
+        None, with a word in the status, when the run kept no latents (``panel.keep_latents``)."""
+        result = self.result
+        if result is None or not result.drag.history or result.drag.history[0].latent is None:
+            self.status.value = "nothing to scrub: run with <code>panel.keep_latents = True</code>"
+            return None
+        scrubber = Scrubber.from_model(self.model, result)
+        self.scrub_area.clear_output()
+        with self.scrub_area:
+            display(scrubber)
+        return scrubber
 
     def show_result(self, result: EditResult) -> None:
         """The edited image with each handle's trajectory (white), final handle (red) and target (blue)."""
