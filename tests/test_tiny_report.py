@@ -130,3 +130,27 @@ def test_the_embedded_models_inversion_round_trip_is_faithful():
     assert isinstance(fig, Figure) and len(fig.axes) == 4
     arch = {c.name: c for c in report.architecture(model)}
     assert arch["UNet"].params == sum(p.numel() for p in model.pipe.unet.parameters())
+
+
+def test_what_defaults_buy_reads_each_default_against_the_run_that_sets_it_back(tmp_path):
+    from dragnb.tiny.report.benchmark import what_defaults_buy
+
+    (tmp_path / "dragnb_defaults.json").write_text(json.dumps(
+        {"drag": {"lr": 0.03, "supervision": "anchored", "hold_steps": 30}, "denoise": {"blend_outside_mask": True}}))
+    group = "v9, 10 cases"
+    runs = {f"{group}: defaults": {"n": 10, "success_rate": 0.9, "variant": []},
+            f"{group}: reference supervision": {"n": 10, "success_rate": 0.8, "variant": ["drag.supervision=reference"]},
+            f"{group}: both back": {"n": 10, "success_rate": 0.5,
+                                    "variant": ["drag.supervision=reference", "drag.hold_steps=0"]},
+            f"{group}: an addition": {"n": 10, "success_rate": 0.1, "variant": ["drag.tracking=line_search"]},
+            "another group: defaults": {"n": 5, "success_rate": 0.2, "variant": []}}
+    (tmp_path / "scene_benchmark.json").write_text(json.dumps({"variant_runs": runs}))
+    rows = {r["setting"]: r for r in what_defaults_buy(tmp_path, group)}
+    assert rows["the model's defaults (all of the below), 10 cases"]["success (%)"] == 90
+    assert rows["drag.supervision"] == {"setting": "drag.supervision", "this model": "anchored",
+                                        "the paper's loop": "reference", "success (%)": 80, "it buys (points)": 10}
+    assert rows["drag.hold_steps"]["success (%)"] is None  # not measured alone: no number made up
+    assert rows["denoise.blend_outside_mask"]["the paper's loop"] == "False"
+    assert rows["drag.supervision + drag.hold_steps"]["it buys (points)"] == 40
+    assert "drag.lr" not in rows and "drag.tracking" not in rows  # the model's scale, and what it does not add
+    assert what_defaults_buy(tmp_path, "no such group") == []

@@ -36,3 +36,46 @@ def scene_benchmark_rows(path: str | Path, benchmark: str = "flat") -> list[dict
             row["seconds_per_edit"] = run["seconds_per_edit"]
         rows.append(row)
     return rows
+
+
+
+def what_defaults_buy(model_dir: str | Path, group: str = "v3.2, 50 fresh cases (seed 2000)") -> list[dict]:
+    """What a model folder's defaults add to the paper's loop and what each buys, from its measured variant table.
+
+    One row per setting where ``dragnb_defaults.json`` departs from the reference (``config.Settings()``) in the
+    loop's variant switches (``config.VARIANT_SWITCHES``) or the denoising, then one row per run of ``group`` (in
+    ``scene_benchmark.json``'s ``variant_runs``) that sets several of them back at once. A row's success is that
+    run's (%), the setting(s) at the paper's value and every other one at the model's; "it buys" is the model's
+    defaults' success minus it, in percentage points; None where no run of ``group`` measured it. The first row is
+    the model's defaults themselves. [] when the file or the group is absent."""
+    from dragnb.config import VARIANT_SWITCHES, Settings, model_defaults
+
+    def value(settings: Settings, key: str):
+        stage, _, name = key.partition(".")
+        return getattr(getattr(settings, stage), name)
+
+    path = Path(model_dir) / "scene_benchmark.json"
+    measured = json.loads(path.read_text()).get("variant_runs", {}) if path.is_file() else {}
+    runs = [run for label, run in measured.items() if label.startswith(group + ": ")]
+    base = next((run for run in runs if not run.get("variant")), None)
+    if base is None:
+        return []
+    model, paper = model_defaults(model_dir), Settings()
+    added = [f"{stage}.{name}" for stage in ("drag", "denoise") for name in getattr(paper, stage).__dataclass_fields__
+             if (stage == "denoise" or name in VARIANT_SWITCHES)
+             and value(model, f"{stage}.{name}") != value(paper, f"{stage}.{name}")]
+    back = [([key for key, _, _ in assignments], run) for run in runs if run.get("variant")  # runs that only set
+            for assignments in [[a.partition("=") for a in run["variant"]]]  # settings back to the paper's
+            if all(str(value(paper, key)).lower() == v.lower() for key, _, v in assignments)]
+    success = round(100 * base["success_rate"])
+
+    def row(setting: str, keys: list[str], run: dict | None) -> dict:
+        rate = None if run is None else round(100 * run["success_rate"])
+        return {"setting": setting, "this model": ", ".join(str(value(model, k)) for k in keys),
+                "the paper's loop": ", ".join(str(value(paper, k)) for k in keys),
+                "success (%)": rate, "it buys (points)": None if rate is None else success - rate}
+
+    rows = [{**row(f"the model's defaults (all of the below), {base['n']} cases", [], base), "it buys (points)": None}]
+    rows += [row(key, [key], next((run for keys, run in back if keys == [key]), None)) for key in added]
+    rows += [row(" + ".join(keys), keys, run) for keys, run in back if len(keys) > 1]
+    return rows
