@@ -10,15 +10,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from transformers.utils import logging as transformers_logging
 
 from .compute import WEIGHTS, weights_name
 from .config import Settings, model_defaults
 from .errors import InputError, ModelError
+
+_verbosity = transformers_logging.get_verbosity()
+transformers_logging.set_verbosity_error()  # diffusers' pipelines import transformers' image processors, which warn
+try:  # (once, on stderr) that torchvision is missing; dragnb uses none of them. The level is restored after.
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+finally:
+    transformers_logging.set_verbosity(_verbosity)
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "data" / "tiny-scenes"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -145,8 +153,8 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         dtype = WEIGHTS[settings.compute.weights]
     settings = dataclasses.replace(settings, compute=dataclasses.replace(settings.compute, weights=weights_name(dtype)))
     try:
-        with warnings.catch_warnings():  # diffusers 0.42 renamed torch_dtype; older releases know only that name
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings(), _quiet_loading():  # diffusers 0.42 renamed torch_dtype; older releases
+            warnings.simplefilter("ignore", FutureWarning)  # know only that name
             pipe = StableDiffusionPipeline.from_pretrained(
                 str(path) if local else name, torch_dtype=dtype, safety_checker=None,
                 requires_safety_checker=False, local_files_only=offline or local)
@@ -169,6 +177,23 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         module.requires_grad_(False)
         module.eval()
     return Model(pipe=pipe, name=name, settings=settings)
+
+
+@contextmanager
+def _quiet_loading():
+    """No diffusers or transformers progress bars while a pipeline loads ("Loading pipeline components", "Loading
+    weights": in an executed notebook they stay printed at 0 %); each library's previous state is restored after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in libraries:
+            lib.enable_progress_bar()
 
 
 CORE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what dragnb uses of a pipeline

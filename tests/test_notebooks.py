@@ -20,6 +20,7 @@ from notebook_support import NOTEBOOKS, QUICK, model_for_tests, read_notebook
 ALL = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 # Notebook-specific small values on top of MODEL and OVERRIDES.
 EXTRA = {"07_benchmark.ipynb": {"CASES": 1, "DIFT": ["dift.ensemble_size=1"]}}
+MAX_EXECUTED_BYTES = 500_000  # an executed notebook (outputs included) a reader can open and a lecturer can show
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,9 @@ def kernel(tmp_path_factory):
 
 
 def test_the_notebooks_are_numbered_and_stored_without_outputs():
-    assert ALL[:7] == ["00_quickstart.ipynb", "01_lora.ipynb", "02_inversion.ipynb", "03_features.ipynb",
-                       "04_motion_supervision.ipynb", "05_point_tracking.ipynb", "06_editor.ipynb"]
+    assert ALL[:8] == ["00_quickstart.ipynb", "01_lora.ipynb", "02_inversion.ipynb", "03_features.ipynb",
+                       "04_motion_supervision.ipynb", "05_point_tracking.ipynb", "05b_denoising.ipynb",
+                       "06_editor.ipynb"]
     for name in ALL:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(nb)
@@ -53,3 +55,8 @@ def test_notebook_runs(name, kernel, tiny_dir):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "every notebook shows at least one figure"
+    stderr = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, f"{name} printed to stderr (a warning or a stuck progress bar):\n" + "".join(stderr)[:2000]
+    size = len(nbformat.writes(nb).encode())
+    print(f"{name}: {size / 1000:.0f} KB executed")
+    assert size <= MAX_EXECUTED_BYTES, f"{name}: {size / 1000:.0f} KB executed, over {MAX_EXECUTED_BYTES / 1000:.0f} KB"
