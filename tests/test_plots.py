@@ -37,9 +37,12 @@ def test_compare_shows_source_and_result_with_arrows(edit):
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     left, right = fig.axes
     assert (left.images[0].get_array() == edit.source).all() and (right.images[0].get_array() == edit.image).all()
-    assert len(left.images) == 2  # the image and the mask tint
+    assert len(left.images) == 2  # the image and the mask overlay
+    mask_overlay = left.images[1].get_array()  # what may not change darkened, the editable region left as it is
+    assert (mask_overlay[..., 3][edit.mask] == 0).all() and (mask_overlay[..., 3][~edit.mask] > 0).all()
+    assert any(type(c).__name__.endswith("ContourSet") for c in left.collections)  # the mask's edge outlined
     assert len([t for t in left.texts]) == len(edit.points)  # one arrow per pair
-    handles = left.collections[0].get_offsets()
+    handles = [c for c in left.collections if type(c).__name__ == "PathCollection"][0].get_offsets()
     np.testing.assert_allclose(handles, edit.points.handles)
     np.testing.assert_allclose(right.collections[0].get_offsets(), edit.final_handles_xy)
     assert fig._repr_png_()[:4] == b"\x89PNG"

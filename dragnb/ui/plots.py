@@ -54,10 +54,13 @@ def _show(ax, image: np.ndarray) -> None:
 
 
 def _tint(ax, mask: np.ndarray | None) -> None:
+    """The editable mask as the authors' UI shows it: what may not change darkened, the mask's edge outlined (a
+    colour tint would change the colours of what lies under it)."""
     if mask is not None and mask.any():
         overlay = np.zeros((*mask.shape, 4))
-        overlay[mask] = (1.0, 0.85, 0.0, 0.35)
+        overlay[~mask] = (0.0, 0.0, 0.0, 0.45)
         ax.imshow(overlay, interpolation="nearest")
+        ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=0.8)
 
 
 def _arrows(ax, starts: np.ndarray, ends: np.ndarray) -> None:
@@ -311,7 +314,7 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
                         arrowprops=dict(arrowstyle="->", color=TARGET))
         ax.scatter([window.best[1]], [window.best[0]], marker="x", c="red", s=60, label="chosen")
         ax.scatter([float(previous[1])], [float(previous[0])], marker="o", facecolors="none", edgecolors="white",
-                   s=60, label="h^{k-1}")
+                   s=60, label="$h^{k-1}$")
         ax.set_xlim(left - 0.5, left + ww - 0.5)
         ax.set_ylim(top + hh - 0.5, top - 0.5)
         ax.set_title(f"step {k} (t={history[k].t}): {window.quantity}", fontsize=9)
