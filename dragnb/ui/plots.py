@@ -33,9 +33,11 @@ HANDLE, TARGET, PATH = "#e02020", "#2050f0", "#ffd000"
 class Figure(_Figure):
     """A matplotlib Figure that shows itself in Jupyter as a PNG whatever the backend (it is not pyplot's)."""
 
+    png_dpi = 72  # what a notebook shows and stores (the classic inline dpi): an executed lesson stays under 500 KB
+
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=100)
+        self.savefig(buffer, format="png", dpi=self.png_dpi)
         return buffer.getvalue()
 
 
@@ -317,7 +319,7 @@ def tracking_heatmaps(result: EditResult, steps: Sequence[int] = (1, 2), pair: i
                    s=60, label="$h^{k-1}$")
         ax.set_xlim(left - 0.5, left + ww - 0.5)
         ax.set_ylim(top + hh - 0.5, top - 0.5)
-        ax.set_title(f"step {k} (t={history[k].t}): {window.quantity}", fontsize=9)
+        ax.set_title(f"step {k} (t={history[k].t})\n{window.quantity}", fontsize=9)
         ax.set_xlabel("col (feature px)")
         ax.set_ylabel("row")
     axes[0].legend(fontsize=7, loc="lower left")

@@ -227,7 +227,7 @@ def training_curves(log: TrainingLog, smooth: int = 5) -> Figure:
 
     Dotted vertical lines mark restarts from a checkpoint in the middle of a phase.
     """
-    fig = Figure(figsize=(11, 6.4), layout="constrained")
+    fig = Figure(figsize=(9.5, 5.6), layout="constrained")
     (vae_ax, psnr_ax), (unet_ax, adh_ax) = fig.subplots(2, 2)
 
     vae = log.curves.get("vae")
