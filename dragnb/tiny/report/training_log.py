@@ -257,7 +257,10 @@ def training_curves(log: TrainingLog, smooth: int = 5) -> Figure:
             psnr_ax.plot(steps, [e.values["psnr_min"] for e in evals], "s--", color="#2050a0", mfc="white",
                          label="worst image")
         last = evals[-1].values
-        title = f"VAE: held-out PSNR (last: {last['psnr_mean']:.1f} dB mean"
+        title = f"VAE: held-out PSNR (this phase's last: {last['psnr_mean']:.1f} dB mean"
+        decoder = [e for e in log.events_of("decoder", "eval", "final_eval") if "psnr_mean" in e.values]
+        if decoder:  # the decoder fine-tuned afterwards (encoder frozen): what the shipped model has
+            title += f";\nafter the decoder's fine-tuning: {decoder[-1].values['psnr_mean']:.1f} dB"
         if "hue_ok" in last:
             title += f",\n{100 * last['hue_ok']:.0f} % of shapes within 20 RGB of their colour"
         psnr_ax.set_title(title + ")", fontsize=10)
