@@ -1,0 +1,140 @@
+"""The README's pictures: six drags of the textured scene benchmark that land, and a GIF of one of them.
+
+    .venv/bin/python scripts/gallery.py [--model DIR] [--start 0] [--moves 4] [--stretches 2]
+        [--out docs/images] [--cases runs/gallery-cases]
+
+Runs the model with its own defaults (its dragnb_defaults.json) on the benchmark's cases in order, through
+DragSession, scores each result against its known answer with the scene benchmark's scorer
+(dragnb.evaluation.scenebench.score_case, as scripts/eval_scenes.py does) and keeps the first ``--moves`` rigid
+moves and ``--stretches`` stretches that succeed, running the cases in order until it holds them. It prints every
+case it ran, landed or not, and the figure's title says how many were run and how many landed. Writes:
+
+- ``gallery.png``: each kept case as source (mask outlined, handle red → target blue) | result;
+- ``drag.gif``: x̂_0 over the drag's iterations (dragnb.drag.predicted_frames, dragnb.ui.plots.drag_animation)
+  for the kept case whose handles travel farthest.
+
+About ten minutes on a busy 2-core CPU (8 cases at the first run); not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np
+from matplotlib.animation import PillowWriter
+from matplotlib.figure import Figure
+
+from dragnb.drag import predicted_frames
+from dragnb.evaluation.dragbench import read_sample
+from dragnb.evaluation.scenebench import score_case, write_cases
+from dragnb.models import load_model
+from dragnb.session import DragSession
+from dragnb.ui.plots import HANDLE, PATH, TARGET, drag_animation
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model folder or hub id (default: the embedded model)")
+    p.add_argument("--start", type=int, default=0, help="the first case of the textured benchmark to try")
+    p.add_argument("--moves", type=int, default=4, help="rigid moves to keep")
+    p.add_argument("--stretches", type=int, default=2, help="stretches to keep")
+    p.add_argument("--max-cases", type=int, default=60, help="give up after trying this many cases")
+    p.add_argument("--out", default="docs/images")
+    p.add_argument("--cases", default="runs/gallery-cases", help="where the tried cases are written")
+    args = p.parse_args()
+
+    model = load_model(args.model, device="cpu")
+    wanted = {"move": args.moves, "stretch": args.stretches}
+    kept, tried, landed = [], 0, 0
+    for index in range(args.start, args.start + args.max_cases):
+        if not any(wanted.values()):
+            break
+        folder = write_cases(args.cases, n=1, size=model.resolution, benchmark="textured", start=index)[0]
+        sample = read_sample(folder)
+        session = DragSession(model, sample.image, sample.prompt, model.settings)
+        session.set_points(sample.points)
+        session.set_mask(sample.mask)
+        result = session.run(keep_latents=True)
+        score = score_case(folder, result.image)
+        tried += 1
+        print(f"{folder.name} {score.kind} {score.pairs}p: err {score.error_px:.2f}px area x{score.area_ratio:.2f} "
+              f"psnr_out {score.psnr_outside:.1f} {'OK' if score.success else '--'} "
+              f"({result.drag.stop_reason}, {len(result.drag.history)} steps)", flush=True)
+        if score.success:
+            landed += 1
+            if wanted[score.kind]:  # the first that land of each kind, in the benchmark's order
+                wanted[score.kind] -= 1
+                kept.append((folder, session, result, score))
+    if any(wanted.values()):
+        raise SystemExit(f"only {len(kept)} landing cases in {tried} tried; raise --max-cases")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gallery(kept, tried, landed, model.name).savefig(out / "gallery.png", dpi=80)
+    print(f"wrote {out / 'gallery.png'} ({(out / 'gallery.png').stat().st_size // 1024} KB; {landed} of the {tried} "
+          f"cases run landed, {len(kept)} shown)")
+
+    folder, session, result, score = max(kept, key=lambda k: travel(k[2]))
+    frames = predicted_frames(session.model, result.drag, result.prompt)
+    frames = frames[:-1][::max(1, len(frames) // 24)] + [frames[-1]] * 5  # about 24 frames, the last held
+    animation = drag_animation(frames, result, interval=150)
+    animation.save(out / "drag.gif", writer=PillowWriter(fps=6), dpi=72)  # under 1 MB
+    print(f"wrote {out / 'drag.gif'} ({(out / 'drag.gif').stat().st_size // 1024} KB; {folder.name}, "
+          f"{len(result.drag.history)} iterations)")
+
+
+def travel(result) -> float:
+    """The longest handle → target distance of an edit, image pixels."""
+    return float(np.linalg.norm(result.points.targets - result.points.handles, axis=1).max())
+
+
+def gallery(kept, tried: int, landed: int, model_name: str) -> Figure:
+    """Two cases a row, each as source (mask outlined, red → blue) | result (where the handles ended)."""
+    rows = (len(kept) + 1) // 2
+    fig = Figure(figsize=(10, 2.75 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, 4).reshape(rows, 4)
+    for i, (folder, _, result, score) in enumerate(kept):
+        src, res = axes[i // 2, 2 * (i % 2)], axes[i // 2, 2 * (i % 2) + 1]
+        show(src, result.source)
+        if result.mask is not None and result.mask.any():
+            src.contour(result.mask.astype(float), levels=[0.5], colors=[PATH], linewidths=1.2)
+        arrows(src, result.points.handles, result.points.targets)
+        src.set_title(f"{folder.name}: {score.kind}, {score.pairs} pair{'s' * (score.pairs > 1)}", fontsize=9)
+        show(res, result.image)
+        res.scatter(result.points.targets[:, 0], result.points.targets[:, 1], c=TARGET, s=24, edgecolors="white",
+                    linewidths=0.7, zorder=3)
+        res.scatter(result.final_handles_xy[:, 0], result.final_handles_xy[:, 1], marker="x", c="white", s=30,
+                    zorder=4)
+        res.set_title(f"result: {score.error_px:.1f} px from the answer,\n{score.psnr_outside:.0f} dB outside the mask",
+                      fontsize=9)
+    for ax in axes[len(kept) // 2:].ravel()[(len(kept) % 2) * 2:]:
+        ax.set_visible(False)
+    shown = "all shown" if landed == len(kept) else f"the first {len(kept)} shown"
+    fig.suptitle(f"Drags that land: {landed} of the {tried} cases 0–{tried - 1} of the textured scene benchmark, "
+                 f"{shown} (model {Path(model_name).name}, its defaults)\neach pair: source with the mask outlined, "
+                 f"handle (red) → target (blue) | result, handles tracked to ×", fontsize=10)
+    return fig
+
+
+def show(ax, image: np.ndarray) -> None:
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def arrows(ax, starts: np.ndarray, ends: np.ndarray) -> None:
+    for (x0, y0), (x1, y1) in zip(starts, ends):
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="->", color="white", lw=1.5, shrinkA=0, shrinkB=3))
+    ax.scatter(starts[:, 0], starts[:, 1], c=HANDLE, s=24, edgecolors="white", linewidths=0.7, zorder=3)
+    ax.scatter(ends[:, 0], ends[:, 1], c=TARGET, s=24, edgecolors="white", linewidths=0.7, zorder=3)
+
+
+if __name__ == "__main__":
+    main()
