@@ -34,7 +34,8 @@ def point_features(feature: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return feature[0, :, idx[:, 0], idx[:, 1]].T
 
 
-def search_window(feature: torch.Tensor, reference: torch.Tensor, point: torch.Tensor, r2: int) -> TrackingWindow:
+def search_window(feature: torch.Tensor, reference: torch.Tensor, point: torch.Tensor, r2: int,
+                  quantity: str = TrackingWindow.quantity) -> TrackingWindow:
     """Distances from ``reference`` (C,) to every feature in Ω(point, r2), clipped to the grid."""
     _, _, h, w = feature.shape
     row, col = int(point[0]), int(point[1])
@@ -44,14 +45,24 @@ def search_window(feature: torch.Tensor, reference: torch.Tensor, point: torch.T
     distances = (window - reference[:, None, None]).abs().sum(dim=0)  # (wh, ww)
     flat = int(torch.argmin(distances))
     best = (top + flat // distances.shape[1], left + flat % distances.shape[1])
-    return TrackingWindow(distances=distances.detach(), origin=(top, left), best=best)
+    return TrackingWindow(distances=distances.detach(), origin=(top, left), best=best, quantity=quantity)
+
+
+def search_windows(feature: torch.Tensor, references: torch.Tensor, handles: torch.Tensor, r2: int,
+                   quantity: str = TrackingWindow.quantity) -> list[TrackingWindow]:
+    """One :func:`search_window` per handle (N, 2) and its reference (N, C), on ``feature`` (1, C, H, W)."""
+    with torch.no_grad():
+        return [search_window(feature, ref, h, r2, quantity) for ref, h in zip(references, handles)]
+
+
+def chosen_points(windows: list[TrackingWindow], like: torch.Tensor) -> torch.Tensor:
+    """The points the windows chose, (N, 2) in ``like``'s dtype and device."""
+    return torch.tensor([w.best for w in windows], dtype=like.dtype, device=like.device)
 
 
 def track_points(feature: torch.Tensor, references: torch.Tensor, handles: torch.Tensor, r2: int) -> torch.Tensor:
     """New handles (N, 2) for current features ``feature`` (1, C, H, W) and ``references`` (N, C)."""
-    with torch.no_grad():
-        best = [search_window(feature, ref, h, r2).best for ref, h in zip(references, handles)]
-    return torch.tensor(best, dtype=handles.dtype, device=handles.device)
+    return chosen_points(search_windows(feature, references, handles, r2), handles)
 
 
 # ---- FreeDrag's line search (tracking = "line_search"), docs/method.md §6 ---------------------------------------

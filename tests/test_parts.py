@@ -16,7 +16,7 @@ from dragnb.lora import remove_lora
 from dragnb.models import encode_prompt
 from dragnb.motion import bilinear_patch
 from dragnb.session import DragSession
-from dragnb.tracking import TrackingWindow
+from dragnb.tracking import TrackingWindow, chosen_points
 
 FAST = Settings(lora=LoraSettings(steps=0), inversion=InversionSettings(num_steps=20),
                 drag=DragSettings(max_steps=6, lr=0.05))
@@ -45,7 +45,7 @@ class PatchTracker(NearestNeighbour):  # the example of docs/method.md §6 and n
                                              .abs().mean()) for c in range(left, right)] for r in range(top, bottom)])
             best = divmod(int(distances.argmin()), right - left)
             self.windows.append(TrackingWindow(distances, (top, left), (top + best[0], left + best[1]), self.quantity))
-        return torch.tensor([w.best for w in self.windows], dtype=handles.dtype, device=handles.device)
+        return chosen_points(self.windows, handles)
 
 
 def test_the_settings_name_the_parts():

@@ -10,12 +10,11 @@ FreeDrag's line search is in :mod:`dragnb.drag.line_search`. Each records the wi
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
 
-from ..tracking import TrackingWindow, point_features, search_window
+from ..tracking import TrackingWindow, chosen_points, point_features, search_windows
 from .parts import Reference, Tracker
 
 
@@ -33,10 +32,8 @@ class NearestNeighbour(Tracker):
         if step == 0:  # ẑ_t^0 is the unedited latent: h^0 is where the handles are
             self.windows = []
             return handles
-        with torch.no_grad():
-            self.windows = [replace(search_window(features.detach(), f, h, self.settings.r2), quantity=self.quantity)
-                            for f, h in zip(self.references, handles)]
-        return torch.tensor([w.best for w in self.windows], dtype=handles.dtype, device=handles.device)
+        self.windows = search_windows(features.detach(), self.references, handles, self.settings.r2, self.quantity)
+        return chosen_points(self.windows, handles)
 
     def record(self, keep_features: bool) -> dict[str, Any]:
         return {"windows": self.windows} if keep_features and self.windows else {}
