@@ -33,7 +33,7 @@ from dragnb.evaluation.dragbench import read_sample
 from dragnb.evaluation.scenebench import score_case, write_cases
 from dragnb.models import load_model
 from dragnb.session import DragSession
-from dragnb.ui.plots import HANDLE, PATH, TARGET, drag_animation
+from dragnb.ui.plots import draw_edit, drag_animation
 
 
 def main() -> None:
@@ -99,41 +99,17 @@ def gallery(kept, tried: int, landed: int, model_name: str) -> Figure:
     axes = fig.subplots(rows, 4).reshape(rows, 4)
     for i, (folder, _, result, score) in enumerate(kept):
         src, res = axes[i // 2, 2 * (i % 2)], axes[i // 2, 2 * (i % 2) + 1]
-        show(src, result.source)
-        if result.mask is not None and result.mask.any():
-            src.contour(result.mask.astype(float), levels=[0.5], colors=[PATH], linewidths=1.2)
-        arrows(src, result.points.handles, result.points.targets)
+        draw_edit(src, res, result)
         src.set_title(f"{folder.name}: {score.kind}, {score.pairs} pair{'s' * (score.pairs > 1)}", fontsize=9)
-        show(res, result.image)
-        res.scatter(result.points.targets[:, 0], result.points.targets[:, 1], c=TARGET, s=24, edgecolors="white",
-                    linewidths=0.7, zorder=3)
-        res.scatter(result.final_handles_xy[:, 0], result.final_handles_xy[:, 1], marker="x", c="white", s=30,
-                    zorder=4)
         res.set_title(f"result: {score.error_px:.1f} px from the answer,\n{score.psnr_outside:.0f} dB outside the mask",
                       fontsize=9)
     for ax in axes[len(kept) // 2:].ravel()[(len(kept) % 2) * 2:]:
         ax.set_visible(False)
     shown = "all shown" if landed == len(kept) else f"the first {len(kept)} shown"
     fig.suptitle(f"Drags that land: {landed} of the {tried} cases 0–{tried - 1} of the textured scene benchmark, "
-                 f"{shown} (model {Path(model_name).name}, its defaults)\neach pair: source with the mask outlined, "
-                 f"handle (red) → target (blue) | result, handles tracked to ×", fontsize=10)
+                 f"{shown} (model {Path(model_name).name}, its defaults)\neach pair: source (what may not change darkened), "
+                 f"handle (red) → target (blue) | result, from where the handles ended", fontsize=10)
     return fig
-
-
-def show(ax, image: np.ndarray) -> None:
-    ax.imshow(image, interpolation="nearest")
-    ax.set_xlim(-0.5, image.shape[1] - 0.5)
-    ax.set_ylim(image.shape[0] - 0.5, -0.5)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def arrows(ax, starts: np.ndarray, ends: np.ndarray) -> None:
-    for (x0, y0), (x1, y1) in zip(starts, ends):
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops=dict(arrowstyle="->", color="white", lw=1.5, shrinkA=0, shrinkB=3))
-    ax.scatter(starts[:, 0], starts[:, 1], c=HANDLE, s=24, edgecolors="white", linewidths=0.7, zorder=3)
-    ax.scatter(ends[:, 0], ends[:, 1], c=TARGET, s=24, edgecolors="white", linewidths=0.7, zorder=3)
 
 
 if __name__ == "__main__":

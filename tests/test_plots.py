@@ -150,3 +150,15 @@ def test_tracking_heatmaps_follow_the_previous_appearance_variant(tiny_model, ed
     for ax, k in zip(fig.axes, (1, 2, 3)):
         best = ax.collections[0].get_offsets()[0]  # (col, row)
         assert (best[1], best[0]) == tuple(result.drag.history[k].handles[0].tolist())
+
+
+def test_differences_show_each_image_and_its_distance_to_the_reference():
+    reference = np.zeros((8, 8, 3), np.uint8)
+    changed = reference.copy()
+    changed[2:4, 2:4] = 200
+    mask = np.zeros((8, 8), bool)
+    mask[1:5, 1:5] = True
+    fig = plots.differences(reference, {"same": reference, "changed": changed}, "source", mask=mask, answer=changed)
+    maps = [ax.images[0].get_array() for ax in fig.axes[4:6]]  # the bottom row after the answer: one map per image
+    assert float(np.max(maps[0])) == 0 and float(np.max(maps[1])) == 200 and maps[1][2, 2] == 200
+    assert any(type(c).__name__.endswith("ContourSet") for c in fig.axes[0].collections)  # the mask outlined

@@ -78,15 +78,21 @@ def compare(result: EditResult) -> Figure:
     """Source with mask, handles, targets and arrows beside the result with where the handles ended."""
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     a, b = fig.subplots(1, 2)
-    _show(a, result.source)
-    _tint(a, result.mask)
-    _arrows(a, result.points.handles, result.points.targets)
+    draw_edit(a, b, result)
     _axes_off(a, "source: handles (red) → targets (blue)")
-    _show(b, result.image)
-    _arrows(b, result.final_handles_xy, result.points.targets)
     _axes_off(b, f"result: tracked handles after {len(result.drag.history)} steps ({result.drag.stop_reason})")
     fig.suptitle(result.prompt or "(no prompt)", fontsize=10)
     return fig
+
+
+def draw_edit(source_ax, result_ax, result: EditResult) -> None:
+    """On two axes: the source with the mask overlay and handle → target arrows, and the result with arrows from
+    where the handles ended to their targets (what :func:`compare` shows; a gallery calls it once per edit)."""
+    _show(source_ax, result.source)
+    _tint(source_ax, result.mask)
+    _arrows(source_ax, result.points.handles, result.points.targets)
+    _show(result_ax, result.image)
+    _arrows(result_ax, result.final_handles_xy, result.points.targets)
 
 
 def trajectories(result: EditResult, on: str = "result") -> Figure:
@@ -273,6 +279,41 @@ def correspondence(image_a, image_b, points_xy, matches_xy, sims: np.ndarray) ->
     for i in range(n):
         axes[2 + i].imshow(sims[i], cmap="magma")
         _axes_off(axes[2 + i], f"cosine similarity, point {i}")
+    return fig
+
+
+def differences(reference: np.ndarray, images: dict[str, np.ndarray], reference_title: str = "reference",
+                mask: np.ndarray | None = None, answer: np.ndarray | None = None, arrows=None) -> Figure:
+    """Several images of one scene beside a reference (top) and each one's per-pixel distance to it (bottom, max over
+    RGB on one colour bar): what changed where. ``mask`` is outlined on every panel; ``answer`` (a known answer) is
+    shown under the reference; ``arrows``: ((N, 2), (N, 2)) image (x, y) handles and targets drawn on the reference.
+    Titles are the dict's keys (with whatever numbers the caller puts in them)."""
+    names = list(images)
+    fig = Figure(figsize=(2.3 * (len(names) + 1), 5.2), layout="constrained")
+    axes = np.asarray(fig.subplots(2, len(names) + 1)).reshape(2, -1)
+    _show(axes[0, 0], reference)
+    if arrows is not None:
+        _arrows(axes[0, 0], np.asarray(arrows[0], float), np.asarray(arrows[1], float))
+    axes[0, 0].set_title(reference_title, fontsize=8)
+    if answer is not None:
+        _show(axes[1, 0], answer)
+        axes[1, 0].set_title("known answer", fontsize=8)
+    distances = {name: np.abs(image.astype(float) - reference.astype(float)).max(axis=-1)  # (H, W) each
+                 for name, image in images.items()}
+    vmax = max(1.0, max(float(d.max()) for d in distances.values()))  # one scale for all
+    for i, name in enumerate(names, start=1):
+        _show(axes[0, i], images[name])
+        axes[0, i].set_title(name, fontsize=8)
+        shown = axes[1, i].imshow(distances[name], cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        axes[1, i].set_title("|this − " + reference_title.split("\n")[0] + "|", fontsize=8)
+    for ax in axes.flat:
+        if mask is not None and mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors="yellow", linewidths=0.8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if answer is None:
+        axes[1, 0].set_visible(False)
+    fig.colorbar(shown, ax=axes[1, 1:], shrink=0.9, label="|difference| of 255 (low = same)")
     return fig
 
 
