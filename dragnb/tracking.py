@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .motion import bilinear_patch
 
@@ -68,6 +69,13 @@ def track_points(feature: torch.Tensor, references: torch.Tensor, handles: torch
 # ---- FreeDrag's line search (tracking = "line_search"), docs/method.md §6 ---------------------------------------
 LINE_SEARCH_CANDIDATES = 10  # FreeDrag samples 10 points along each searched segment
 LINE_SEARCH_ROUND = 5  # latent updates between two line searches (FreeDrag's inner loop)
+
+
+def grid_patches(feature: torch.Tensor, r: int) -> torch.Tensor:
+    """Every grid point's (2r+1)^2 patch at once, border-clamped as :func:`~dragnb.motion.bilinear_patch` reads an
+    integer point: (1, C, H, W, P, P). For maps of :func:`template_distance` over a window."""
+    padded = F.pad(feature, (r, r, r, r), mode="replicate")
+    return padded.unfold(2, 2 * r + 1, 1).unfold(3, 2 * r + 1, 1)
 
 
 def template_distance(feature: torch.Tensor, point: torch.Tensor, template: torch.Tensor, r: int) -> torch.Tensor:

@@ -125,3 +125,13 @@ def test_choice_settings_are_checked():
         apply_overrides(Settings(), ["drag.supervision=anchor"])
     with pytest.raises(ValueError, match="optimizer"):
         apply_overrides(Settings(), ["drag.optimizer=adamw"])
+
+
+def test_grid_patches_read_integer_points_as_the_bilinear_patch_does():
+    from dragnb.motion import bilinear_patch
+    from dragnb.tracking import grid_patches
+
+    feature = torch.randn(1, 3, 7, 9)
+    patches = grid_patches(feature, 2)  # (1, C, H, W, P, P)
+    for row, col in [(0, 0), (3, 4), (6, 8), (1, 7)]:  # inside and at the borders (clamped)
+        torch.testing.assert_close(patches[:, :, row, col], bilinear_patch(feature, torch.tensor([float(row), float(col)]), 2))

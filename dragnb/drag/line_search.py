@@ -16,7 +16,7 @@ import torch
 
 from ..config import DragSettings
 from ..motion import bilinear_patch
-from ..tracking import LINE_SEARCH_ROUND, TrackingWindow, end_round, line_search, template_distance
+from ..tracking import LINE_SEARCH_ROUND, TrackingWindow, end_round, grid_patches, line_search, template_distance
 from .parts import Reference, Supervision, Tracker
 
 
@@ -82,9 +82,8 @@ class LineSearch(Tracker):
                                                   self.targets):
             top, left = max(0, int(point[0]) - reach), max(0, int(point[1]) - reach)
             bottom, right = min(rows, int(point[0]) + reach + 1), min(cols, int(point[1]) + reach + 1)
-            distances = torch.tensor([[float(template_distance(self.features, torch.tensor([float(r), float(c)]),
-                                                               template, s.r1)) for c in range(left, right)]
-                                      for r in range(top, bottom)])
+            patches = grid_patches(self.features, s.r1)[0, :, top:bottom, left:right]  # (C, h, w, P, P)
+            distances = (patches - template[:, None, None]).abs().mean(dim=(0, 3, 4)).cpu()  # (h, w)
             windows.append(TrackingWindow(distances=distances, origin=(top, left), best=tuple(chosen.tolist()),
                                           quantity="mean|F_k(Ω(q)) − T|", line=(tuple(h0.tolist()), tuple(g.tolist()))))
         return windows
