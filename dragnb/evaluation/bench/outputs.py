@@ -152,80 +152,122 @@ def category_table(summary: dict, config: str | None = None) -> list[dict]:
     return rows
 
 
-def _points(summary: dict, config: str, where: str = "overall"):
+def _fidelity_axis(summary: dict) -> tuple[str, str, str] | None:
+    """What the trade-off plots put on x: Image Fidelity when it was computed, else PSNR outside the mask when the
+    cases carry known answers (how much of what may not change was kept), else None. (key, label, why)"""
+    configs = [c["name"] for c in summary["configs"]]
+    if summary["metrics"]["image_fidelity"] and any(
+            summary["results"][c]["overall"]["image_fidelity"]["mean"] is not None for c in configs):
+        return "image_fidelity", "Image Fidelity = 1 - LPIPS (higher is better)", ""
+    if any("known_answer" in summary["results"][c]["overall"] for c in configs):
+        return ("psnr_outside_mask", "PSNR outside the mask, dB (higher = more of the image kept)",
+                "Image Fidelity not computed (lpips missing or --no-fidelity): fidelity read as PSNR outside the mask")
+    return None
+
+
+KNOWN_ONLY = ("psnr_outside_mask", "success_rate")  # kept under "known_answer" in a summary
+
+
+def _stat(m: dict, key: str) -> dict:
+    if key in KNOWN_ONLY:  # a category without known answers has no point on this axis
+        return m.get("known_answer", {}).get(key) or {"mean": None, "std": None, "per_seed": []}
+    return m[key]
+
+
+def _points(summary: dict, config: str, key: str, where: str = "overall"):
     res = summary["results"][config]
     m = res["overall"] if where == "overall" else res["categories"][where]
-    return m["image_fidelity"], m["mean_distance"]
+    return _stat(m, key), m["mean_distance"]
+
+
+def _seed_points(summary: dict, config: str, key: str):
+    """(fidelity, MD) of each seed of one setting, overall."""
+    f, d = _points(summary, config, key)
+    return [(x, y) for x, y in zip(f["per_seed"], d["per_seed"]) if x is not None and y is not None]
 
 
 def plot_md_vs_fidelity(summary: dict):
-    """Mean Distance (y, lower is better) against Image Fidelity (x, higher is better): the overall point of
-    each setting with ± std over seeds, and for a single setting each category. Without fidelity, MD per
-    category as bars, titled with the reason."""
+    """Mean Distance (y, lower is better) against fidelity (x, higher is better): Image Fidelity, or PSNR outside
+    the mask on cases with known answers when LPIPS is missing. Each setting's mean ± std over seeds, each seed
+    as a small dot, and for a single setting each category. Without either fidelity, MD per seed and category as
+    points, titled with the reason."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     configs = [c["name"] for c in summary["configs"]]
-    have_if = summary["metrics"]["image_fidelity"] and any(
-        _points(summary, c)[0]["mean"] is not None for c in configs)
-    have_md = summary["metrics"]["mean_distance"]
-    if not have_md:
+    if not summary["metrics"]["mean_distance"]:
         ax.text(0.5, 0.5, "Mean Distance was not computed (--no-mean-distance)", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    if not have_if:
-        res = summary["results"][configs[0]]
-        cats = list(res["categories"])
-        ax.bar(cats, [res["categories"][c]["mean_distance"]["mean"] or 0 for c in cats],
-               yerr=[res["categories"][c]["mean_distance"]["std"] or 0 for c in cats], color="tab:blue")
-        ax.set_ylabel("Mean Distance (px, lower is better)")
-        ax.set_title("Image Fidelity not computed (--no-fidelity or lpips missing)", fontsize=9)
-        ax.tick_params(axis="x", rotation=30)
+    axis = _fidelity_axis(summary)
+    if axis is None:
+        _md_strip(ax, summary, configs)
+        ax.set_title("Image Fidelity not computed (--no-fidelity or lpips missing): Mean Distance alone", fontsize=9)
         return fig
-    if len(configs) == 1:
-        res = summary["results"][configs[0]]
-        for cat in res["categories"]:
-            f, d = _points(summary, configs[0], cat)
+    key, label, why = axis
+    if len(configs) == 1 and len(summary["results"][configs[0]]["categories"]) > 1:
+        for cat in summary["results"][configs[0]]["categories"]:
+            f, d = _points(summary, configs[0], key, cat)
             if f["mean"] is not None and d["mean"] is not None:
                 ax.errorbar(f["mean"], d["mean"], xerr=f["std"] or 0, yerr=d["std"] or 0, fmt="o", alpha=0.6,
                             label=cat)
-    for name in configs:
-        f, d = _points(summary, name)
+    for i, name in enumerate(configs):
+        f, d = _points(summary, name, key)
         if f["mean"] is None or d["mean"] is None:
             continue
-        ax.errorbar(f["mean"], d["mean"], xerr=f["std"] or 0, yerr=d["std"] or 0, fmt="*", ms=12,
-                    label="all" if len(configs) == 1 else name)
-    ax.set_xlabel("Image Fidelity = 1 - LPIPS (higher is better)")
+        colour = f"C{i % 10}"
+        seeds = _seed_points(summary, name, key)
+        ax.scatter([x for x, _ in seeds], [y for _, y in seeds], s=14, color=colour, alpha=0.5)
+        ax.errorbar(f["mean"], d["mean"], xerr=f["std"] or 0, yerr=d["std"] or 0, fmt="*", ms=12, color=colour,
+                    label=("all" if len(configs) == 1 else name) + " (mean ± std; dots: seeds)")
+    ax.set_xlabel(label)
     ax.set_ylabel("Mean Distance (px, lower is better)")
-    ax.set_title(f"{Path(summary['model']).name}: better is lower right "
-                 f"({len(summary['seeds'])} seed{'s' if len(summary['seeds']) > 1 else ''})", fontsize=9)
+    n = len(summary["seeds"])
+    title = f"{Path(summary['model']).name}: better is lower right ({n} seed{'s' if n > 1 else ''})"
+    ax.set_title(title + (f"\n{why}" if why else ""), fontsize=9)
     ax.legend(fontsize=7)
     return fig
 
 
+def _md_strip(ax, summary: dict, configs: list[str]) -> None:
+    """Mean Distance per setting, each seed a dot and the mean a bar-free line: no one-bar charts."""
+    for i, name in enumerate(configs):
+        d = summary["results"][name]["overall"]["mean_distance"]
+        vals = [v for v in d["per_seed"] if v is not None]
+        ax.scatter([i] * len(vals), vals, color=f"C{i % 10}", s=18, alpha=0.6, label="seeds" if i == 0 else None)
+        if d["mean"] is not None:
+            ax.hlines(d["mean"], i - 0.25, i + 0.25, color=f"C{i % 10}", label="mean" if i == 0 else None)
+    ax.set_xticks(range(len(configs)), configs, rotation=30 if len(configs) > 1 else 0, ha="right", fontsize=7)
+    ax.set_xlim(-0.75, len(configs) - 0.25)
+    ax.set_ylabel("Mean Distance (px, lower is better)")
+    ax.legend(fontsize=7)
+
+
 def plot_sweep(summary: dict):
-    """Each setting of the grid as one point (MD against IF when both exist; else MD per setting as bars)."""
+    """Each setting of the grid as one point, MD against fidelity (IF, or PSNR outside the mask on cases with
+    known answers); with neither, MD per setting."""
     from matplotlib.figure import Figure
 
     configs = [c["name"] for c in summary["configs"]]
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    f0 = _points(summary, configs[0])[0]
-    if summary["metrics"]["image_fidelity"] and f0["mean"] is not None:
-        for name in configs:
-            f, d = _points(summary, name)
-            ax.errorbar(f["mean"], d["mean"], xerr=f["std"] or 0, yerr=d["std"] or 0, fmt="o")
-            ax.annotate(name, (f["mean"], d["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        ax.set_xlabel("Image Fidelity = 1 - LPIPS (higher is better)")
-        ax.set_title(f"{Path(summary['model']).name}: {len(configs)} settings, better is lower right "
-                     f"(± std over {len(summary['seeds'])} seed(s))", fontsize=9)
-    else:
-        md = [_points(summary, c)[1] for c in configs]
-        ax.bar(range(len(configs)), [m["mean"] or 0 for m in md], yerr=[m["std"] or 0 for m in md])
-        ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right", fontsize=7)
-        ax.set_title("Image Fidelity not computed", fontsize=9)
+    axis = _fidelity_axis(summary)
+    if axis is None:
+        _md_strip(ax, summary, configs)
+        ax.set_title("Image Fidelity not computed: Mean Distance per setting", fontsize=9)
+        return fig
+    key, label, why = axis
+    for name in configs:
+        f, d = _points(summary, name, key)
+        if f["mean"] is None or d["mean"] is None:
+            continue
+        ax.errorbar(f["mean"], d["mean"], xerr=f["std"] or 0, yerr=d["std"] or 0, fmt="o")
+        ax.annotate(name, (f["mean"], d["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(label)
     ax.set_ylabel("Mean Distance (px, lower is better)")
+    ax.set_title(f"{Path(summary['model']).name}: {len(configs)} settings, better is lower right "
+                 f"(± std over {len(summary['seeds'])} seed(s))" + (f"\n{why}" if why else ""), fontsize=9)
     return fig
 
 
