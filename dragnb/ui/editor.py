@@ -30,7 +30,7 @@ from ..points import make_points
 
 HANDLE_COLOUR = "#e02020"  # red, as the reference's gradio UI
 TARGET_COLOUR = "#2050f0"  # blue
-MASK_TINT = "rgba(255, 210, 0, 0.45)"  # editable region
+FIXED_SHADE = "rgba(0, 0, 0, 0.55)"  # over what may not change once a mask is painted (as the authors' UI darkens it)
 LAYERS = ("image", "mask", "points", "live")  # bottom to top; the top layer receives the mouse
 _DRAW_LOCK = threading.RLock()
 
@@ -241,7 +241,8 @@ class DragEditor(widgets.VBox):
         changed = np.zeros_like(self._mask)
         changed[cells[:, 0], cells[:, 1]] = self._mask[cells[:, 0], cells[:, 1]] == erase
         self._mask[changed] = not erase
-        self._draw_mask_cells(changed, erase)
+        if changed.any():
+            self._repaint(changed, editable=not erase)
 
     # ---- mouse --------------------------------------------------------------------------------------
     def _on_mouse_down(self, x: float, y: float) -> None:
@@ -280,14 +281,26 @@ class DragEditor(widgets.VBox):
             layer.put_image_data(fit_to(self.image if image is None else image, self.display_size), 0, 0)
 
     def draw_mask(self) -> None:
+        """Shade what may not change: with a mask painted, everything outside it is darkened and the editable
+        region shows the image as it is; with none, nothing is shaded (the whole image may change)."""
         layer = self.layers["mask"]
         with drawing():
             layer.clear()
-            self._draw_mask_cells(self._mask, erase=False)
+            if self._mask.any():
+                layer.fill_style = FIXED_SHADE
+                layer.fill_rect(0, 0, self.display_size[1], self.display_size[0])
+                self._draw_mask_cells(self._mask, editable=True)
         self._update_info()
 
-    def _draw_mask_cells(self, cells: np.ndarray, erase: bool) -> None:
-        """Tint (or untint) the image pixels set in ``cells`` (H, W), one rectangle per horizontal run."""
+    def _repaint(self, cells: np.ndarray, editable: bool) -> None:
+        """After a brush stamp changed ``cells``: redraw all when the mask just appeared or vanished, else only them."""
+        if self._mask.any() and (not editable or self._mask.sum() > cells.sum()):
+            self._draw_mask_cells(cells, editable)
+        else:
+            self.draw_mask()
+
+    def _draw_mask_cells(self, cells: np.ndarray, editable: bool) -> None:
+        """Unshade (editable) or shade the image pixels set in ``cells`` (H, W), one rectangle per horizontal run."""
         runs = mask_runs(cells)
         if not len(runs):
             return
@@ -296,11 +309,13 @@ class DragEditor(widgets.VBox):
         x0, y0 = xs[runs[:, 1]], ys[runs[:, 0]]
         widths, heights = xs[runs[:, 1] + runs[:, 2]] - x0, ys[runs[:, 0] + 1] - y0
         with drawing():
-            if erase:
-                for rect in zip(x0, y0, widths, heights):
-                    layer.clear_rect(*map(float, rect))
+            if editable:  # punch the runs out of the shade
+                layer.global_composite_operation = "destination-out"
+                layer.fill_style = "black"
+                layer.fill_rects(x0, y0, widths, heights)
+                layer.global_composite_operation = "source-over"
             else:
-                layer.fill_style = MASK_TINT
+                layer.fill_style = FIXED_SHADE
                 layer.fill_rects(x0, y0, widths, heights)
 
     def draw_points(self) -> None:
