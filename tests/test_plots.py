@@ -105,7 +105,9 @@ def test_correspondence_finds_a_known_shift():
     assert sims.shape == (2, 12, 12)
     fig = plots.correspondence(np.zeros((24, 24, 3), np.uint8), np.zeros((24, 24, 3), np.uint8), [(8, 8), (16, 4)],
                              matches, sims)
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 4 + 1  # A, B, two similarity maps, and their one colour bar
+    assert fig.axes[-1].get_ylabel() == "cosine similarity (high = match)"
+    assert fig.axes[2].images[0].get_clim() == fig.axes[3].images[0].get_clim() == (sims.min(), sims.max())
 
 
 def test_tracking_heatmaps_mark_where_tracking_put_the_handle(edit):
@@ -162,3 +164,21 @@ def test_differences_show_each_image_and_its_distance_to_the_reference():
     maps = [ax.images[0].get_array() for ax in fig.axes[4:6]]  # the bottom row after the answer: one map per image
     assert float(np.max(maps[0])) == 0 and float(np.max(maps[1])) == 200 and maps[1][2, 2] == 200
     assert any(type(c).__name__.endswith("ContourSet") for c in fig.axes[0].collections)  # the mask outlined
+
+
+def test_supervision_gradient_draws_the_gradient_size_and_the_patches():
+    gradient = torch.zeros(1, 4, 8, 8)  # a 32 px image: latent px = 4 image px
+    gradient[0, :, 2, 3] = 2.0  # one latent pixel with |g| = 4 over the 4 channels
+    handles, targets = torch.tensor([[4.0, 6.0]]), torch.tensor([[12.0, 6.0]])  # (row, col) on a 16 x 16 grid: down
+    mask = np.zeros((32, 32), bool)
+    mask[4:28, 8:20] = True
+    fig = plots.supervision_gradient(np.zeros((32, 32, 3), np.uint8), gradient, handles, targets, (16, 16), mask, 1)
+    source, shown = fig.axes[:2]
+    drawn = shown.images[0].get_array()
+    assert drawn.shape == (8, 8) and drawn[2, 3] == 4.0 and drawn.sum() == 4.0
+    assert fig.axes[2].get_ylabel().startswith("‖∂L/∂ẑ_t‖")  # the colour bar, with its unit
+    for ax in (source, shown):
+        solid, dashed = [(p.get_xy(), p.get_width()) for p in ax.patches]
+        assert solid == ((12.0 - 3.0, 8.0 - 3.0), 6.0)  # Ω(h, 1): 3 grid px = 6 image px around h = (12, 8)
+        assert dashed == ((12.0 - 3.0, 10.0 - 3.0), 6.0)  # shifted by d = one grid px (2 image px) towards the target
+        assert ax.get_xlim() == (-0.5, 31.5) and ax.get_ylim() == (31.5, -0.5)

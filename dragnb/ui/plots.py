@@ -264,10 +264,10 @@ def feature_pca(maps: dict, image=None) -> Figure:
 
 
 def correspondence(image_a, image_b, points_xy, matches_xy, sims: np.ndarray) -> Figure:
-    """Points on A, their matches on B, and each point's similarity map over B."""
+    """Points on A, their matches on B, and each point's similarity map over B, on one colour bar."""
     a_img, b_img = to_rgb_array(image_a), to_rgb_array(image_b)
     points_xy, n = np.asarray(points_xy, float).reshape(-1, 2), len(sims)
-    fig = Figure(figsize=(2.6 * (2 + n), 2.8), layout="constrained")
+    fig = Figure(figsize=(2.6 * (2 + n) + 0.8, 2.8), layout="constrained")
     axes = fig.subplots(1, 2 + n)
     colours = matplotlib.colormaps["tab10"](np.arange(n) % 10)
     _show(axes[0], a_img)
@@ -276,9 +276,54 @@ def correspondence(image_a, image_b, points_xy, matches_xy, sims: np.ndarray) ->
     _show(axes[1], b_img)
     axes[1].scatter(matches_xy[:, 0], matches_xy[:, 1], c=colours, s=50, edgecolors="white", marker="D")
     _axes_off(axes[1], "B: best matches")
+    low, high = float(np.min(sims)), float(np.max(sims))
     for i in range(n):
-        axes[2 + i].imshow(sims[i], cmap="magma")
+        shown = axes[2 + i].imshow(sims[i], cmap="magma", vmin=low, vmax=high)
         _axes_off(axes[2 + i], f"cosine similarity, point {i}")
+    if n:
+        fig.colorbar(shown, ax=list(axes[2:]), shrink=0.8, label="cosine similarity (high = match)")
+    return fig
+
+
+def supervision_gradient(image, gradient: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
+                         grid: tuple[int, int], mask: np.ndarray | None, r1: int) -> Figure:
+    """Where one motion-supervision step acts: the source with handles, targets and the mask (what may not change
+    darkened) beside the gradient's size per latent pixel (its norm over the channels of ``gradient``, (1, C, h, w)
+    or (C, h, w)), with each handle's patch Ω(h_i, r1) (solid) and the same patch shifted by d_i (dashed).
+    ``handles``, ``targets``: (N, 2) (row, col) on the feature ``grid`` (H_f, W_f), as the drag holds them;
+    ``mask``: (H, W) bool in image pixels."""
+    from matplotlib.patches import Rectangle
+
+    from ..points import grid_to_image
+
+    image = to_rgb_array(image)
+    (H, W), latent = image.shape[:2], tuple(gradient.shape[-2:])
+    size = gradient.detach().reshape(-1, *latent).float().norm(dim=0).cpu().numpy()  # (h, w)
+    handles, targets = torch.as_tensor(handles, dtype=torch.float32), torch.as_tensor(targets, dtype=torch.float32)
+    steps = (targets - handles) / torch.linalg.norm(targets - handles, dim=1, keepdim=True)  # d_i, unit length
+    starts, ends = grid_to_image(handles, (H, W), grid), grid_to_image(targets, (H, W), grid)
+    shifted = grid_to_image(handles + steps, (H, W), grid)
+    fig = Figure(figsize=(8.4, 3.8), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    _show(a, image)
+    _tint(a, mask)
+    shown = b.imshow(size, cmap="magma", extent=(-0.5, W - 0.5, H - 0.5, -0.5), interpolation="nearest")
+    fig.colorbar(shown, ax=b, shrink=0.85, label="‖∂L/∂ẑ_t‖ over the latent channels (per latent px)")
+    _axes_off(a, "source: handles (red) → targets (blue)\nthe mask term holds what lies outside the outline")
+    a.title.set_fontsize(9)
+    _axes_off(b, f"gradient of L (one latent px = {H // latent[0]} image px)\n"
+                 "squares: Ω(h_i, r1) solid, Ω(h_i, r1) + d_i dashed")
+    b.title.set_fontsize(9)
+    side = (2 * r1 + 1) * W / grid[1]
+    if mask is not None and mask.any():
+        b.contour(np.asarray(mask, float), levels=[0.5], colors="white", linewidths=0.8)
+    for ax in (a, b):
+        for (x0, y0), (sx, sy) in zip(starts, shifted):
+            ax.add_patch(Rectangle((x0 - side / 2, y0 - side / 2), side, side, fill=False, ec="cyan", lw=1))
+            ax.add_patch(Rectangle((sx - side / 2, sy - side / 2), side, side, fill=False, ec="cyan", lw=1, ls="--"))
+        _arrows(ax, starts, ends)
+        ax.set_xlim(-0.5, W - 0.5)
+        ax.set_ylim(H - 0.5, -0.5)
     return fig
 
 
