@@ -174,6 +174,10 @@ class DragSettings(_Checked):
     round_points: bool = True  # round h and g to the supervision grid before the loop, as the reference does
     weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
+    method: Literal["optimise", "fastdrag", "regiondrag", "dragnoise"] = "optimise"  # what stage 3 does: the
+    # paper's optimisation of z_t (with the variants above), or one of the drag family (docs/method.md §8, dragnb/family):
+    # FastDrag's one-step warp of z_t, RegionDrag's region copy while denoising, DragNoise's optimised bottleneck;
+    # each reads its own settings section (fastdrag, regiondrag, dragnoise)
 
 
 VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from")  # the
@@ -186,6 +190,51 @@ def reference_loop(drag: DragSettings) -> DragSettings:
 
 
 LatentMaskMode = Literal["nearest", "centre", "inside", "area"]  # dragnb.images.mask_to_latent's modes
+
+
+@dataclass(frozen=True)
+class FastDragSettings(_Checked):
+    """``drag.method=fastdrag`` (Zhao et al., NeurIPS 2024): z_t moved in one step along a warp field, holes filled
+    from their nearest moved neighbours; no optimiser (dragnb/family/fastdrag.py, docs/method.md §8.1)."""
+
+    STAGE = "fastdrag"
+    RULES = {"circle_scale": ("must be >= 1", lambda v: v >= 1)}
+
+    circle_scale: float = 1.0  # the circle the warp fades out on: around the editable mask's bounding box, radius
+    # half its diagonal times this (FastDrag's "elastic" circle); outside it, and outside the mask, nothing moves
+    fill: Literal["bilateral", "none"] = "bilateral"  # holes the warp leaves: bilateral nearest-neighbour
+    # interpolation (FastDrag's BNNI), or left as they were ("none", for the ablation)
+
+
+@dataclass(frozen=True)
+class RegionDragSettings(_Checked):
+    """``drag.method=regiondrag`` (Lu et al., ECCV 2024): the inverted latents of a region around each handle copied
+    onto the region around its target while denoising; no optimiser (dragnb/family/regiondrag.py, §8.2)."""
+
+    STAGE = "regiondrag"
+    RULES = {"region_size": _at_least(1), "noise_sigma": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+             "copy_until": ("must be in [0, 1]", lambda v: 0 <= v <= 1)}
+
+    region_size: int = 8  # side of the square around each handle (and its target), image pixels of the model size
+    noise_sigma: float = 0.5  # the source region is first blurred with noise: sqrt(1 - σ²) z + σ ε
+    copy_until: float = 0.5  # the copy repeats at every denoising step whose t is above this fraction of the
+    # start timestep (RegionDrag's end fraction); later steps only keep what lies outside the mask
+    seed: int = 0  # of the noise ε
+
+
+@dataclass(frozen=True)
+class DragNoiseSettings(_Checked):
+    """``drag.method=dragnoise`` (Liu et al., CVPR 2024): motion supervision and tracking as the paper's loop, but
+    the optimised variable is the UNet's bottleneck (the mid block's output) at t, which then replaces the
+    bottleneck for the first denoising steps; z_t is left as it is (dragnb/family/dragnoise.py, §8.3)."""
+
+    STAGE = "dragnoise"
+    RULES = {"max_steps": _at_least(0), "lr": _POSITIVE, "lam": _at_least(0), "replace_steps": _at_least(0)}
+
+    max_steps: int = 60  # optimisation steps at most (the authors' 60)
+    lr: float = 0.01  # Adam's learning rate on the bottleneck (the authors' 0.01)
+    lam: float = 0.1  # λ of the mask term (the authors' 0.1)
+    replace_steps: int = 10  # denoising steps, from t on, whose bottleneck the optimised one replaces
 
 
 @dataclass(frozen=True)
@@ -236,6 +285,14 @@ class Settings:
     drag: DragSettings = field(default_factory=DragSettings)
     denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
     compute: ComputeSettings = field(default_factory=ComputeSettings)
+    fastdrag: FastDragSettings = field(default_factory=FastDragSettings)  # read when drag.method names it
+    regiondrag: RegionDragSettings = field(default_factory=RegionDragSettings)
+    dragnoise: DragNoiseSettings = field(default_factory=DragNoiseSettings)
+
+    @property
+    def method(self):
+        """The settings section of ``drag.method`` (None for the optimisation, which reads ``drag``)."""
+        return None if self.drag.method == "optimise" else getattr(self, self.drag.method)
 
     def __post_init__(self) -> None:
         """Each stage must be its settings class (``Settings(drag={"lr": 1})`` is refused, not carried along)."""
@@ -251,7 +308,8 @@ class Settings:
 
 
 _STAGES = {"lora": LoraSettings, "inversion": InversionSettings, "drag": DragSettings, "denoise": DenoiseSettings,
-           "compute": ComputeSettings}
+           "compute": ComputeSettings, "fastdrag": FastDragSettings, "regiondrag": RegionDragSettings,
+           "dragnoise": DragNoiseSettings}
 
 
 def _convert(value: Any, kind: type, field_name: str, allowed: str) -> Any:

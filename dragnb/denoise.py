@@ -4,13 +4,17 @@ With control on, [original z_t, edited z_t] are denoised together as one batch a
 decoder self-attention reads the original branch's keys and values (:mod:`dragnb.attention`).
 With ``blend_outside_mask`` (an extension), the edited branch takes the original branch's latent outside the
 editable mask after every step, so only the masked region is regenerated.
+
+A drag method of the family (:mod:`dragnb.family`) may ask more of this stage through a :class:`Guide` that its
+stage-3 result carries: RegionDrag copies inverted latents into the edited branch after each step, DragNoise
+replaces the UNet's bottleneck for the edited branch. The paper's drag asks nothing (``guide=None``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +25,22 @@ from .callbacks import Callback, DenoiseStep, notify
 from .config import DenoiseSettings, InversionSettings
 from .inversion import decode_latent, schedule
 from .models import Model, classifier_free_guidance, run_unet
+
+
+class Guide:
+    """What a drag method asks of the denoising besides its start latent; this base asks nothing.
+
+    ``unet_call(unet, step, edited_rows)``: a context around step ``step``'s UNet call (0-based, of the steps this
+    denoising runs), where ``edited_rows`` are the batch rows of the edited branch (hooks on the UNet go here).
+    ``after_step(step, edited, landed)``: the edited branch's latent (1, 4, h, w) after step ``step``, given the
+    inversion's latent at the timestep it landed on (``landed``, None without an inversion).
+    """
+
+    def unet_call(self, unet, step: int, edited_rows: list[int]) -> AbstractContextManager:
+        return nullcontext()
+
+    def after_step(self, step: int, edited: torch.Tensor, landed: torch.Tensor | None) -> torch.Tensor:
+        return edited
 
 
 @dataclass
@@ -41,7 +61,7 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
             settings: DenoiseSettings = DenoiseSettings(), inversion: InversionSettings = InversionSettings(),
             guidance_scale: float = 1.0, progress: bool = False, callbacks: Sequence[Callback] = (),
             mask: torch.Tensor | None = None, t: int | None = None, edited_text: torch.Tensor | None = None,
-            inverted: Sequence[torch.Tensor] | None = None) -> DenoiseResult:
+            inverted: Sequence[torch.Tensor] | None = None, guide: Guide | None = None) -> DenoiseResult:
     """Run the remaining DDIM steps from ``zt_edited`` (1, 4, h, w); ``zt_original`` feeds the control.
 
     ``mask``: (1, 1, h, w) on the latent grid, 1 = editable (fractions in between blend in proportion:
@@ -51,6 +71,7 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
     embedding (the drag's ``text``), the original branch keeping ``text``. ``inverted``: the inversion's latents
     [z_0, ..., z_t] (``InversionResult.latents``), which ``blend_from="inversion"`` copies outside the mask after
     each step (ending at the encoded z_0) instead of the original branch's latent.
+    ``guide``: what the drag method asks of this stage (:class:`Guide`; a family method's ``DragResult.guide``).
     ``callbacks`` get a :class:`~dragnb.callbacks.DenoiseStep` after every step; one returning True stops the
     denoising there (the image is decoded from that latent and marked ``interrupted``).
     """
@@ -72,19 +93,25 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
     skip = 0 if t is None else _position(remaining, t)
     timesteps = remaining[skip:]
     from_inversion = settings.blend_from == "inversion" and inverted is not None
+    edited_rows = [r for r in range(2 * len(z) if guided else len(z)) if r % len(z) == len(z) - 1]
     with (reference_control(unet, settings.control_blocks, branches=len(z)) if control else nullcontext()) as attn:
         try:
             for i, t_i in enumerate(tqdm(timesteps, desc="denoise", disable=not progress, leave=False)):
                 if attn is not None:
                     attn.active = i + skip >= settings.control_from_step
                 zz = torch.cat([z, z]) if guided else z
-                eps = run_unet(unet, zz, t_i, text_b)
+                with guide.unet_call(unet, i, edited_rows) if guide is not None else nullcontext():
+                    eps = run_unet(unet, zz, t_i, text_b)
                 if guided:
                     eps = classifier_free_guidance(eps, guidance_scale)
                 z = scheduler.step(eps, t_i, z).prev_sample
-                if keep is not None:  # the inversion's latent this step lands on: [z_0, ..., z_t] read backwards
-                    source = inverted[len(inverted) - 2 - skip - i].to(z.device, z.dtype) if from_inversion else z[:1]
+                # the inversion's latent this step lands on: [z_0, ..., z_t] read backwards
+                landed = None if inverted is None else inverted[len(inverted) - 2 - skip - i].to(z.device, z.dtype)
+                if keep is not None:
+                    source = landed if from_inversion else z[:1]
                     z = torch.cat([z[:1], z[1:] * (1.0 - keep) + source * keep])
+                if guide is not None:
+                    z = torch.cat([z[:-1], guide.after_step(i, z[-1:], landed)])
                 if notify(callbacks, DenoiseStep(step=i, total=len(timesteps), t=int(t_i))):
                     interrupted = True
                     break

@@ -1,7 +1,7 @@
 """Cache keys: what each stage's result depends on, hashed (docs/method.md §10 for rounds that keep a LoRA).
 
 A stage's key covers its own settings and everything before it: the image, prompt, model and precision (every
-stage), the LoRA's settings, the inversion's, the points, mask, drag settings and a researcher's own drag parts,
+stage), the LoRA's settings, the inversion's, the points, mask, drag settings (with a family method's own section) and a researcher's own drag parts,
 then the denoising's. A second drag of the same image therefore reuses the LoRA and the inversion.
 """
 
@@ -66,5 +66,6 @@ def stage_keys(s: Settings, image_digest: str, prompt: str, model: str, generati
         inversion = digest(lora, base, dataclasses.asdict(s.inversion))
     mask_key = None if mask is None else digest(np.packbits(mask).tobytes(), list(mask.shape))
     drag = digest(inversion, None if points is None else points.as_list(), mask_key, dataclasses.asdict(s.drag),
-                  *([parts_digest(parts)] if parts is not None and parts.named() else []))
+                  *([parts_digest(parts)] if parts is not None and parts.named() else []),
+                  *([dataclasses.asdict(s.method)] if s.method is not None else []))  # a family method's section
     return {"lora": lora, "inversion": inversion, "drag": drag, "denoise": digest(drag, dataclasses.asdict(s.denoise))}

@@ -31,7 +31,8 @@ from .cache import load_inversion_entry, load_lora_entry, open_cache, save_inver
 from .compute import WEIGHTS, unsupported, vae_memory, weights_name
 from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
-from .drag import DragParts, DragResult, drag
+from . import family
+from .drag import COMPLETE, DragParts, DragResult, drag
 from .edit import EditResult
 from .errors import InputError, Interrupted, SettingError
 from .generate import GeneratedImage
@@ -303,13 +304,20 @@ class DragSession:
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 
         with self._fused():
-            result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
-                          prompt=self.prompt, compute=self.settings.compute, parts=self.parts,
-                          callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
-                          keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
-                          schedule_steps=self.settings.inversion.num_steps)
+            if self.settings.drag.method == "optimise":
+                result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
+                              prompt=self.prompt, compute=self.settings.compute, parts=self.parts,
+                              callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
+                              keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
+                              schedule_steps=self.settings.inversion.num_steps)
+            else:  # one of the drag family (dragnb/family)
+                inversion = None if self.generated is not None else self.run_inversion()
+                result = family.run(self.settings, self.model, zt, t, self._text(), handles, targets, mask,
+                                    inverted=None if inversion is None else inversion.latents,
+                                    callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
+                                    keep_latents=keep_latents, keep_features=keep_features, progress=self.progress)
         result.key = key
-        if result.stop_reason in ("reached", "max_steps"):  # partial results are returned, not cached
+        if result.stop_reason in COMPLETE:  # partial results are returned, not cached
             self._remember("drag", key, result)
         return Produced(result, "computed")
 
@@ -332,7 +340,7 @@ class DragSession:
             result = denoise(self.model, dragged.latent.to(device), original, self._text(), self.settings.denoise,
                              self.settings.inversion, guidance_scale=self.guidance_scale, progress=self.progress,
                              callbacks=callbacks, mask=mask, t=dragged.t, edited_text=dragged.text.to(device),
-                             inverted=None if inversion is None else inversion.latents)
+                             inverted=None if inversion is None else inversion.latents, guide=dragged.guide)
         result.key = key
         if not result.interrupted:
             self._remember("denoise", key, result)

@@ -9,8 +9,8 @@ held). ``choice.py``: which part each setting names.
 
 from .choice import make_parts
 from .forward import guided_features
-from .loop import DragResult, DragStep, drag, predicted_frames
+from .loop import COMPLETE, DragResult, DragStep, drag, predicted_frames
 from .parts import DragParts, Optimised, Part, Reference, Supervision, Timesteps, Tracker
 
-__all__ = ["DragParts", "DragResult", "DragStep", "Optimised", "Part", "Reference", "Supervision", "Timesteps",
+__all__ = ["COMPLETE", "DragParts", "DragResult", "DragStep", "Optimised", "Part", "Reference", "Supervision", "Timesteps",
            "Tracker", "drag", "guided_features", "make_parts", "predicted_frames"]

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..callbacks import Callback, StepRecord, notify
 from ..compute import checkpointing, grad_scaler, require_supported
 from ..config import ComputeSettings, DragSettings, InversionSettings
+from ..denoise import Guide
 from ..images import from_model_tensor
 from ..inversion import decode_latent
 from ..models import Model, encode_prompt, held_dtype, run_unet
@@ -49,6 +50,9 @@ class DragStep(StepRecord):
     # with keep_features "windows" (the trackers' searches, TrackingWindow per pair), "templates" (FreeDrag's T_i)
 
 
+COMPLETE = ("reached", "max_steps", "one step")  # stop reasons of a drag that ran to its end (cached)
+
+
 @dataclass
 class DragResult:
     """The edited latent, the unedited branch beside it, and the whole optimisation history."""
@@ -58,7 +62,8 @@ class DragResult:
     handles: torch.Tensor  # (N, 2) final tracked handles
     targets: torch.Tensor  # (N, 2)
     feature_size: tuple[int, int]  # (rows, cols) of the supervision grid
-    stop_reason: str  # "reached" | "max_steps" | "callback" | "non-finite" | "interrupted"
+    stop_reason: str  # "reached" | "max_steps" | "callback" | "non-finite" | "interrupted"; "one step" (a family
+    # method without iterations)
     mask_used: bool  # False: no mask drawn, whole image editable, no mask term
     history: list[DragStep] = field(default_factory=list)
     initial_features: torch.Tensor | None = None  # F_0 (1, C, *feature_size) at the first timestep
@@ -68,6 +73,10 @@ class DragResult:
     timesteps: list[int] = field(default_factory=list)  # the timesteps dragged at, in order
     seconds: float = 0.0
     key: str = ""
+    method: str = "optimise"  # drag.method that made it (dragnb.family for the others)
+    extras: dict[str, Any] = field(default_factory=dict)  # what a family method computed once, for the views
+    # (fastdrag: "field", "holes", "editable"; regiondrag: "regions")
+    guide: Guide | None = None  # what the method asks of the denoising (None: nothing, as the paper's drag)
 
     @property
     def trajectory(self) -> torch.Tensor:

@@ -93,6 +93,8 @@ def draw_edit(source_ax, result_ax, result: EditResult) -> None:
     _arrows(source_ax, result.points.handles, result.points.targets)
     _show(result_ax, result.image)
     _arrows(result_ax, result.final_handles_xy, result.points.targets)
+    for ax in (source_ax, result_ax):
+        _axes_off(ax)
 
 
 def trajectories(result: EditResult, on: str = "result") -> Figure:
