@@ -19,7 +19,8 @@ def _drag_parser(sub) -> None:
     src.add_argument("--sample", help="a DragBench sample folder (original_image.png + meta_data.pkl)")
     src.add_argument("--image", help="input image (any mode and size)")
     src.add_argument("--points", help='"hx,hy,tx,ty;hx,hy,tx,ty" in image pixels, x = column')
-    src.add_argument("--mask", help="PNG of the image's size, nonzero = editable (default: whole image)")
+    src.add_argument("--mask", help="PNG of the image's size, nonzero = editable (default: whole image); 'auto': "
+                     "grown from the drag lines (dragnb.automask)")
     src.add_argument("--prompt", default=None, help="text describing the image (may be empty)")
     p.add_argument("--model", default=None, help="hub id or diffusers folder (default: the embedded tiny model)")
     p.add_argument("--out", required=True, help="output image path; OUT.json is written beside it")
@@ -38,7 +39,7 @@ def _run_drag(args) -> int:
     from .config import Settings, apply_overrides, requested_weights
     from .evaluation.dragbench import read_sample
     from .files import output_file
-    from .images import load_mask, to_rgb_array
+    from .images import to_rgb_array
     from .models import EMBEDDED_MODEL, load_model, resolve_device
     from .points import parse_points
     from .session import DragSession
@@ -49,7 +50,7 @@ def _run_drag(args) -> int:
         sample = read_sample(args.sample)
         image, points, mask, prompt = sample.image, sample.points, sample.mask, sample.prompt
         if args.mask:
-            mask = load_mask(args.mask, image.shape[:2], "--mask")
+            mask = _mask(args.mask, image.shape[:2], points)
         if args.prompt is not None:
             prompt = args.prompt
     else:
@@ -59,7 +60,7 @@ def _run_drag(args) -> int:
             raise InputError("--points", 'give the drag as "hx,hy,tx,ty" (image pixels; several pairs joined by ";")')
         image = to_rgb_array(args.image, "--image")
         points = parse_points(args.points, image.shape[:2], "--points")
-        mask = load_mask(args.mask, image.shape[:2], "--mask")
+        mask = _mask(args.mask, image.shape[:2], points)
         prompt = args.prompt or ""
     out = output_file(args.out, "--out")
     json_path = out.with_suffix(".json")  # the record, beside the image
@@ -94,6 +95,14 @@ def _run_drag(args) -> int:
     json_path.write_text(json.dumps(record, indent=1))
     print(f"wrote {out} and {json_path} ({result.drag.stop_reason} after {len(result.drag.history)} steps)")
     return 0
+
+
+def _mask(given: str | None, size: tuple[int, int], points):
+    """--mask: a PNG, 'auto' (from the drag lines), or none."""
+    from .automask import auto_mask
+    from .images import load_mask
+
+    return auto_mask(points, size) if given == "auto" else load_mask(given, size, "--mask")
 
 
 def _replay_parser(sub) -> None:

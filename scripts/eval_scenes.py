@@ -133,6 +133,7 @@ def sweep(args) -> None:
         raise SystemExit(f"error: {exc}") from None
     scores = {name: [] for name in variants}
     seconds = {name: [] for name in variants}
+    preparing = []  # LoRA + inversion of each case, computed once (by the first variant) and shared
     for folder in folders:
         sample = read_sample(folder)
         session = DragSession(model, sample.image, sample.prompt, base)
@@ -143,23 +144,27 @@ def sweep(args) -> None:
             session.settings = settings[name]
             result = session.run()
             seconds[name].append(result.seconds["drag"] + result.seconds["denoise"])
+            if name == "base":
+                preparing.append(result.seconds["lora"] + result.seconds["inversion"])
             score = score_case(folder, result.image)
             scores[name].append(score)
             if args.save_images:
                 save_image(result.image, Path(args.save_images) / name / f"{folder.name}.png")
-            line.append(f"{name} {'OK' if score.success else '--'} {score.error_px:.1f}px "
+            line.append(f"{name} {'OK' if score.success else '--'}{'K' if score.scene_kept else 'x'} {score.error_px:.1f}px "
                         f"({result.drag.stop_reason}, {len(result.drag.history)})")
         print(" | ".join(line), flush=True)
     out = {}
     for name in variants:
         summary = dataclasses.asdict(summarise(scores[name]))
-        summary["seconds_per_edit"] = statistics.median(seconds[name])
+        summary["seconds_per_edit"] = statistics.median(seconds[name])  # drag + denoising: a second drag
+        summary["lora_inversion_s"] = statistics.median(preparing)  # + this: a first edit
         summary.update(benchmark=args.benchmark, seed=args.seed, model=model.name, first=args.first,
                        variant=variants[name], settings=settings[name].to_dict(),
                        command="python scripts/eval_scenes.py " + " ".join(sys.argv[1:]))
         out[name] = summary
-        print(name, json.dumps({k: summary[k] for k in ("n", "success_rate", "median_error_px", "placed_rate",
-                                                        "area_kept_rate", "psnr_kept_rate", "seconds_per_edit")}))
+        print(name, json.dumps({k: summary[k] for k in ("n", "success_rate", "kept_success_rate", "median_error_px",
+                                                        "placed_rate", "area_kept_rate", "psnr_kept_rate",
+                                                        "others_kept_rate", "no_ghost_rate", "seconds_per_edit")}))
     if args.json:
         Path(args.json).write_text(json.dumps({n: {**s, "cases": [dataclasses.asdict(c) for c in scores[n]]}
                                                for n, s in out.items()}, indent=1))

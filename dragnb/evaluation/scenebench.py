@@ -23,6 +23,14 @@ Success (issue 3): for every edited shape, centre within 5 % of the image side o
 kept within x0.6-1.6; and PSNR >= 30 dB outside the mask. For a stretch, where only the pulled half lies in
 the mask, the edited shape must also overlap the answer's half by IoU >= 0.7 (the unedited image would
 otherwise pass a short stretch: its half overlaps the answer's by 1 / factor <= 0.63). Centre, area and IoU are measured inside the mask.
+
+The scene kept (issue 24; issue 25 builds on it): success counts the moved shape and the pixels outside the mask,
+not what happens to the rest inside it. Two more checks, judged as a person would on the decoded image, each
+against the known answer: **no other object lost** (every shape the drag leaves alone still shows its look: at
+least :data:`MIN_KEPT` of its pixels, one pixel in from its edge, within :data:`DIFF_THRESHOLD` of the answer), and
+**no ghost** (the place a moved shape left, the source shape's pixels that the answer shows as something else, one
+pixel in from the edges, shows what the answer shows on at least :data:`MIN_KEPT` of its pixels). ``scene_kept``
+is both; ``kept_success`` is success with the scene kept. A stretch leaves no place behind.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ AREA_RANGE = (0.6, 1.6)  # success: area kept within this ratio
 MIN_PSNR_OUTSIDE = 30.0  # success: dB outside the mask
 MIN_IOU_STRETCH = 0.7  # success of a deformation also needs this overlap with the answer's pulled half: centre
 # and area alone would pass a shape that did not stretch at all, as the half inside the mask barely moves
+MIN_KEPT = 0.8  # the scene kept: this fraction of another shape's pixels, and of a vacated place, as the answer shows
 DEFAULT_CASES = {"flat": 50, "textured": 120}  # the shipped figures' case counts
 def record_key(benchmark: str) -> str:
     """Where ``scene_benchmark.json`` keeps a benchmark's runs: ``runs`` (flat, its first key) or ``<name>_runs``."""
@@ -84,6 +93,10 @@ class CaseScore:
     psnr_outside: float  # dB between edited and original outside the mask (99 when identical)
     success: bool
     shapes: tuple[ShapeScore, ...] = ()
+    others_kept: float = 1.0  # the lowest fraction of another shape's pixels showing as the answer (1: no others)
+    vacated_clear: float = 1.0  # the fraction of the places moved shapes left that show as the answer (1: none)
+    scene_kept: bool = True  # others_kept and vacated_clear both >= MIN_KEPT
+    kept_success: bool = False  # success and scene_kept
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,9 @@ class BenchSummary:
     median_iou: float = float("nan")
     success_by_kind: dict | None = None  # {"move": rate, "stretch": rate} where present
     n_by_kind: dict | None = None
+    others_kept_rate: float = float("nan")  # fraction of cases with no other object lost
+    no_ghost_rate: float = float("nan")  # fraction of cases with no ghost where a shape was
+    kept_success_rate: float = float("nan")  # success with the scene kept
 
 
 def write_cases(out_dir: str | Path, n: int | None = None, seed: int = BENCHMARK_SEED, size: int | tuple[int, int] = 64,
@@ -181,8 +197,37 @@ def score_case(case_dir: str | Path, edited_image) -> CaseScore:
     success = (all(s.error_px / side <= MAX_ERROR_FRACTION and AREA_RANGE[0] <= s.area_ratio <= AREA_RANGE[1]
                    for s in shapes) and psnr_out >= MIN_PSNR_OUTSIDE
                and (case.kind == "move" or min(s.iou for s in shapes) >= MIN_IOU_STRETCH))
+    others, vacated = scene_kept(case, edited)
+    kept = others >= MIN_KEPT and vacated >= MIN_KEPT
     return CaseScore(case.name, case.kind, len(case.pairs), worst.centre, worst.expected_centre, worst.error_px,
-                     worst.error_px / side, area, min(s.iou for s in shapes), psnr_out, bool(success), tuple(shapes))
+                     worst.error_px / side, area, min(s.iou for s in shapes), psnr_out, bool(success), tuple(shapes),
+                     others, vacated, bool(kept), bool(success and kept))
+
+
+def _inner(region: np.ndarray) -> np.ndarray:
+    """``region`` (H, W) bool one pixel in from its edges (a 3 x 3 erosion): anti-aliased and blurred rims aside."""
+    padded = np.pad(region, 1)
+    h, w = region.shape
+    return np.all([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+
+
+def scene_kept(case: SceneCase, edited: np.ndarray) -> tuple[float, float]:
+    """(others_kept, vacated_clear) of ``edited`` (H, W, 3) against the case's known answer: the lowest fraction of
+    another shape's inner pixels, and the fraction of the vacated places' inner pixels, within DIFF_THRESHOLD of the
+    answer (1.0 where there is nothing to check)."""
+    target = case.target_scene
+    answer = np.asarray(render(target, case.size), dtype=np.float32)
+    matches = np.abs(edited.astype(np.float32) - answer).max(-1) <= DIFF_THRESHOLD  # (H, W)
+    edited_shapes = {e.index for e in case.edits}
+    others = [_inner(shape_mask(target, i, case.size)) for i in range(len(target.shapes)) if i not in edited_shapes]
+    others_kept = min((float(matches[m].mean()) for m in others if m.any()), default=1.0)
+    vacated = np.zeros(matches.shape, bool)
+    for i in edited_shapes:
+        vacated |= shape_mask(case.scene, i, case.size)  # where the edited shapes were
+    for i in edited_shapes:
+        vacated &= ~shape_mask(target, i, case.size)  # ... and are no more
+    vacated = _inner(vacated)
+    return others_kept, float(matches[vacated].mean()) if vacated.any() else 1.0
 
 
 def summarise(scores: list[CaseScore]) -> BenchSummary:
@@ -211,6 +256,9 @@ def summarise(scores: list[CaseScore]) -> BenchSummary:
         median_iou=float(np.median([s.iou for s in scores])),
         success_by_kind={k: float(np.mean([s.success for s in scores if s.kind == k])) for k in kinds},
         n_by_kind={k: sum(s.kind == k for s in scores) for k in kinds},
+        others_kept_rate=float(np.mean([s.others_kept >= MIN_KEPT for s in scores])),
+        no_ghost_rate=float(np.mean([s.vacated_clear >= MIN_KEPT for s in scores])),
+        kept_success_rate=float(np.mean([s.kept_success for s in scores])),
     )
 
 

@@ -3,8 +3,9 @@
 Motion supervision and point tracking as DragDiffusion's loop, but what the optimiser changes is the UNet's
 bottleneck s_t (the mid block's output) at t, not the latent: z_t is left as it is. The up blocks read s_t, so the
 features F and x̂_{t-1} of the loss follow it. While denoising, the optimised s_t replaces the bottleneck of the
-edited branch for the first ``dragnoise.replace_steps`` steps (the authors' "diffusion semantic propagation"); later
-steps compute their own.
+edited branch at every step but the last ``dragnoise.free_steps`` of the schedule (the authors' "diffusion semantic
+propagation"); those compute their own. The mask term is added with or without a mask, as the authors' code does
+(no mask: the whole x̂_{t-1} is held).
 
 The loop is :func:`dragnb.drag.drag` itself with one part changed: :class:`Bottleneck`, the optimised variable.
 DragNoise uses the paper's loop (every variant switch off) with its own steps, learning rate and λ
@@ -23,6 +24,7 @@ from ..callbacks import Callback
 from ..config import DragSettings, Settings, reference_loop
 from ..denoise import Guide
 from ..drag import DragParts, DragResult, Optimised, drag
+from ..inversion import schedule
 from ..models import Model
 
 
@@ -116,11 +118,14 @@ def dragnoise(settings: Settings, model: Model, zt: torch.Tensor, t: int, text: 
     bottleneck in the result's guide."""
     hook = MidBlockOutput()
     parts = DragParts(optimised=lambda drag_settings: Bottleneck(drag_settings, hook))
+    held = torch.zeros_like(zt[:, :1]) if mask is None else mask  # no mask: all of x̂_{t-1} is held (the authors')
     with hook.on(model.pipe.unet):
-        result = drag(model, zt, t, text, handles, targets, mask, dragnoise_settings(settings), callbacks=callbacks,
+        result = drag(model, zt, t, text, handles, targets, held, dragnoise_settings(settings), callbacks=callbacks,
                       guidance_scale=guidance_scale, keep_latents=keep_latents, keep_features=keep_features,
                       progress=progress, schedule_steps=settings.inversion.num_steps, compute=settings.compute,
                       parts=parts)
-    result.method = "dragnoise"
-    result.guide = BottleneckGuide(hook.value.detach().clone(), settings.dragnoise.replace_steps)
+    result.method, result.mask_used = "dragnoise", mask is not None
+    remaining = [int(x) for x in schedule(model.pipe.scheduler, settings.inversion)]  # from the inversion's t
+    steps = len(remaining) - remaining.index(int(t)) - settings.dragnoise.free_steps  # denoising steps that take it
+    result.guide = BottleneckGuide(hook.value.detach().clone(), max(0, steps))
     return result

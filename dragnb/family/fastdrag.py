@@ -3,10 +3,15 @@
 No optimiser and no UNet call: each editable latent pixel C moves, for each drag A → B, by
 ``|PC| / |AP| · (B − A)``, where P is where the ray from A through C meets a circle around the editable region
 (the pixel at A moves the whole way, pixels near the circle hardly at all: an elastic stretch); several drags
-combine with weights ∝ 1 / |C − A_i|, normalised. The latent is scattered to the moved positions (where two land on
-one, the one that moved farther is kept: dragged content lies over what it passes), and the holes left behind are
-filled by bilateral nearest-neighbour interpolation. The denoising then runs as for the paper's drag, with
-reference-latent control keeping the look.
+combine with weights ∝ 1 / |C − A_i|, normalised. The latent is scattered to the moved positions, and the holes left
+behind are filled by bilateral nearest-neighbour interpolation (each hole from the nearest filled pixel left, right,
+up and down, weighted by 1 / distance). The denoising then runs as for the paper's drag, with reference-latent control
+keeping the look (FastDrag swaps in the inversion's keys and values instead, the same idea).
+
+Where this differs from the authors' code (XuanjiaZ/FastDrag), by choice: where two pixels land on one, the one that
+moved farther is kept (dragged content lies over what it passes; the authors keep the first in row order), and a
+pixel lands only inside the editable region (theirs may overwrite outside it). With no mask the whole latent is the
+region (theirs needs a mask).
 
 The pure functions :func:`warp_field`, :func:`forward_warp` and :func:`fill_holes` work on the latent grid.
 """
@@ -31,14 +36,15 @@ def warp_field(size: tuple[int, int], handles: np.ndarray, targets: np.ndarray, 
     """(h, w, 2) displacement (rows, cols) of each latent pixel; 0 outside ``editable`` (h, w) bool.
 
     ``handles``, ``targets``: (N, 2) (row, col) on the latent grid. The circle: centred on the editable region's
-    bounding box, radius half its diagonal times ``circle_scale``.
+    bounding box through its corner pixels (radius half the box's diagonal between pixel centres), times
+    ``circle_scale``.
     """
     h, w = size
     rows, cols = np.nonzero(editable)
     if not len(rows):
         return np.zeros((h, w, 2))
     centre = np.array([(rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2])
-    radius = circle_scale * 0.5 * np.hypot(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    radius = circle_scale * 0.5 * max(np.hypot(rows.max() - rows.min(), cols.max() - cols.min()), 1.0)
     grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), axis=-1).reshape(-1, 2).astype(float)
     moves, weights = [], []
     for a, b in zip(np.asarray(handles, float), np.asarray(targets, float)):
@@ -79,30 +85,23 @@ def forward_warp(z: torch.Tensor, field: np.ndarray, editable: np.ndarray) -> tu
 
 
 def fill_holes(z: torch.Tensor, holes: np.ndarray) -> torch.Tensor:
-    """Bilateral nearest-neighbour interpolation: each hole takes, along its row and along its column, the nearest
-    pixels that are not holes on either side, weighted by closeness; the row's and the column's estimates are
-    averaged (one side alone where the other reaches the border)."""
-    values = z[0].detach().cpu().numpy().copy()  # (C, h, w)
+    """Bilateral nearest-neighbour interpolation: each hole takes the nearest pixels that are not holes to its left,
+    right, up and down (those that exist), weighted by 1 / distance and normalised."""
+    values = z[0].detach().cpu().numpy()  # (C, h, w)
     filled = values.copy()
+    h, w = holes.shape
     for r, c in zip(*np.nonzero(holes)):
-        estimates = [e for e in (_between(values[:, r, :], holes[r], c), _between(values[:, :, c], holes[:, c], r))
-                     if e is not None]
-        if estimates:
-            filled[:, r, c] = np.mean(estimates, axis=0)
+        found = []  # (distance, value) of the nearest non-hole in each direction
+        for dr, dc in ((0, -1), (0, 1), (-1, 0), (1, 0)):
+            k, rr, cc = 1, r + dr, c + dc
+            while 0 <= rr < h and 0 <= cc < w and holes[rr, cc]:
+                k, rr, cc = k + 1, rr + dr, cc + dc
+            if 0 <= rr < h and 0 <= cc < w:
+                found.append((k, values[:, rr, cc]))
+        if found:
+            weights = np.array([1.0 / k for k, _ in found])
+            filled[:, r, c] = np.tensordot(weights / weights.sum(), np.stack([v for _, v in found]), axes=1)
     return torch.from_numpy(filled)[None].to(z.device, z.dtype)
-
-
-def _between(line: np.ndarray, holes: np.ndarray, at: int) -> np.ndarray | None:
-    """Along one row or column (``line`` (C, L)): the value at ``at`` from the nearest non-holes on either side,
-    linearly by distance; the one side's where the other reaches the border; None if the whole line is holes."""
-    before = next((i for i in range(at - 1, -1, -1) if not holes[i]), None)
-    after = next((i for i in range(at + 1, len(holes)) if not holes[i]), None)
-    if before is not None and after is not None:
-        d0, d1 = at - before, after - at
-        return (d1 * line[:, before] + d0 * line[:, after]) / (d0 + d1)
-    if before is None and after is None:
-        return None
-    return line[:, before if before is not None else after]
 
 
 def moved_points(points: np.ndarray, field: np.ndarray) -> np.ndarray:

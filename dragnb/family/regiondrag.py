@@ -1,13 +1,19 @@
 """RegionDrag (Lu et al., ECCV 2024): the source region's inverted latents copied onto the target region while
 denoising (docs/method.md §8.2).
 
-No optimiser and no gradient. Each handle → target pair names two regions of the latent grid, a square of
-``regiondrag.region_size`` model pixels around the handle and the same square around the target; each pixel of the
-target square takes the source square's pixel at the same offset. At t: the source region is first blurred with
-noise, √(1 − σ²)·z + σ·ε, then the target region receives the source's z_t. While denoising, after each step that
-lands on a timestep at or above ``copy_until`` · t, the target region receives the inversion's latent of the source
-region at that timestep and what lies outside the mask the inversion's latent; the later steps only denoise. The
-edited branch reads the unedited one's keys and values as for the paper's drag (reference-latent control).
+No optimiser and no gradient. Each handle → target pair names two regions of the latent grid, a square of side
+``regiondrag.region_size`` (a fraction of the image's shorter side) around the handle and the same square around
+the target; each pixel of the target square takes the source square's pixel at the same offset. At t: the vacated
+source region is blurred with noise, √(1 − σ²)·z + σ·ε, then the target region receives the source's z_t. While
+denoising, after each step that lands on a timestep at or above ``copy_until`` · t, the target region receives the
+inversion's latent of the source region at that timestep and what lies outside the mask the inversion's latent; the
+later steps only denoise. The edited branch reads the unedited one's keys and values as for the paper's drag
+(reference-latent control).
+
+Where this differs from the authors' code (Visual-AI/RegionDrag): regions there are drawn by the user (or warped
+from a mask by the points); here, from points, squares. Their inversion is SDE-Drag's stochastic one with the noise
+kept, here the session's DDIM inversion; they condition on the source with an IP-Adapter, here the per-image LoRA.
+With no mask the whole image is editable (as their UI).
 """
 
 from __future__ import annotations
@@ -100,7 +106,7 @@ def regiondrag(settings: Settings, model: Model, zt: torch.Tensor, t: int, text:
     size = tuple(zt.shape[-2:])
     grid = feature_grid((size[0] * model.vae_scale, size[1] * model.vae_scale), settings.drag.feature_scale)
     to_latent = np.array([size[0] / grid[0], size[1] / grid[1]])
-    side = max(1, int(round(s.region_size / model.vae_scale)))
+    side = max(1, int(round(s.region_size * min(size))))
     regions = square_regions(handles.cpu().numpy() * to_latent, targets.cpu().numpy() * to_latent, side, size)
     vacated = np.zeros(size, bool)
     vacated[regions.source[:, 0], regions.source[:, 1]] = True
