@@ -104,6 +104,21 @@ def test_brush_paints_and_erases_the_mask():
     assert "no mask" in editor.info.value
 
 
+def test_auto_mask_button_grows_the_mask_from_the_drag_lines():
+    from dragnb.automask import auto_mask
+    from dragnb.points import make_points
+
+    editor = DragEditor(image(40, 60))
+    editor.auto_mask_button.click()
+    assert not editor.mask.any() and "place a handle" in editor.info.value  # no pair yet: nothing invented
+    click(editor, 10, 20)
+    click(editor, 30, 20)
+    editor.auto_mask_button.click()
+    expected = auto_mask(make_points([(10, 20, 30, 20)], (40, 60)), (40, 60))
+    assert (editor.mask == expected).all() and editor.mask[20, 10:31].all() and not editor.mask[0, 0]
+    assert f"{int(expected.sum())} px editable" in editor.info.value
+
+
 def test_mask_runs_tile_the_mask_exactly():
     rng = np.random.default_rng(0)
     mask = rng.random((13, 17)) > 0.5
@@ -304,3 +319,16 @@ def test_the_panel_offers_the_scrubber_after_a_run(tiny_model, blob_image):
     panel.drag_steps.value = 2  # another drag, kept without latents: nothing to scrub, and the panel says why
     panel.run()
     assert panel.show_scrubber() is None and "keep_latents" in panel.status.value
+
+
+def test_the_panel_runs_a_drag_family_method_from_its_dropdown(tiny_model, blob_image):
+    panel = RunPanel(tiny_model, DragEditor(blob_image, points=[(24, 24, 36, 24)]),
+                     settings=settings_from_dict(QUICK, tiny_model.settings))
+    method = panel.variants["method"]
+    assert method.options == ("optimise", "fastdrag", "regiondrag", "dragnoise") and method.value == "optimise"
+    method.value = "fastdrag"
+    assert panel.settings.drag.method == "fastdrag"
+    result = panel.run()
+    assert result.drag.method == "fastdrag" and result.settings.drag.method == "fastdrag"
+    assert "fastdrag moves in one step" in panel.status.value
+    assert panel.show_scrubber() is None and "ran no iterations" in panel.status.value

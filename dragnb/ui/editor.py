@@ -23,6 +23,7 @@ import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
 from PIL import Image
 
+from ..automask import auto_mask
 from ..errors import InputError
 from ..evaluation.dragbench import Sample, read_sample
 from ..images import load_mask, to_rgb_array
@@ -104,14 +105,17 @@ class DragEditor(widgets.VBox):
         self.undo_button = widgets.Button(description="undo", icon="undo", tooltip="remove the last point")
         self.clear_points_button = widgets.Button(description="clear points")
         self.clear_mask_button = widgets.Button(description="clear mask")
+        self.auto_mask_button = widgets.Button(description="auto mask", icon="magic",
+                                               tooltip="a mask grown from the drag lines (dragnb.automask)")
         self.info = widgets.HTML()
         for control, name in ((self.mode, "mode"), (self.brush, "brush"), (self.undo_button, "undo"),
                               (self.clear_points_button, "clear-points"), (self.clear_mask_button, "clear-mask"),
-                              (self.info, "info")):
+                              (self.auto_mask_button, "auto-mask"), (self.info, "info")):
             control.add_class(f"dragnb-{name}")
         self.undo_button.on_click(lambda _: self.undo())
         self.clear_points_button.on_click(lambda _: self.clear_points())
         self.clear_mask_button.on_click(lambda _: self.clear_mask())
+        self.auto_mask_button.on_click(lambda _: self.auto_mask())
 
         self.canvas.on_mouse_down(self._on_mouse_down)
         self.canvas.on_mouse_move(self._on_mouse_move)
@@ -119,11 +123,11 @@ class DragEditor(widgets.VBox):
         self.canvas.on_mouse_out(self._on_mouse_up)
         self.canvas.on_client_ready(self.redraw)  # a reopened page gets an empty canvas: draw again
 
-        for button in (self.undo_button, self.clear_points_button, self.clear_mask_button):
+        for button in (self.undo_button, self.clear_points_button, self.clear_mask_button, self.auto_mask_button):
             button.layout.width = "120px"
         super().__init__([self.mode,
                           widgets.HBox([self.undo_button, self.clear_points_button, self.clear_mask_button,
-                                        self.brush]),
+                                        self.auto_mask_button, self.brush]),
                           self.canvas, self.info])
         self.add_class("dragnb-editor")
         self._fill(points, mask)
@@ -225,6 +229,15 @@ class DragEditor(widgets.VBox):
         self._pairs, self.pending = [], None
         self.layers["live"].clear()
         self.draw_points()
+
+    def auto_mask(self) -> None:
+        """The mask grown from the drag lines of the current pairs (:func:`dragnb.automask.auto_mask`); with no
+        pair, the info line says so and the mask stays."""
+        if not self._pairs:
+            self.info.value = "auto mask: place a handle and its target first"
+            return
+        self._mask = auto_mask(make_points(self._pairs, self.image_size), self.image_size)
+        self.draw_mask()
 
     def clear_mask(self) -> None:
         self._mask[:] = False

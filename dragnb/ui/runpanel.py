@@ -290,7 +290,8 @@ class RunPanel(widgets.VBox):
         self.show_result(result)
         reason = {"reached": "all handles reached their targets", "max_steps": "step limit reached",
                   "callback": "stopped: partial result", "non-finite": "stopped: non-finite loss",
-                  "interrupted": "interrupted: partial result"}.get(drag.stop_reason, drag.stop_reason)
+                  "interrupted": "interrupted: partial result",
+                  "one step": f"{drag.method} moves in one step"}.get(drag.stop_reason, drag.stop_reason)
         self.status.value = (f"<b>done</b> in {seconds:.1f} s · drag {len(drag.history)} steps ({reason}) · "
                              f"live view {100 * self.live_stats['fraction']:.1f} % of the loop")
 
@@ -398,7 +399,10 @@ class RunPanel(widgets.VBox):
         """The last result's drag under one slider (:class:`~dragnb.ui.scrubber.Scrubber`), shown below the result;
         None, with a word in the status, when the run kept no latents (``panel.keep_latents``)."""
         result = self.result
-        if result is None or not result.drag.history or result.drag.history[0].latent is None:
+        if result is not None and not result.drag.history:
+            self.status.value = f"nothing to scrub: {result.drag.method} ran no iterations ({result.drag.stop_reason})"
+            return None
+        if result is None or result.drag.history[0].latent is None:
             self.status.value = "nothing to scrub: run with <code>panel.keep_latents = True</code>"
             return None
         scrubber = Scrubber.from_model(self.model, result)

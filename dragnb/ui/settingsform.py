@@ -1,7 +1,8 @@
 """The run panel's settings form: a widget per setting the workbench varies most, read as a :class:`Settings`.
 
 :class:`SettingsForm` holds the sliders and dropdowns (drag steps, latent lr, mask λ, inversion strength, the
-feature block, LoRA steps, reference-latent control, a dropdown per method variant and the variants' own numbers).
+feature block, LoRA steps, reference-latent control, the drag method, a dropdown per variant and the variants' own
+numbers).
 Its data are plain: ``form.settings`` is the widgets' values over ``form.base`` (every other setting is
 ``form.base``'s), and ``form.show(settings)`` makes the widgets show a :class:`Settings` (a round's) and edit over it.
 """
@@ -15,7 +16,8 @@ import ipywidgets as widgets
 
 from ..config import DragSettings, Settings
 
-VARIANT_CHOICES = ("supervision", "schedule", "tracking")  # DragSettings' method switches with choices
+VARIANT_CHOICES = ("method", "supervision", "schedule", "tracking")  # DragSettings' switches with choices: the
+# drag family's method (dragnb/family), then the optimisation's variants
 
 
 def _drag_hints() -> dict:
