@@ -1,4 +1,4 @@
-"""A mask from the drag lines, for when none is painted (docs/method.md §8.4).
+"""A mask from the drag lines, for when none is painted (docs/method.md §11.4).
 
 With no mask the whole image may change and the paper's mask term is dropped; users of the authors' code meet
 this as "the handle hardly moves" or "everything changed". DirectDrag's answer (Liu et al., WACV 2026) is a soft

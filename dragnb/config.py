@@ -175,7 +175,7 @@ class DragSettings(_Checked):
     weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
     method: Literal["optimise", "fastdrag", "regiondrag", "dragnoise"] = "optimise"  # what stage 3 does: the
-    # paper's optimisation of z_t (with the variants above), or one of the drag family (docs/method.md §8, dragnb/family):
+    # paper's optimisation of z_t (with the variants above), or one of the drag family (docs/method.md §11, dragnb/family):
     # FastDrag's one-step warp of z_t, RegionDrag's region copy while denoising, DragNoise's optimised bottleneck;
     # each reads its own settings section (fastdrag, regiondrag, dragnoise)
 
@@ -195,7 +195,7 @@ LatentMaskMode = Literal["nearest", "centre", "inside", "area"]  # dragnb.images
 @dataclass(frozen=True)
 class FastDragSettings(_Checked):
     """``drag.method=fastdrag`` (Zhao et al., NeurIPS 2024): z_t moved in one step along a warp field, holes filled
-    from their nearest moved neighbours; no optimiser (dragnb/family/fastdrag.py, docs/method.md §8.1)."""
+    from their nearest moved neighbours; no optimiser (dragnb/family/fastdrag.py, docs/method.md §11.1)."""
 
     STAGE = "fastdrag"
     RULES = {"circle_scale": ("must be >= 1", lambda v: v >= 1)}
@@ -209,7 +209,7 @@ class FastDragSettings(_Checked):
 @dataclass(frozen=True)
 class RegionDragSettings(_Checked):
     """``drag.method=regiondrag`` (Lu et al., ECCV 2024): the inverted latents of a region around each handle copied
-    onto the region around its target while denoising; no optimiser (dragnb/family/regiondrag.py, §8.2)."""
+    onto the region around its target while denoising; no optimiser (dragnb/family/regiondrag.py, §11.2)."""
 
     STAGE = "regiondrag"
     RULES = {"region_size": ("must be in (0, 1]", lambda v: 0 < v <= 1),
@@ -230,7 +230,7 @@ class RegionDragSettings(_Checked):
 class DragNoiseSettings(_Checked):
     """``drag.method=dragnoise`` (Liu et al., CVPR 2024): motion supervision and tracking as the paper's loop, but
     the optimised variable is the UNet's bottleneck (the mid block's output) at t, which then replaces the
-    bottleneck for the first denoising steps; z_t is left as it is (dragnb/family/dragnoise.py, §8.3)."""
+    bottleneck while denoising; z_t is left as it is (dragnb/family/dragnoise.py, §11.3)."""
 
     STAGE = "dragnoise"
     RULES = {"max_steps": _at_least(0), "lr": _POSITIVE, "lam": _at_least(0), "free_steps": _at_least(0)}

@@ -180,3 +180,22 @@ def test_auto_mask_covers_every_segment_and_is_zero_far_from_them():
     assert not mask[distance > 2 * sigma + 1e-9].any() and mask[distance <= 2 * sigma - 1e-9].all()
     soft = soft_mask(points, size)
     assert soft.max() == 1.0 and soft[distance > 6 * sigma].max() < 1e-6 and np.isclose(LEVEL, np.exp(-2))
+
+
+def test_method_view_draws_the_warp_and_the_squares(tiny_model, blob_image):
+    from dragnb.ui import plots
+
+    session = DragSession(tiny_model, blob_image, "a red disc", with_method("fastdrag"))
+    session.set_points([(24, 24, 36, 24)])
+    fast = session.run()
+    fig = plots.method_view(fast)
+    field = fast.drag.extras["field"]
+    arrows = fig.axes[0].collections[0]  # the quiver: one arrow per latent pixel that moves
+    assert len(arrows.get_offsets()) == int((np.abs(field).sum(-1) > 0.05).sum()) > 0
+    session.settings = with_method("regiondrag", region_size=0.25)
+    region = session.run()
+    squares = [p for p in plots.method_view(region).axes[0].patches]
+    assert len(squares) == 2 * len(region.drag.extras["regions"].source)  # each pixel's source and target cell
+    session.settings = with_method("optimise")
+    with pytest.raises(ValueError, match="fastdrag's field or regiondrag's regions"):
+        plots.method_view(session.run())

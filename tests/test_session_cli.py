@@ -119,6 +119,17 @@ def test_cli_writes_image_and_record(tiny_dir, tmp_path, blob_image):
     assert len(record["loss_history"]) == record["drag_steps"]
 
 
+def test_cli_auto_mask_and_a_drag_family_method(tiny_dir, tmp_path, blob_image):
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    out = tmp_path / "fast.png"
+    assert run_cli("--image", tmp_path / "in.png", "--points", "24,24,34,24", "--mask", "auto", "--model", tiny_dir,
+                   "--out", out, "--set", "drag.method=fastdrag") == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["mask_used"] and record["input"]["mask"] == "auto"
+    assert record["settings"]["drag"]["method"] == "fastdrag" and record["drag_steps"] == 0
+    assert record["stop_reason"] == "one step" and len(record["handle_trajectory_xy"]) == 2  # start, then moved
+
+
 def test_cli_loads_the_model_in_the_weights_dtype_asked_for(tiny_dir, tmp_path, blob_image, capsys):
     Image.fromarray(blob_image).save(tmp_path / "in.png")
     out = tmp_path / "bf16.png"

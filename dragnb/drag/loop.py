@@ -80,8 +80,10 @@ class DragResult:
 
     @property
     def trajectory(self) -> torch.Tensor:
-        """(K + 1, N, 2) handle positions: each step's, then the final ones."""
-        return torch.stack([s.handles for s in self.history] + [self.handles])
+        """(K + 1, N, 2) handle positions: each step's, then the final ones (a method without iterations: the first
+        handles, then where its one step put them)."""
+        steps = [s.handles for s in self.history] or [self.initial_handles.to(self.handles.device)]
+        return torch.stack(steps + [self.handles])
 
 
 def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,

@@ -1,4 +1,4 @@
-"""Stage 3 by the drag family's other methods (docs/method.md §8), chosen by ``drag.method``.
+"""Stage 3 by the drag family's other methods (docs/method.md §11), chosen by ``drag.method``.
 
 Each takes what the paper's drag takes (z_t at t, the text, handles and targets on the supervision grid, the latent
 mask) and returns a :class:`~dragnb.drag.DragResult`, so the session, its caches, the records, rounds and replay,

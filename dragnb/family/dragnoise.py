@@ -1,4 +1,4 @@
-"""DragNoise (Liu et al., CVPR 2024): the paper's loop on another variable (docs/method.md §8.3).
+"""DragNoise (Liu et al., CVPR 2024): the paper's loop on another variable (docs/method.md §11.3).
 
 Motion supervision and point tracking as DragDiffusion's loop, but what the optimiser changes is the UNet's
 bottleneck s_t (the mid block's output) at t, not the latent: z_t is left as it is. The up blocks read s_t, so the

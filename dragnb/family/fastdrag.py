@@ -1,4 +1,4 @@
-"""FastDrag (Zhao et al., NeurIPS 2024): z_t moved in one step along a warp field (docs/method.md §8.1).
+"""FastDrag (Zhao et al., NeurIPS 2024): z_t moved in one step along a warp field (docs/method.md §11.1).
 
 No optimiser and no UNet call: each editable latent pixel C moves, for each drag A → B, by
 ``|PC| / |AP| · (B − A)``, where P is where the ray from A through C meets a circle around the editable region

@@ -1,5 +1,5 @@
 """RegionDrag (Lu et al., ECCV 2024): the source region's inverted latents copied onto the target region while
-denoising (docs/method.md §8.2).
+denoising (docs/method.md §11.2).
 
 No optimiser and no gradient. Each handle → target pair names two regions of the latent grid, a square of side
 ``regiondrag.region_size`` (a fraction of the image's shorter side) around the handle and the same square around

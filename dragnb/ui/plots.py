@@ -126,7 +126,8 @@ def compare_variants(results: dict[str, EditResult]) -> Figure:
         for j in range(path.shape[1]):
             ax.plot(path[:, j, 0], path[:, j, 1], "-", color=PATH, lw=1.2)
         _arrows(ax, path[0], r.points.targets)
-        _axes_off(ax, f"{name}\n{len(r.drag.history)} steps, {r.drag.stop_reason}")
+        steps = f"{len(r.drag.history)} steps, {r.drag.stop_reason}" if r.drag.history else f"{r.drag.method}: one step"
+        _axes_off(ax, f"{name}\n{steps}")
     half = max(len(names), 2) // 2
     dist_ax, loss_ax = fig.add_subplot(grid[1, :half]), fig.add_subplot(grid[1, half:])
     for name in names:
@@ -326,6 +327,52 @@ def supervision_gradient(image, gradient: torch.Tensor, handles: torch.Tensor, t
         _arrows(ax, starts, ends)
         ax.set_xlim(-0.5, W - 0.5)
         ax.set_ylim(H - 0.5, -0.5)
+    return fig
+
+
+def method_view(edit: EditResult) -> Figure:
+    """What a one-step method of the drag family did (docs/method.md §11): FastDrag's warp field on the latent grid
+    (each editable latent pixel's move, drawn in image pixels) with the holes it left; RegionDrag's squares (source
+    dashed, target solid) with the pixels blurred with noise; beside each, the result."""
+    drag = edit.drag
+    if drag.method not in ("fastdrag", "regiondrag"):
+        raise ValueError(f"method_view draws fastdrag's field or regiondrag's regions; this edit's drag.method is "
+                         f"{drag.method!r} (its iterations: loss_curves, tracking_heatmaps, the Scrubber)")
+    from matplotlib.patches import Rectangle
+
+    (H, W), latent = edit.image_size, tuple(drag.latent.shape[-2:])
+    cell = np.array([H / latent[0], W / latent[1]])  # image pixels per latent pixel (rows, cols)
+    fig = Figure(figsize=(8.4, 4.2), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    _show(a, edit.source)
+    _tint(a, edit.mask)
+    centre = lambda rc: ((rc[..., 1] + 0.5) * cell[1] - 0.5, (rc[..., 0] + 0.5) * cell[0] - 0.5)  # latent -> (x, y)
+    if drag.method == "fastdrag":
+        field, holes = drag.extras["field"], drag.extras["holes"]
+        rows, cols = np.nonzero(np.abs(field).sum(-1) > 0.05)
+        x, y = centre(np.stack([rows, cols], -1).astype(float))
+        a.quiver(x, y, field[rows, cols, 1] * cell[1], field[rows, cols, 0] * cell[0], angles="xy", scale_units="xy",
+                 scale=1, color="#ffd000", width=0.004)
+        hx, hy = centre(np.argwhere(holes).astype(float))
+        a.scatter(hx, hy, marker="s", s=12, facecolors="none", edgecolors="cyan", linewidths=0.8)
+        title = (f"FastDrag's warp: each latent pixel's move (yellow),\n{int(holes.sum())} holes filled (cyan)")
+    else:
+        regions, vacated = drag.extras["regions"], drag.extras["vacated"]
+        for which, style in ((regions.source, "--"), (regions.target, "-")):
+            for r, c in which:
+                x, y = c * cell[1] - 0.5, r * cell[0] - 0.5
+                a.add_patch(Rectangle((x, y), cell[1], cell[0], fill=False, ec="#ffd000", lw=0.4, ls=style))
+        vx, vy = centre(np.argwhere(vacated).astype(float))
+        a.scatter(vx, vy, marker="x", s=10, c="cyan", linewidths=0.8)
+        title = (f"RegionDrag's squares: source (dashed) → target (solid),\nnoised where left (×), copied for "
+                 f"{drag.extras['copy_steps']} steps")
+    _arrows(a, edit.points.handles, edit.points.targets)
+    _axes_off(a, title)
+    a.title.set_fontsize(9)
+    _show(b, edit.image)
+    _arrows(b, edit.points.handles, edit.points.targets)
+    _axes_off(b, f"result ({drag.method}, {drag.seconds * 1000:.0f} ms for stage 3)")
+    b.title.set_fontsize(9)
     return fig
 
 
