@@ -175,9 +175,9 @@ class DragSettings(_Checked):
     weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
     method: Literal["optimise", "fastdrag", "regiondrag", "dragnoise"] = "optimise"  # what stage 3 does: the
-    # paper's optimisation of z_t (with the variants above), or one of the drag family (docs/method.md §11, dragnb/family):
-    # FastDrag's one-step warp of z_t, RegionDrag's region copy while denoising, DragNoise's optimised bottleneck;
-    # each reads its own settings section (fastdrag, regiondrag, dragnoise)
+    # paper's optimisation of z_t (with the variants above), or one of the drag family (docs/method.md §11,
+    # dragnb/family): FastDrag's one-step warp of z_t, RegionDrag's region copy while denoising, DragNoise's
+    # optimised bottleneck; each reads its own settings section (fastdrag, regiondrag, dragnoise)
 
 
 VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from")  # the

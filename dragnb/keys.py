@@ -1,8 +1,9 @@
 """Cache keys: what each stage's result depends on, hashed (docs/method.md §10 for rounds that keep a LoRA).
 
 A stage's key covers its own settings and everything before it: the image, prompt, model and precision (every
-stage), the LoRA's settings, the inversion's, the points, mask, drag settings (with a family method's own section) and a researcher's own drag parts,
-then the denoising's. A second drag of the same image therefore reuses the LoRA and the inversion.
+stage), the LoRA's settings, the inversion's, the points, mask, drag settings (with a family method's own
+section, docs/method.md §11) and a researcher's own drag parts, then the denoising's. A second drag of the same
+image therefore reuses the LoRA and the inversion.
 """
 
 from __future__ import annotations

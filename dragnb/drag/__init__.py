@@ -12,5 +12,5 @@ from .forward import guided_features
 from .loop import COMPLETE, DragResult, DragStep, drag, predicted_frames
 from .parts import DragParts, Optimised, Part, Reference, Supervision, Timesteps, Tracker
 
-__all__ = ["COMPLETE", "DragParts", "DragResult", "DragStep", "Optimised", "Part", "Reference", "Supervision", "Timesteps",
-           "Tracker", "drag", "guided_features", "make_parts", "predicted_frames"]
+__all__ = ["COMPLETE", "DragParts", "DragResult", "DragStep", "Optimised", "Part", "Reference", "Supervision",
+           "Timesteps", "Tracker", "drag", "guided_features", "make_parts", "predicted_frames"]

@@ -3,7 +3,7 @@
 Each takes what the paper's drag takes (z_t at t, the text, handles and targets on the supervision grid, the latent
 mask) and returns a :class:`~dragnb.drag.DragResult`, so the session, its caches, the records, rounds and replay,
 the views and the benchmark treat it as any drag. What a method asks of the denoising it says in the result's
-``guide`` (:class:`dragnb.denoise.Guide`).
+``guide`` (:class:`dragnb.denoise.Guide`). A researcher's own parts (``session.parts``) belong to the optimisation.
 
 * ``fastdrag.py`` (Zhao et al., NeurIPS 2024): z_t moved in one step along a warp field; no optimiser.
 * ``regiondrag.py`` (Lu et al., ECCV 2024): the source region's inverted latents copied onto the target region
