@@ -79,6 +79,29 @@ def test_textured_known_answers_pass_and_originals_fail(textured):
     assert summary.median_iou > 0.9
 
 
+def test_the_scene_kept_sees_a_ghost_and_a_lost_object(textured):
+    from PIL import Image
+
+    from dragnb.tiny.drawing import render, shape_mask
+    from dragnb.tiny.scenes import without
+
+    for folder in textured:
+        case, _ = load_case(folder)
+        answer = score_case(folder, folder / "target_image.png")
+        assert answer.scene_kept and answer.kept_success and answer.others_kept == answer.vacated_clear == 1.0
+        if case.kind == "move":  # the unedited image: the shape is still where it was, a ghost
+            source = score_case(folder, folder / "original_image.png")
+            assert source.vacated_clear < 0.2 and not source.scene_kept
+        others = [i for i in range(len(case.target_scene.shapes)) if i not in {e.index for e in case.edits}]
+        if others:  # the answer with another shape painted over by the background: that object is lost
+            lost = np.asarray(Image.open(folder / "target_image.png").convert("RGB")).copy()
+            gone = shape_mask(case.target_scene, others[0], case.size)
+            background = np.asarray(render(without(case.target_scene, others[0]), case.size))
+            lost[gone] = background[gone]
+            score = score_case(folder, lost)
+            assert score.others_kept < 0.2 and not score.scene_kept and not score.kept_success
+
+
 def test_a_rigid_move_does_not_pass_for_a_stretch(textured):
     """Moving the whole shape by the handle's displacement puts the handle on target but is not the deformation."""
     from dragnb.tiny.drawing import render

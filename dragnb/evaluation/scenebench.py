@@ -27,9 +27,10 @@ otherwise pass a short stretch: its half overlaps the answer's by 1 / factor <= 
 The scene kept (issue 24; issue 25 builds on it): success counts the moved shape and the pixels outside the mask,
 not what happens to the rest inside it. Two more checks, judged as a person would on the decoded image, each
 against the known answer: **no other object lost** (every shape the drag leaves alone still shows its look: at
-least :data:`MIN_KEPT` of its pixels, one pixel in from its edge, within :data:`DIFF_THRESHOLD` of the answer), and
-**no ghost** (the place a moved shape left, the source shape's pixels that the answer shows as something else, one
-pixel in from the edges, shows what the answer shows on at least :data:`MIN_KEPT` of its pixels). ``scene_kept``
+least :data:`MIN_OTHERS_KEPT` of its pixels, one pixel in from its edge, within :data:`DIFF_THRESHOLD` of the
+answer), and **no ghost** (the place a moved shape left, the source shape's pixels that the answer shows as
+something else, one pixel in from the edges, shows what the answer shows on at least :data:`MIN_CLEAR` of its
+pixels). ``scene_kept``
 is both; ``kept_success`` is success with the scene kept. A stretch leaves no place behind.
 """
 
@@ -58,7 +59,9 @@ AREA_RANGE = (0.6, 1.6)  # success: area kept within this ratio
 MIN_PSNR_OUTSIDE = 30.0  # success: dB outside the mask
 MIN_IOU_STRETCH = 0.7  # success of a deformation also needs this overlap with the answer's pulled half: centre
 # and area alone would pass a shape that did not stretch at all, as the half inside the mask barely moves
-MIN_KEPT = 0.8  # the scene kept: this fraction of another shape's pixels, and of a vacated place, as the answer shows
+MIN_OTHERS_KEPT = 0.7  # the scene kept: this fraction of another shape's pixels as the answer shows them (the
+# embedded model's own VAE, encoding and decoding the 120 textured answers, keeps at least 0.74: fine stripes blur)
+MIN_CLEAR = 0.8  # ... and of a vacated place (the VAE round trip keeps 1.0 on all 120)
 DEFAULT_CASES = {"flat": 50, "textured": 120}  # the shipped figures' case counts
 def record_key(benchmark: str) -> str:
     """Where ``scene_benchmark.json`` keeps a benchmark's runs: ``runs`` (flat, its first key) or ``<name>_runs``."""
@@ -95,7 +98,7 @@ class CaseScore:
     shapes: tuple[ShapeScore, ...] = ()
     others_kept: float = 1.0  # the lowest fraction of another shape's pixels showing as the answer (1: no others)
     vacated_clear: float = 1.0  # the fraction of the places moved shapes left that show as the answer (1: none)
-    scene_kept: bool = True  # others_kept and vacated_clear both >= MIN_KEPT
+    scene_kept: bool = True  # others_kept >= MIN_OTHERS_KEPT and vacated_clear >= MIN_CLEAR
     kept_success: bool = False  # success and scene_kept
 
 
@@ -198,7 +201,7 @@ def score_case(case_dir: str | Path, edited_image) -> CaseScore:
                    for s in shapes) and psnr_out >= MIN_PSNR_OUTSIDE
                and (case.kind == "move" or min(s.iou for s in shapes) >= MIN_IOU_STRETCH))
     others, vacated = scene_kept(case, edited)
-    kept = others >= MIN_KEPT and vacated >= MIN_KEPT
+    kept = others >= MIN_OTHERS_KEPT and vacated >= MIN_CLEAR
     return CaseScore(case.name, case.kind, len(case.pairs), worst.centre, worst.expected_centre, worst.error_px,
                      worst.error_px / side, area, min(s.iou for s in shapes), psnr_out, bool(success), tuple(shapes),
                      others, vacated, bool(kept), bool(success and kept))
@@ -256,8 +259,8 @@ def summarise(scores: list[CaseScore]) -> BenchSummary:
         median_iou=float(np.median([s.iou for s in scores])),
         success_by_kind={k: float(np.mean([s.success for s in scores if s.kind == k])) for k in kinds},
         n_by_kind={k: sum(s.kind == k for s in scores) for k in kinds},
-        others_kept_rate=float(np.mean([s.others_kept >= MIN_KEPT for s in scores])),
-        no_ghost_rate=float(np.mean([s.vacated_clear >= MIN_KEPT for s in scores])),
+        others_kept_rate=float(np.mean([s.others_kept >= MIN_OTHERS_KEPT for s in scores])),
+        no_ghost_rate=float(np.mean([s.vacated_clear >= MIN_CLEAR for s in scores])),
         kept_success_rate=float(np.mean([s.kept_success for s in scores])),
     )
 
