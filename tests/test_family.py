@@ -194,8 +194,12 @@ def test_method_view_draws_the_warp_and_the_squares(tiny_model, blob_image):
     assert len(arrows.get_offsets()) == int((np.abs(field).sum(-1) > 0.05).sum()) > 0
     session.settings = with_method("regiondrag", region_size=0.25)
     region = session.run()
-    squares = [p for p in plots.method_view(region).axes[0].patches]
-    assert len(squares) == 2 * len(region.drag.extras["regions"].source)  # each pixel's source and target cell
+    squares = [(p.get_xy(), p.get_width(), p.get_linestyle()) for p in plots.method_view(region).axes[0].patches]
+    regions = region.drag.extras["regions"]
+    side = 4 * (regions.source[:, 1].max() - regions.source[:, 1].min() + 1)  # 4 image px per latent px
+    assert len(squares) == 2 and all(w == side for _, w, _ in squares)  # the pair's source and target squares
+    (source_xy, _, dashed), (target_xy, _, solid) = squares
+    assert dashed == "--" and solid == "-" and target_xy[0] - source_xy[0] == 4 * (regions.target - regions.source)[0, 1]
     session.settings = with_method("optimise")
     with pytest.raises(ValueError, match="fastdrag's field or regiondrag's regions"):
         plots.method_view(session.run())

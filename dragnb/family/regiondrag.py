@@ -40,6 +40,7 @@ class Regions:
 
     source: np.ndarray  # (K, 2) int
     target: np.ndarray  # (K, 2) int
+    pair: np.ndarray  # (K,) int, the handle/target pair each pixel belongs to
 
 
 def square_regions(handles: np.ndarray, targets: np.ndarray, side: int, size: tuple[int, int]) -> Regions:
@@ -47,13 +48,15 @@ def square_regions(handles: np.ndarray, targets: np.ndarray, side: int, size: tu
     around the target's, offset by offset; pixels where either square leaves the grid are dropped."""
     h, w = size
     offsets = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2) - (side - 1) // 2
-    sources, destinations = [], []
-    for a, b in zip(np.rint(handles).astype(int), np.rint(targets).astype(int)):
+    sources, destinations, pairs = [], [], []
+    for i, (a, b) in enumerate(zip(np.rint(handles).astype(int), np.rint(targets).astype(int))):
         src, dst = a + offsets, b + offsets
         ok = ((src >= 0) & (src < [h, w]) & (dst >= 0) & (dst < [h, w])).all(1)
         sources.append(src[ok])
         destinations.append(dst[ok])
-    return Regions(np.concatenate(sources).reshape(-1, 2), np.concatenate(destinations).reshape(-1, 2))
+        pairs.append(np.full(int(ok.sum()), i))
+    return Regions(np.concatenate(sources).reshape(-1, 2), np.concatenate(destinations).reshape(-1, 2),
+                   np.concatenate(pairs).astype(int))
 
 
 def copy_regions(into: torch.Tensor, source: torch.Tensor, regions: Regions) -> torch.Tensor:

@@ -132,6 +132,8 @@ def compare_variants(results: dict[str, EditResult]) -> Figure:
     dist_ax, loss_ax = fig.add_subplot(grid[1, :half]), fig.add_subplot(grid[1, half:])
     for name in names:
         history = results[name].drag.history
+        if not history:  # a one-step method of the drag family: no curve to draw
+            continue
         steps = [s.step for s in history]
         dist_ax.plot(steps, [float(np.mean(s.distances)) for s in history], label=name)
         loss_ax.plot(steps, [s.motion_loss for s in history], label=name)
@@ -358,10 +360,11 @@ def method_view(edit: EditResult) -> Figure:
         title = (f"FastDrag's warp: each latent pixel's move (yellow),\n{int(holes.sum())} holes filled (cyan)")
     else:
         regions, vacated = drag.extras["regions"], drag.extras["vacated"]
-        for which, style in ((regions.source, "--"), (regions.target, "-")):
-            for r, c in which:
-                x, y = c * cell[1] - 0.5, r * cell[0] - 0.5
-                a.add_patch(Rectangle((x, y), cell[1], cell[0], fill=False, ec="#ffd000", lw=0.4, ls=style))
+        for pair in np.unique(regions.pair):
+            for cells, style in ((regions.source[regions.pair == pair], "--"), (regions.target[regions.pair == pair], "-")):
+                (r0, c0), (r1, c1) = cells.min(0), cells.max(0)
+                a.add_patch(Rectangle((c0 * cell[1] - 0.5, r0 * cell[0] - 0.5), (c1 - c0 + 1) * cell[1],
+                                      (r1 - r0 + 1) * cell[0], fill=False, ec="#ffd000", lw=1.2, ls=style))
         vx, vy = centre(np.argwhere(vacated).astype(float))
         a.scatter(vx, vy, marker="x", s=10, c="cyan", linewidths=0.8)
         title = (f"RegionDrag's squares: source (dashed) → target (solid),\nnoised where left (×), copied for "
