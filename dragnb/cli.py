@@ -8,9 +8,10 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .errors import DragnbError, InputError, Interrupted
+from .errors import DragnbError, InputError, Interrupted, Notice
 
 
 def _drag_parser(sub) -> None:
@@ -194,8 +195,23 @@ def interrupted_message(exc: Interrupted, cache_dir: str | None) -> str:
     return f"interrupted during {exc.stage}: nothing from {exc.stage} was cached; {kept}"
 
 
+def _notices_as_lines() -> None:
+    """dragnb's notices (:class:`dragnb.errors.Notice`: what was taken from an input, a drag that diverged) as one
+    line each on stderr, ``note: ...``; other warnings as Python shows them."""
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, Notice):
+            print(f"note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    _notices_as_lines()
     parser = argparse.ArgumentParser(prog="python -m dragnb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _drag_parser(sub)

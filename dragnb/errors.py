@@ -21,6 +21,16 @@ class SettingError(InputError):
         super().__init__(field, f"got {value!r}; {allowed}")
 
 
+class SessionBusy(DragnbError, RuntimeError):
+    """A second run was asked of a session while one is going (another thread: the run panel's worker)."""
+
+
+class Notice(UserWarning):
+    """One line on what dragnb took from an input or what a run did that the user should know (an all-zero mask
+    read as "the whole image may change", the first frame of an animation, a drag that diverged). Raised with
+    :func:`warnings.warn`; the command line prints it as ``note: ...``."""
+
+
 class ModelError(DragnbError, OSError):
     """Model weights are missing, unreachable or corrupt."""
 

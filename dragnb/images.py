@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import math
 import typing
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import LatentMaskMode
-from .errors import InputError
+from .errors import InputError, Notice
 
 
 def open_image(path: str | Path, argument: str, what: str) -> Image.Image:
@@ -28,7 +29,11 @@ def open_image(path: str | Path, argument: str, what: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy()
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                warnings.warn(f"{argument}: {str(path)!r} holds {frames} frames; the first is used", Notice,
+                              stacklevel=3)
+            return ImageOps.exif_transpose(im)  # as every viewer shows it (EXIF orientation applied); a copy
     except Image.DecompressionBombError:  # PIL's guard against files that unpack to gigabytes
         raise InputError(argument, f"{str(path)!r} unpacks to more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels "
                          "(PIL's limit against decompression bombs); downscale it first, or raise "
@@ -58,7 +63,7 @@ def to_rgb_array(image, argument: str = "image") -> np.ndarray:
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, rgba)
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    arr = np.asarray(image)
+    arr = _checked_values(np.asarray(image), argument)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
@@ -72,6 +77,30 @@ def to_rgb_array(image, argument: str = "image") -> np.ndarray:
     if arr.shape[2] == 4:
         return to_rgb_array(Image.fromarray(arr.astype(np.uint8), "RGBA"), argument)
     return arr.astype(np.uint8)
+
+
+def _checked_values(arr: np.ndarray, argument: str) -> np.ndarray:
+    """An image array whose values mean what the caller thinks: bool taken as black/white (said in a line),
+    integers outside 0-255 (other than uint16) and non-finite or out-of-range floats refused in one line."""
+    if arr.dtype == bool:
+        warnings.warn(f"{argument}: a bool array, taken as black (False) and white (True)", Notice, stacklevel=3)
+        return arr.astype(np.uint8) * 255
+    if arr.dtype.kind in "iu" and arr.dtype not in (np.uint8, np.uint16) and arr.size:
+        low, high = int(arr.min()), int(arr.max())
+        if low < 0 or high > 255:
+            raise InputError(argument, f"{arr.dtype} values from {low} to {high}; give uint8 values 0-255 (or uint16, "
+                             "or floats in [0, 1]), e.g. np.clip(image, 0, 255).astype(np.uint8)")
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f" and arr.size:
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise InputError(argument, f"{bad} value(s) are NaN or infinite; give finite values in [0, 1] or "
+                             "0-255 (np.nan_to_num)")
+        low, high = float(arr.min()), float(arr.max())
+        if low < 0 or high > 255:
+            raise InputError(argument, f"float values from {low:.3g} to {high:.3g}; give [0, 1] (or 0-255), e.g. "
+                             "(x + 1) / 2 for an image in [-1, 1]")
+    return arr
 
 
 def model_size(image_size: tuple[int, int], resolution: int, multiple: int) -> tuple[int, int]:
@@ -128,7 +157,17 @@ def load_mask(mask, image_size: tuple[int, int], argument: str = "mask") -> np.n
         raise InputError(argument, f"mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but the image is "
                          f"{image_size[1]}x{image_size[0]}; paint the mask on this image or resize it to match")
     out = arr > 0
-    return out if out.any() else None
+    if not out.any():
+        warnings.warn(f"{argument}: nothing in it is editable (all zero), so, as in the authors' code, the whole "
+                      "image may change; paint the region that may change, or use an automatic mask (--mask auto)",
+                      Notice, stacklevel=2)
+        return None
+    top = arr.max()
+    between = int(((arr > 0) & (arr < top)).sum())
+    if between:
+        warnings.warn(f"{argument}: {between} pixel(s) lie between 0 and {top} (a lossy format such as JPEG?); every "
+                      f"nonzero pixel is editable, {int(out.sum())} in all; save masks as PNG", Notice, stacklevel=2)
+    return out
 
 
 LATENT_MASK_MODES = typing.get_args(LatentMaskMode)  # the choices of DenoiseSettings.blend_mask

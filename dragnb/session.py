@@ -17,8 +17,10 @@ from the cache.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -34,7 +36,7 @@ from .denoise import DenoiseResult, denoise
 from . import family
 from .drag import COMPLETE, DragParts, DragResult, drag
 from .edit import EditResult
-from .errors import InputError, Interrupted, SettingError
+from .errors import InputError, Interrupted, SessionBusy, SettingError
 from .generate import GeneratedImage
 from .keys import KeptLora, digest, stage_keys
 from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
@@ -76,6 +78,7 @@ class DragSession:
         self._mask: np.ndarray | None = None
         self._cache: dict[str, dict[str, object]] = {stage: {} for stage in STAGES}  # key -> result, oldest first
         self._stop = False
+        self._running = threading.RLock()  # one run at a time; the thread running may call stage runners within
         self.parts: DragParts | None = None  # a researcher's own parts of the drag (dragnb.drag.parts), None = the settings'
         self._kept_lora: KeptLora | None = None  # the round uses the first round's LoRA
         self._set_source(source)
@@ -197,9 +200,21 @@ class DragSession:
             entries.pop(next(iter(entries)))
 
     # ---- stages: each runner returns its result and where it came from -------------------------------
+    @contextmanager
+    def _one_run(self):
+        """Refuse a run while another thread's run is going (the run panel runs on a worker thread)."""
+        if not self._running.acquire(blocking=False):
+            raise SessionBusy("session: a run is already going on this session (another thread, e.g. the run "
+                              "panel's); wait for it to end or stop it (request_stop), then run again")
+        try:
+            yield
+        finally:
+            self._running.release()
+
     def run_lora(self, callbacks: Sequence[Callback] = ()) -> LoraResult | None:
         """Stage 1 (skipped for generated images and when ``lora.steps`` is 0)."""
-        return self._lora(callbacks).result
+        with self._one_run():
+            return self._lora(callbacks).result
 
     def _lora(self, callbacks: Sequence[Callback] = ()) -> Produced[LoraResult | None]:
         key = self._keys()["lora"]
@@ -228,7 +243,8 @@ class DragSession:
 
     def run_inversion(self, callbacks: Sequence[Callback] = ()) -> InversionResult | None:
         """Stage 2 (for generated images: the kept latents stand in, nothing runs)."""
-        return self._inversion(callbacks).result
+        with self._one_run():
+            return self._inversion(callbacks).result
 
     def _inversion(self, callbacks: Sequence[Callback] = ()) -> Produced[InversionResult | None]:
         key = self._keys()["inversion"]
@@ -279,10 +295,11 @@ class DragSession:
     def run_drag(self, callbacks: Sequence[Callback] = (), keep_latents: bool = False,
                  keep_features: bool = False) -> DragResult:
         """Stage 3. Needs points (:meth:`set_points`)."""
-        try:
-            return self._drag(callbacks, keep_latents, keep_features).result
-        finally:
-            self._stop = False  # a stop request ends with the run it stopped
+        with self._one_run():
+            try:
+                return self._drag(callbacks, keep_latents, keep_features).result
+            finally:
+                self._stop = False  # a stop request ends with the run it stopped
 
     def _drag(self, callbacks: Sequence[Callback], keep_latents: bool, keep_features: bool) -> Produced[DragResult]:
         if self.points is None:
@@ -323,7 +340,8 @@ class DragSession:
 
     def run_denoise(self, dragged: DragResult | None = None, callbacks: Sequence[Callback] = ()) -> DenoiseResult:
         """Stage 4 from the latest drag (or ``dragged``); a denoising stopped by a callback is not cached."""
-        return self._denoise(dragged or self.run_drag(), callbacks).result
+        with self._one_run():
+            return self._denoise(dragged or self.run_drag(), callbacks).result
 
     def _denoise(self, dragged: DragResult, callbacks: Sequence[Callback]) -> Produced[DenoiseResult]:
         key = self._denoise_key(dragged)
@@ -362,11 +380,13 @@ class DragSession:
 
         The edit becomes the current round's result. A round whose result later rounds were made from keeps it:
         an edit with other inputs goes to a new round beside it (:meth:`branch`), so no later round loses its source.
+        A second ``run`` from another thread while one is going is refused (:class:`dragnb.errors.SessionBusy`).
         """
-        try:
-            return self._run(callbacks, keep_latents, keep_features)
-        finally:
-            self._stop = False  # a stop request ends with the run it stopped
+        with self._one_run():
+            try:
+                return self._run(callbacks, keep_latents, keep_features)
+            finally:
+                self._stop = False  # a stop request ends with the run it stopped
 
     def _run(self, callbacks: Sequence[Callback], keep_latents: bool, keep_features: bool) -> EditResult:
         seconds, origin = {}, {}

@@ -315,3 +315,128 @@ def test_ctrl_c_during_lora_names_the_stage(tiny_model, blob_image):
     with pytest.raises(Interrupted) as info:
         session.run(callbacks=[interrupt])
     assert info.value.stage == "lora" and "lora was interrupted" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- issue 26
+@pytest.mark.parametrize("size,scale", [((64, 64), 0.5), ((48, 80), 0.5), ((65, 63), 0.5), ((64, 64), 0.25)])
+@pytest.mark.parametrize("round_points", [True, False])
+def test_a_handle_anywhere_in_the_image_works(tiny_model, size, scale, round_points):
+    """Issue 26: a handle on the last column or row rounded past the grid's last pixel (IndexError after the work)."""
+    h, w = size
+    image = np.zeros((h, w, 3), np.uint8)
+    settings = dataclasses.replace(FAST, lora=LoraSettings(steps=0), drag=DragSettings(
+        max_steps=2, feature_scale=scale, round_points=round_points))
+    session = DragSession(tiny_model, image, "", settings)
+    corners = [(w - 1, h - 1, w - 4, h - 4), (0, 0, 3, 3), (w - 1, 0, w - 3, 2), (0, h - 1, 2, h - 3)]
+    session.set_points(corners)
+    result = session.run()
+    grid = session.feature_grid
+    assert result.drag.stop_reason in ("reached", "max_steps")
+    for points in (result.drag.initial_handles, result.drag.targets):
+        assert (points >= 0).all() and (points[:, 0] <= grid[0] - 1).all() and (points[:, 1] <= grid[1] - 1).all()
+
+
+def test_a_bench_with_no_usable_sample_says_so_in_one_line(tmp_path, blob_image, capsys):
+    folder = write_sample(tmp_path / "data" / "c" / "only", blob_image, "", make_points([(1, 2, 3, 4)], (64, 64)),
+                          None)
+    (folder / "original_image.png").unlink()
+    code = main(["bench", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-fidelity",
+                 "--no-mean-distance"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --data: no usable sample") and err.count("\n") == 1, err
+    assert "Traceback" not in err and (tmp_path / "run" / "skipped.json").is_file()
+
+
+def test_exif_orientation_is_applied_to_images_and_masks(tmp_path):
+    """A JPEG every viewer shows as 96 x 64 (stored 64 x 96 with EXIF orientation 6 = rotated 90°)."""
+    stored = np.zeros((96, 64, 3), np.uint8)  # (H, W) as stored
+    stored[:10, :] = 255  # a white band along the stored top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
+    shown = to_rgb_array(tmp_path / "rot.jpg", "--image")
+    assert shown.shape == (64, 96, 3)  # as a viewer shows it
+    assert shown[:, -10:].mean() > 200 and shown[:, :40].mean() < 30  # the band is now on the right
+    mask = np.zeros((96, 64), np.uint8)
+    mask[:10] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png", exif=exif.tobytes())
+    from dragnb.images import load_mask
+
+    loaded = load_mask(tmp_path / "mask.png", (64, 96))
+    assert loaded.shape == (64, 96) and loaded[:, -10:].all() and not loaded[:, :40].any()
+
+
+def test_a_diverging_drag_stops_with_the_last_good_latent(tiny_model, blob_image, tmp_path, tiny_dir, capsys):
+    from dragnb.errors import Notice
+
+    session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, drag=DragSettings(max_steps=5,
+                                                                                                lr=1e9)))
+    session.set_points([(24, 24, 40, 24)])
+    with pytest.warns(Notice, match="drag: diverged at iteration 0 .*lower drag.lr"):
+        drag = session.run_drag()
+    assert drag.stop_reason == "diverged" and drag.history == []
+    torch.testing.assert_close(drag.latent, session.run_inversion().zt)  # the last good latent: z_t itself
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    code = main(["drag", "--image", str(tmp_path / "in.png"), "--points", "24,24,40,24", "--model", str(tiny_dir),
+                 "--out", str(tmp_path / "o.png"), "--quiet", "--set", "lora.steps=0", "--set", "drag.lr=1e9"])
+    captured = capsys.readouterr()
+    assert code == 0 and "note: drag: diverged at iteration 0" in captured.err and "diverged after 0 steps" in captured.out
+
+
+def test_a_second_concurrent_run_is_refused_in_one_line(tiny_model, blob_image):
+    import threading
+
+    from dragnb.errors import SessionBusy
+
+    session = DragSession(tiny_model, blob_image, "", dataclasses.replace(FAST, drag=DragSettings(max_steps=40)))
+    session.set_points([(24, 24, 40, 24)])
+    started, results, errors = threading.Event(), [], []
+
+    def first():
+        results.append(session.run(callbacks=[lambda record: started.set() and False]))
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert started.wait(60)
+    with pytest.raises(SessionBusy, match="a run is already going on this session"):
+        session.run()
+    worker.join()
+    assert len(results) == 1 and results[0].image.shape == blob_image.shape
+    assert session.run().image.shape == blob_image.shape  # usable again once the first has ended
+
+
+@pytest.mark.parametrize("array,message", [
+    (np.full((8, 8, 3), 840, np.int32), "int32 values from 840 to 840; give uint8"),
+    (np.full((8, 8, 3), -3, np.int64), "int64 values from -3 to -3"),
+    (np.where(np.eye(8, dtype=bool)[..., None], np.nan, 0.5).repeat(3, 2), "24 value.s. are NaN or infinite"),
+    (np.full((8, 8, 3), -0.5), "float values from -0.5 to -0.5"),
+])
+def test_image_arrays_of_another_range_are_refused_in_one_line(array, message):
+    with pytest.raises(InputError, match=message):
+        to_rgb_array(array, "image")
+
+
+def test_bool_and_small_int_arrays_are_taken_and_said(recwarn):
+    from dragnb.errors import Notice
+
+    with pytest.warns(Notice, match="a bool array, taken as black .False. and white .True."):
+        out = to_rgb_array(np.eye(4, dtype=bool))
+    assert out.dtype == np.uint8 and out[0, 0, 0] == 255 and out[0, 1, 0] == 0
+    assert (to_rgb_array(np.full((4, 4, 3), 200, np.int64)) == 200).all()  # ints within 0-255: taken as they are
+
+
+def test_masks_and_frames_that_mean_something_else_are_said_in_one_line(tmp_path, blob_image):
+    from dragnb.errors import Notice
+    from dragnb.images import load_mask
+
+    with pytest.warns(Notice, match="all zero.*whole image may change"):
+        assert load_mask(np.zeros((8, 8), np.uint8), (8, 8)) is None
+    lossy = np.zeros((8, 8), np.uint8)
+    lossy[2:6, 2:6], lossy[1, 1] = 255, 3  # a JPEG's ringing
+    with pytest.warns(Notice, match="1 pixel.s. lie between 0 and 255 .*17 in all"):
+        assert load_mask(lossy, (8, 8)).sum() == 17
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(Notice, match="holds 2 frames; the first is used"):
+        first = to_rgb_array(tmp_path / "anim.gif", "--image")
+    assert abs(int(first.mean()) - 10) <= 2

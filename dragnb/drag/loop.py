@@ -3,12 +3,14 @@
 :func:`drag` is the paper's loop, step by step; each job a variant changes is a part (:mod:`dragnb.drag.parts`):
 which timesteps it walks, what it optimises, how it tracks, where the motion term's source comes from. Each
 iteration is reported to callbacks as a :class:`DragStep`; a callback returning True stops the loop. A non-finite
-loss or latent stops it too, returning the last good latent, and so does Ctrl-C.
+loss or latent stops it too, returning the last good latent, and so do a latent far out of the input's range
+("diverged", said in one line) and Ctrl-C.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,7 @@ from ..callbacks import Callback, StepRecord, notify
 from ..compute import checkpointing, grad_scaler, require_supported
 from ..config import ComputeSettings, DragSettings, InversionSettings
 from ..denoise import Guide
+from ..errors import Notice
 from ..images import from_model_tensor
 from ..inversion import decode_latent
 from ..models import Model, encode_prompt, held_dtype, run_unet
@@ -51,6 +54,8 @@ class DragStep(StepRecord):
 
 
 COMPLETE = ("reached", "max_steps", "one step")  # stop reasons of a drag that ran to its end (cached)
+DIVERGED_RANGE = 5.0  # a latent beyond this many times the input latent's largest |value| has diverged (a normal
+# drag moves it by about lr per step: 0.03 x 120 on the embedded model, beside |z_t| up to ~4)
 
 
 @dataclass
@@ -62,8 +67,8 @@ class DragResult:
     handles: torch.Tensor  # (N, 2) final tracked handles
     targets: torch.Tensor  # (N, 2)
     feature_size: tuple[int, int]  # (rows, cols) of the supervision grid
-    stop_reason: str  # "reached" | "max_steps" | "callback" | "non-finite" | "interrupted"; "one step" (a family
-    # method without iterations)
+    stop_reason: str  # "reached" | "max_steps" | "callback" | "non-finite" | "diverged" | "interrupted"; "one step"
+    # (a family method without iterations)
     mask_used: bool  # False: no mask drawn, whole image editable, no mask term
     history: list[DragStep] = field(default_factory=list)
     initial_features: torch.Tensor | None = None  # F_0 (1, C, *feature_size) at the first timestep
@@ -117,6 +122,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     scaler = grad_scaler(compute, device, held_dtype(model.pipe.unet))  # a no-op unless fp16
     mask = None if mask is None else mask.to(device, torch.float32)
     last_good = zt.detach().clone()
+    bound = DIVERGED_RANGE * float(zt.detach().abs().max())  # the range beyond which the drag has diverged
     result = DragResult(latent=last_good, initial_handles=handles.clone().cpu(), handles=handles, targets=targets.cpu(),
                         feature_size=look.size, stop_reason="max_steps", mask_used=mask is not None,
                         initial_features=reference.features.detach())
@@ -155,6 +161,12 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                 scaler.update()
                 if not torch.isfinite(z).all():
                     result.stop_reason = "non-finite"
+                    break
+                if float(z.detach().abs().max()) > bound:  # finite but far out of range: lr too large
+                    result.stop_reason = "diverged"
+                    warnings.warn(f"drag: diverged at iteration {k} (the latent left {DIVERGED_RANGE:g} x the range "
+                                  f"of z_t, loss {float(loss.detach()):.3g}); the result is from the last good latent; "
+                                  f"lower drag.lr (now {settings.lr:g})", Notice, stacklevel=2)
                     break
                 # 6. record the iteration; a callback may stop the loop
                 record = DragStep(step=k, total=settings.max_steps, t=reference.t, handles=handles.detach().cpu().clone(),

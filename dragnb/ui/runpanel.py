@@ -176,7 +176,8 @@ class RunPanel(widgets.VBox):
         session = self.session
         session.prompt, session.settings = self.received["prompt"], self.settings
         session.set_points(self.received["points"])
-        session.set_mask(self.received["mask"])
+        mask = self.received["mask"]
+        session.set_mask(mask if mask.any() else None)  # nothing painted: no mask, as the editor's info line says
         return session
 
     def _begin(self) -> bool:

@@ -53,6 +53,13 @@ def run_bench(opts: BenchOptions) -> dict | None:
         skipped += [Skipped(str(results[ref.key]), f"no {RESULT_IMAGE} in the result tree for {ref.key}")
                     for ref, _ in samples if not results[ref.key].is_file()]
         samples = [(ref, sample) for ref, sample in samples if results[ref.key].is_file()]
+    if not samples:  # nothing to edit: say why in one line, and keep the reasons beside the results
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "skipped.json", [dataclasses.asdict(s) for s in skipped])
+        first = f" (first: {skipped[0].path}: {skipped[0].reason})" if skipped else ""
+        raise InputError("--data", f"no usable sample in {str(opts.data)!r}: {len(skipped)} skipped{first}; the "
+                         f"reasons are in {str(out / 'skipped.json')!r}; a sample is <category>/<name>/ with "
+                         "original_image.png and meta_data.pkl")
     rank, world, device, via_accelerate = _process_layout(opts)
     if device is not None:
         from ...models import resolve_device
