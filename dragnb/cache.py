@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .files import remove, remove_temporaries, writable_folder, write_atomic
+from .files import open_cache, remove, write_atomic
 from .inversion import InversionResult
 from .lora import LoraResult, load_lora, save_lora
 
@@ -28,14 +28,6 @@ LORA_LOSSES = "losses.json"
 
 class CorruptEntry(Exception):
     """A cache entry that exists but cannot be used; the message says why."""
-
-
-def open_cache(cache_dir: str | Path, argument: str = "cache_dir") -> Path:
-    """Create ``cache_dir`` if needed, check it can be written, and remove leftover temporaries."""
-    root = writable_folder(cache_dir, argument)
-    for stage in ("lora", "inversion"):
-        remove_temporaries(root / stage)
-    return root
 
 
 def discard(path: Path, reason: str) -> None:

@@ -34,16 +34,12 @@ def _drag_parser(sub) -> None:
 
 
 def _run_drag(args) -> int:
-    from PIL import Image
-
-    from .cache import open_cache
-    from .config import Settings, apply_overrides, requested_weights
+    # every argument, file, point, mask and setting is checked here, before torch and diffusers load (issue 26)
+    from .config import EMBEDDED_MODEL, apply_overrides, model_defaults, requested_weights
     from .evaluation.dragbench import read_sample
-    from .files import output_file
+    from .files import open_cache, output_file
     from .images import to_rgb_array
-    from .models import EMBEDDED_MODEL, load_model, resolve_device
     from .points import parse_points
-    from .session import DragSession
 
     if args.sample:
         if args.image or args.points:
@@ -72,8 +68,16 @@ def _run_drag(args) -> int:
     cache_dir = open_cache(args.cache_dir, "--cache-dir") if args.cache_dir else None
     if args.model is None and not EMBEDDED_MODEL.is_dir():
         raise InputError("--model", "the embedded model is not in data/ yet; pass --model NAME_OR_PATH")
-    apply_overrides(Settings(), args.overrides)  # check them before loading any weights (again on the model's)
-    device = resolve_device(args.device, "--device")
+    local = Path(args.model or EMBEDDED_MODEL).expanduser()
+    apply_overrides(model_defaults(local if local.is_dir() else None), args.overrides)  # on the model's defaults
+    _device_name(args.device)
+
+    from PIL import Image
+
+    from .models import load_model, resolve_device
+    from .session import DragSession
+
+    device = resolve_device(args.device, "--device")  # whether this machine has it: torch knows
     if args.quiet:
         import diffusers
         import transformers
@@ -96,6 +100,16 @@ def _run_drag(args) -> int:
     json_path.write_text(json.dumps(record, indent=1))
     print(f"wrote {out} and {json_path} ({result.drag.stop_reason} after {len(result.drag.history)} steps)")
     return 0
+
+
+def _device_name(name: str | None, argument: str = "--device") -> None:
+    """The form of a device name (cpu, cuda, cuda:N, mps), checked before torch loads; whether this machine has
+    it is :func:`dragnb.models.resolve_device`'s to say, once torch is there."""
+    import re
+
+    if name is not None and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(name).strip()):
+        raise InputError(argument, f"{name!r} is not a device name; give cpu, cuda, cuda:N or mps (or leave it out "
+                         "for the best one here)")
 
 
 def _mask(given: str | None, size: tuple[int, int], points):
@@ -125,11 +139,9 @@ def _run_replay(args) -> int:
     again and is compared with the saved result."""
     import numpy as np
 
-    from .cache import open_cache
-    from .files import writable_folder
+    from .config import EMBEDDED_MODEL
+    from .files import open_cache, writable_folder
     from .images import psnr
-    from .models import EMBEDDED_MODEL, load_model, resolve_device
-    from .replay import replay
     from .rounds import History
 
     history = History.load(args.history, "HISTORY_DIR")
@@ -147,6 +159,11 @@ def _run_replay(args) -> int:
     name = args.model if args.model is not None else history.model or None
     if name is None and not EMBEDDED_MODEL.is_dir():
         raise InputError("--model", "the embedded model is not in data/ yet; pass --model NAME_OR_PATH")
+    _device_name(args.device)
+
+    from .models import load_model, resolve_device  # torch and diffusers from here on
+    from .replay import replay
+
     device = resolve_device(args.device, "--device")
     if args.quiet:
         import diffusers
@@ -223,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluation.bench.cli import register as register_bench
 
         register_bench(sub)
-    args = parser.parse_args(_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    args, unknown = parser.parse_known_args(_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    if args.command == "train-tiny":  # its own arguments, --help included, go to its own parser
+        args.rest = [*unknown, *args.rest]
+    elif unknown:
+        parser.parse_args(_negative_values(list(sys.argv[1:] if argv is None else argv)))  # argparse's own message
     try:
         if args.command == "drag":
             return _run_drag(args)

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from .errors import InputError, ModelError, SettingError
 
+EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "data" / "tiny-scenes"  # the model this project trained
+
 
 class _Checked:
     """Mixin: a stage's settings check every field when made (also by ``dataclasses.replace``)."""

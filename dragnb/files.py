@@ -86,3 +86,12 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             remove(tmp)
+
+
+def open_cache(cache_dir: str | Path, argument: str = "cache_dir") -> Path:
+    """Create ``cache_dir`` if needed, check it can be written, and remove leftover temporaries (of the LoRA and
+    inversion entries :mod:`dragnb.cache` writes there)."""
+    root = writable_folder(cache_dir, argument)
+    for stage in ("lora", "inversion"):
+        remove_temporaries(root / stage)
+    return root

@@ -13,12 +13,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import LatentMaskMode
 from .errors import InputError, Notice
+
+if typing.TYPE_CHECKING:  # torch loads where a tensor is made: the image and mask checks run before it (issue 26)
+    import torch
 
 
 def open_image(path: str | Path, argument: str, what: str) -> Image.Image:
@@ -112,6 +113,8 @@ def model_size(image_size: tuple[int, int], resolution: int, multiple: int) -> t
 
 def to_model_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, h, w) float in [-1, 1] at the model size (bicubic, antialiased)."""
+    import torch
+
     pil = Image.fromarray(image)
     if pil.size != (size[1], size[0]):
         pil = pil.resize((size[1], size[0]), Image.Resampling.BICUBIC)
@@ -180,6 +183,9 @@ def mask_to_latent(mask: np.ndarray, latent_size: tuple[int, int], mode: str = "
     mask shifts by half a cell up and left), ``centre`` (the pixel at the cell's centre), ``inside`` (1 only where
     every pixel of the cell is editable) or ``area`` (the editable fraction of the cell, a soft mask).
     """
+    import torch
+    import torch.nn.functional as F
+
     if mode not in LATENT_MASK_MODES:
         raise ValueError(f"mode must be one of {LATENT_MASK_MODES}, got {mode!r}")
     m = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, H, W)

@@ -18,7 +18,7 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from .compute import WEIGHTS, weights_name
-from .config import Settings, model_defaults
+from .config import EMBEDDED_MODEL, Settings, model_defaults
 from .errors import InputError, ModelError
 
 _verbosity = transformers_logging.get_verbosity()
@@ -28,7 +28,6 @@ try:  # (once, on stderr) that torchvision is missing; dragnb uses none of them.
 finally:
     transformers_logging.set_verbosity(_verbosity)
 
-EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "data" / "tiny-scenes"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import typing
+
 import numpy as np
-import torch
 
 from .errors import InputError
+
+if typing.TYPE_CHECKING:  # torch loads where a grid is computed: the point checks run before it (issue 26)
+    import torch
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ def image_to_grid(xy: np.ndarray, image_size: tuple[int, int], grid_size: tuple[
     """(N, 2) image pixels (x, y) -> (N, 2) grid (row, col), scaling by the grid/image ratio; a point on the last
     image pixels, which would scale past the last grid pixel (63 of 64 -> 31.5 of 32, rounded to 32), is held at
     the last grid pixel."""
+    import torch
+
     h, w = image_size
     gh, gw = grid_size
     xy = torch.as_tensor(np.asarray(xy), dtype=torch.float32)
@@ -99,5 +105,7 @@ def grid_to_image(rc: torch.Tensor, image_size: tuple[int, int], grid_size: tupl
     """(N, 2) grid (row, col) -> (N, 2) image pixels (x, y); the inverse of :func:`image_to_grid`."""
     h, w = image_size
     gh, gw = grid_size
+    import torch
+
     rc = torch.as_tensor(rc, dtype=torch.float32).detach().cpu()
     return torch.stack([rc[:, 1] * w / gw, rc[:, 0] * h / gh], dim=1).numpy().astype(np.float64)

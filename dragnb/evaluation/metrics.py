@@ -64,8 +64,8 @@ from PIL import Image
 
 from ..errors import DragnbError
 from ..features import block_outputs, cosine_similarity
+from .dift_settings import SD21, DiftSettings, parse_dift_overrides  # noqa: F401 (their home is light: the bench checks them first)
 
-SD21 = "stabilityai/stable-diffusion-2-1"
 LPIPS_SIZE = 224  # both images are resized to 224 x 224 before LPIPS, as the reference
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"  # what torchvision fetches into ~/.cache/torch/hub/checkpoints/
 
@@ -81,31 +81,6 @@ class MetricUnavailable(DragnbError, RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ Mean Distance
-@dataclass(frozen=True)
-class DiftSettings:
-    """Features for Mean Distance; the defaults are the published protocol's."""
-
-    model: str = SD21  # diffusers model (hub id or folder) whose UNet gives the features
-    t: int = 261  # diffusion timestep the latent is noised to
-    up_ft_index: int = 1  # unet.up_blocks[index] output (1 = 1/16 of the image for SD 2.1, 1280 channels)
-    ensemble_size: int = 8  # noisy copies whose features are averaged
-    seed: int = 42  # generator seed, per sample (the reference seeds once per run with 42)
-
-
-def parse_dift_overrides(settings: DiftSettings, assignments: list[str]) -> DiftSettings:
-    """Apply ``["dift.t=261", "dift.ensemble_size=2"]``; raises ValueError on an unknown field."""
-    fields = {f.name: f for f in dataclasses.fields(DiftSettings)}
-    changes = {}
-    for item in assignments:
-        key, _, value = item.partition("=")
-        name = key.strip().partition(".")[2]
-        if name not in fields:
-            raise ValueError(f"unknown dift setting {name!r}; known: {sorted(fields)}")
-        kind = type(getattr(settings, name))
-        changes[name] = kind(value.strip())
-    return dataclasses.replace(settings, **changes)
-
-
 class DiftFeaturizer:
     """DIFT features of a loaded SD-family model (:class:`dragnb.models.Model`), read with a forward hook.
 

@@ -20,10 +20,22 @@ with the same metrics instead of editing.
 """
 
 
-from ...tables import markdown_table
-from .outputs import (PAIR_COLUMNS, category_table, pair_rows, plot_md_vs_fidelity, plot_sweep,
-                      sweep_table, write_outputs)
-from .plan import (BenchConfig, BenchOptions, PlannedEdit, SampleRef, Skipped, discover, load_samples, model_fingerprint,
-                   parse_seeds, parse_sweeps, seeded, split_overrides, versions)
-from .run import run_bench, score
-from .summary import build_summary, summarise_records
+import importlib
+
+# name -> module of this package; loaded on first use, so that ``python -m dragnb bench`` reads and checks its
+# arguments (plan.py, light) before the metrics and the model bring in torch (issue 26)
+_HOMES = {"markdown_table": "...tables",
+          **dict.fromkeys(("PAIR_COLUMNS", "category_table", "pair_rows", "plot_md_vs_fidelity", "plot_sweep",
+                           "sweep_table", "write_outputs"), ".outputs"),
+          **dict.fromkeys(("BenchConfig", "BenchOptions", "PlannedEdit", "SampleRef", "Skipped", "check", "discover",
+                           "load_samples", "model_fingerprint", "parse_seeds", "parse_sweeps", "seeded",
+                           "split_overrides", "versions"), ".plan"),
+          **dict.fromkeys(("run_bench", "score"), ".run"),
+          **dict.fromkeys(("build_summary", "summarise_records"), ".summary")}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name], __name__), name)

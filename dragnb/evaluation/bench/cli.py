@@ -7,12 +7,9 @@ import sys
 from pathlib import Path
 
 
-from .. import metrics
 from ...errors import InputError
-from ...tables import markdown_table
-from .outputs import category_table, sweep_table
-from .plan import BenchOptions, parse_seeds
-from .run import run_bench
+from ..dift_settings import SD21
+from .plan import BenchOptions, check, parse_seeds
 
 # ------------------------------------------------------------------------------------------------ command
 def _shard(text: str) -> tuple[int, int]:
@@ -45,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="STAGE.FIELD=V1,V2",
                    help="grid over settings (repeat for more axes; use | between values holding commas)")
     p.add_argument("--dift-model", default=None,
-                   help=f"model for Mean Distance features (default {metrics.SD21}, the protocol's); 'embedded' or "
+                   help=f"model for Mean Distance features (default {SD21}, the protocol's); 'embedded' or "
                         "'same' (the edited model, loaded separately) for offline use")
     p.add_argument("--no-fidelity", action="store_true", help="skip Image Fidelity (when lpips is not installed)")
     p.add_argument("--no-mean-distance", action="store_true", help="skip Mean Distance")
@@ -75,6 +72,11 @@ def main(args) -> int:
                         categories=[c for c in (args.categories or "").split(",") if c] or None,
                         shard=_shard(args.shard) if args.shard else None, progress=not args.quiet,
                         merge_only=args.merge_only, score=args.score)
+    check(opts)  # arguments, files, samples and settings, before the heavy libraries load
+    from ...tables import markdown_table
+    from .outputs import category_table, sweep_table
+    from .run import run_bench
+
     summary = run_bench(opts)
     if summary is None:
         print(f"process finished its share; the summary is written when every edit is done ({args.out})")

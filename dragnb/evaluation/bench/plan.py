@@ -241,6 +241,72 @@ def _result_folder(out: Path, config: BenchConfig, seed: int, ref: SampleRef, n_
 LAUNCHER_WORLD_SIZE = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")  # torchrun, MPI
 
 
+def check(opts: BenchOptions):
+    """Every check of the bench's arguments, files, samples and settings, before torch or diffusers load (issue 26):
+    (out, stage overrides, DIFT settings, configs, samples, skipped, model name, base settings, each config's
+    settings). A problem is one :class:`~dragnb.errors.InputError`."""
+    from ...config import EMBEDDED_MODEL, apply_overrides, model_defaults
+    from ...files import open_cache, writable_folder
+    from ..dift_settings import DiftSettings, parse_dift_overrides
+
+    out = writable_folder(opts.out, "--out")
+    stage_overrides, dift_overrides = split_overrides(opts.overrides)
+    configs = parse_sweeps(opts.sweeps)
+    for config in configs:
+        if split_overrides(list(config.assignments))[1]:
+            raise InputError("--sweep", "sweep the method's settings, not the metric's (dift.*)")
+    try:
+        dift = parse_dift_overrides(DiftSettings(), dift_overrides)
+    except ValueError as exc:
+        raise InputError("--set", str(exc)) from None
+    if opts.dift_model is not None:
+        name = {"embedded": str(EMBEDDED_MODEL), "same": opts.model or str(EMBEDDED_MODEL)}.get(opts.dift_model,
+                                                                                                   opts.dift_model)
+        dift = dataclasses.replace(dift, model=name)
+
+    refs, skipped = discover(opts.data)
+    if opts.categories:
+        refs = [r for r in refs if r.category in opts.categories]
+    samples, bad = load_samples(refs)
+    skipped += bad
+    if opts.limit is not None:
+        samples = samples[:opts.limit]
+    if opts.score is not None:  # another method's results: one dragged image per sample, nothing to edit
+        if opts.sweeps or len(opts.seeds) != 1:
+            raise InputError("--score", "scoring a result tree takes no --sweep and one seed (it holds one result "
+                             "per sample)")
+        results = {ref.key: Path(opts.score) / ref.category / ref.name / RESULT_IMAGE for ref, _ in samples}
+        skipped += [Skipped(str(results[ref.key]), f"no {RESULT_IMAGE} in the result tree for {ref.key}")
+                    for ref, _ in samples if not results[ref.key].is_file()]
+        samples = [(ref, sample) for ref, sample in samples if results[ref.key].is_file()]
+    if not samples:  # nothing to edit: say why in one line, and keep the reasons beside the results
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "skipped.json").write_text(json.dumps([dataclasses.asdict(s) for s in skipped], indent=1) + "\n")
+        first = f" (first: {skipped[0].path}: {skipped[0].reason})" if skipped else ""
+        raise InputError("--data", f"no usable sample in {str(opts.data)!r}: {len(skipped)} skipped{first}; the "
+                         f"reasons are in {str(out / 'skipped.json')!r}; a sample is <category>/<name>/ with "
+                         "original_image.png and meta_data.pkl")
+    if opts.cache_dir is not None:
+        open_cache(opts.cache_dir, "--cache-dir")
+
+    # Settings: the model's own defaults, then --set, then each sweep point, then each seed.
+    model_name = str(EMBEDDED_MODEL if opts.model is None else opts.model) if opts.score is None \
+        else f"results in {opts.score}"
+    local = Path(model_name).expanduser()
+    try:
+        base = apply_overrides(model_defaults(local if local.is_dir() else None), stage_overrides)
+        config_settings = {c.name: apply_overrides(base, list(c.assignments)) for c in configs}
+        dtypes = sorted({s.compute.weights for s in config_settings.values()})
+        if len(dtypes) > 1:
+            raise InputError("--sweep", f"compute.weights takes one value per bench run, got {', '.join(dtypes)} (the "
+                             "model loads once, in one dtype); run the bench once per dtype")
+    except InputError:  # names the setting at fault already
+        raise
+    except ValueError as exc:
+        raise InputError("--set/--sweep", str(exc)) from None
+    return out, stage_overrides, dift, configs, samples, skipped, model_name, base, config_settings
+
+
 def _process_layout(opts: BenchOptions):
     """(rank, world, device, via_accelerate) from ``accelerate launch``'s environment or ``--shard``."""
     world_env = max(int(os.environ.get(k, "1") or 1) for k in LAUNCHER_WORLD_SIZE)
