@@ -19,7 +19,7 @@ from transformers.utils import logging as transformers_logging
 
 from .compute import WEIGHTS, weights_name
 from .config import EMBEDDED_MODEL, Settings, model_defaults
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, Notice
 
 _verbosity = transformers_logging.get_verbosity()
 transformers_logging.set_verbosity_error()  # diffusers' pipelines import transformers' image processors, which warn
@@ -217,8 +217,26 @@ def classifier_free_guidance(eps: torch.Tensor, guidance_scale: float) -> torch.
 def encode_prompt(model: Model, prompt: str, guidance_scale: float = 1.0) -> torch.Tensor:
     """Text embeddings c in fp32 (whatever the weights' dtype): (1, 77, D), or (2, 77, D) = [unconditional,
     conditional] when guidance > 1."""
-    cond, uncond = model.pipe.encode_prompt(prompt, model.device, 1, guidance_scale > 1.0, negative_prompt="")
+    from diffusers.utils import logging as diffusers_logging
+
+    _say_if_truncated(model.pipe.tokenizer, prompt)
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its own truncation message would repeat ours on several lines
+    try:
+        cond, uncond = model.pipe.encode_prompt(prompt, model.device, 1, guidance_scale > 1.0, negative_prompt="")
+    finally:
+        diffusers_logging.set_verbosity(level)
     return (torch.cat([uncond, cond]) if guidance_scale > 1.0 else cond).float()
+
+
+def _say_if_truncated(tokenizer, prompt: str) -> None:
+    """One line when the text encoder will not read the whole prompt (diffusers cuts it at the tokenizer's length)."""
+    ids = tokenizer(prompt, truncation=False).input_ids
+    limit = tokenizer.model_max_length
+    if len(ids) > limit:
+        dropped = tokenizer.decode(ids[limit - 1:-1])
+        warnings.warn(f"prompt: {len(ids)} tokens with its start and end marks, the text encoder reads {limit}; "
+                      f"dropped: {dropped[:60]!r}{'...' if len(dropped) > 60 else ''}", Notice, stacklevel=2)
 
 
 def held_dtype(module: torch.nn.Module) -> torch.dtype:

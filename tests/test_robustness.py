@@ -440,3 +440,24 @@ def test_masks_and_frames_that_mean_something_else_are_said_in_one_line(tmp_path
     with pytest.warns(Notice, match="holds 2 frames; the first is used"):
         first = to_rgb_array(tmp_path / "anim.gif", "--image")
     assert abs(int(first.mean()) - 10) <= 2
+
+
+@pytest.mark.parametrize("prompt", ["", "a 🎈 ball, très jolie", "zxqv blorf snarfle", "a red disc " * 40])
+def test_any_prompt_runs_and_a_long_one_is_said(tiny_model, tiny_dir, blob_image, tmp_path, capsys, prompt):
+    from dragnb.errors import Notice
+
+    session = DragSession(tiny_model, blob_image, prompt, dataclasses.replace(FAST, drag=DragSettings(max_steps=2)))
+    session.set_points([(24, 24, 30, 24)])
+    long = len(tiny_model.pipe.tokenizer(prompt).input_ids) > tiny_model.pipe.tokenizer.model_max_length
+    if long:
+        with pytest.warns(Notice, match=r"prompt: \d+ tokens .* the text encoder reads \d+; dropped"):
+            assert session.run().image.shape == blob_image.shape
+    else:
+        assert session.run().image.shape == blob_image.shape
+    Image.fromarray(blob_image).save(tmp_path / "in.png")
+    code = main(["drag", "--image", str(tmp_path / "in.png"), "--points", "24,24,30,24", "--prompt", prompt,
+                 "--model", str(tiny_dir), "--out", str(tmp_path / "o.png"), "--quiet", "--set", "lora.steps=1",
+                 "--set", "drag.max_steps=2"])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err
+    assert err.count("note: prompt:") == (1 if long else 0), err

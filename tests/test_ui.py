@@ -5,6 +5,7 @@ cache reuse, Stop from another thread (its one flag the session's), and the live
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 import numpy as np
@@ -332,3 +333,52 @@ def test_the_panel_runs_a_drag_family_method_from_its_dropdown(tiny_model, blob_
     assert result.drag.method == "fastdrag" and result.settings.drag.method == "fastdrag"
     assert "fastdrag moves in one step" in panel.status.value
     assert panel.show_scrubber() is None and "ran no iterations" in panel.status.value
+
+
+def test_the_panel_under_a_hostile_order_of_actions(tiny_model, blob_image):
+    """Issue 26: each ends in a state the panel shows in words, and the session is usable after it."""
+    editor = DragEditor(blob_image)
+    panel = RunPanel(tiny_model, editor, settings=settings_from_dict({**QUICK, "drag": {"max_steps": 30}},
+                                                                     tiny_model.settings))
+    panel.stop_button.click()  # Stop before any run: nothing to stop, nothing carried into the next run
+    assert panel.status.value == "ready" and panel.session is None
+    assert panel.run() is None and "point" in panel.status.value  # Run with no points: said, nothing runs
+    editor.set_points([(24, 24, 40, 24)])
+    panel.prompt.value = ""  # no prompt: allowed (the unconditional text), the run goes through
+    first = panel.run()
+    assert first is not None and first.drag.stop_reason in ("reached", "max_steps")  # the early Stop did not carry
+    started = threading.Event()
+    slow = panel._on_record
+
+    def on_record(record):
+        started.set()
+        time.sleep(0.02)
+        return slow(record)
+
+    panel._on_record = on_record
+    panel.drag_steps.value = 25
+    panel.run_button.click()  # Run, and Run again at once
+    panel.run_button.click()
+    assert started.wait(60) and panel.running
+    with pytest.raises(RuntimeError, match="a run is in progress"):
+        panel.run()  # a second run from the notebook is refused in words
+    editor.set_image(np.ascontiguousarray(blob_image[:, ::-1]))  # a new image while the run is going (its points
+    editor.set_points([(10, 10, 20, 20)])  # go with the old one), then new points: the run keeps what it took
+    result = panel.wait(120)
+    assert result is not None and result.points.handles.tolist() == [[24.0, 24.0]]
+    assert "done" in panel.status.value and not panel.running
+    again = panel.run()  # the next run takes the new image and points, in a new session
+    assert again is not None and again.points.handles.tolist() == [[10.0, 10.0]]
+    assert (again.source == blob_image[:, ::-1]).all()
+
+    def interrupt(record):  # Ctrl-C (a kernel interrupt) arriving during the drag
+        raise KeyboardInterrupt
+
+    panel._on_record = interrupt
+    panel.drag_steps.value = 12
+    result = panel.run()
+    assert result is not None and result.drag.stop_reason == "interrupted"
+    assert "interrupted: partial result" in panel.status.value
+    panel._on_record = slow
+    panel.drag_steps.value = 3
+    assert panel.run() is not None and not panel.running  # usable after it all
