@@ -90,15 +90,22 @@ def feature_grid(model_size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def image_to_grid(xy: np.ndarray, image_size: tuple[int, int], grid_size: tuple[int, int]) -> torch.Tensor:
-    """(N, 2) image pixels (x, y) -> (N, 2) grid (row, col), scaling by the grid/image ratio; a point on the last
-    image pixels, which would scale past the last grid pixel (63 of 64 -> 31.5 of 32, rounded to 32), is held at
-    the last grid pixel."""
+    """(N, 2) image pixels (x, y) -> (N, 2) grid (row, col), scaling by the grid/image ratio."""
     import torch
 
     h, w = image_size
     gh, gw = grid_size
     xy = torch.as_tensor(np.asarray(xy), dtype=torch.float32)
-    return torch.stack([(xy[:, 1] * gh / h).clamp(0, gh - 1), (xy[:, 0] * gw / w).clamp(0, gw - 1)], dim=1)
+    return torch.stack([xy[:, 1] * gh / h, xy[:, 0] * gw / w], dim=1)
+
+
+def held_on_grid(rc: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+    """(N, 2) grid (row, col) held within the grid's pixels: a point on an image's last pixels scales past the
+    last grid pixel (63 of 64 -> 31.5 of 32, which rounds to 32) and is held at it (31)."""
+    import torch
+
+    top = torch.tensor([grid_size[0] - 1, grid_size[1] - 1], dtype=rc.dtype, device=rc.device)
+    return torch.minimum(rc.clamp(min=0), top)
 
 
 def grid_to_image(rc: torch.Tensor, image_size: tuple[int, int], grid_size: tuple[int, int]) -> np.ndarray:

@@ -43,7 +43,7 @@ from .images import from_model_tensor, load_mask, mask_to_latent, model_size, re
 from .inversion import InversionResult, encode_image, invert
 from .lora import LoraResult, adaptable_modules, apply_lora, fused_lora, train_lora
 from .models import Model, encode_prompt, held_dtype
-from .points import DragPoints, feature_grid, image_to_grid, make_points
+from .points import DragPoints, feature_grid, held_on_grid, image_to_grid, make_points
 from .rounds import History, Round
 
 STAGES = ("lora", "inversion", "drag", "denoise")
@@ -315,8 +315,8 @@ class DragSession:
         self.run_lora()
         zt, t = self._start_latent()
         grid = self.feature_grid
-        handles = image_to_grid(self.points.handles, self.image_size, grid)
-        targets = image_to_grid(self.points.targets, self.image_size, grid)
+        handles = held_on_grid(image_to_grid(self.points.handles, self.image_size, grid), grid)  # a point on the
+        targets = held_on_grid(image_to_grid(self.points.targets, self.image_size, grid), grid)  # last pixels too
         latent_size = tuple(zt.shape[-2:])
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/eval_scenes.py [--benchmark flat|textured] [--cases DIR] [--n N] [--model DIR]
         [--set drag.lr=0.03 ...] [--paper-defaults] [--first K] [--limit N] [--json OUT.json]
-        [--time-second-drag] [--record data/tiny-scenes/scene_benchmark.json --label NAME]
+        [--time-second-drag] [--auto-mask] [--record data/tiny-scenes/scene_benchmark.json --label NAME]
         [--variant "NAME:drag.schedule=alternating,drag.steps_per_timestep=5" ...]
 
 Writes the cases first if the folder is empty (dragnb.evaluation.scenebench.write_cases, at the model's resolution). The
@@ -28,6 +28,7 @@ from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from dragnb.automask import auto_mask
 from dragnb.config import Settings, apply_overrides, named_overrides, requested_weights
 from dragnb.errors import InputError
 from dragnb.evaluation.dragbench import read_sample
@@ -53,6 +54,8 @@ def main() -> None:
     p.add_argument("--label", default=None, help="the run's name in --record (default: model or paper defaults)")
     p.add_argument("--save-images", default=None, help="folder for the edited images")
     p.add_argument("--time-second-drag", action="store_true", help="also time a second drag on each image")
+    p.add_argument("--auto-mask", action="store_true", help="edit with the mask grown from the drag lines "
+                   "(dragnb.automask) instead of the case's; the scorer keeps the case's mask")
     p.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:STAGE.FIELD=V,...",
                    help="run every case under this variant too (settings over the others'); repeatable. The "
                    "base settings run first, as variant 'base'; --save-images then writes one folder per variant")
@@ -65,7 +68,7 @@ def main() -> None:
         sample = read_sample(folder)
         session = DragSession(model, sample.image, sample.prompt, settings)
         session.set_points(sample.points)
-        session.set_mask(sample.mask)
+        session.set_mask(edit_mask(sample, args.auto_mask))
         tick = time.perf_counter()
         result = session.run()
         first.append(time.perf_counter() - tick)
@@ -100,6 +103,11 @@ def main() -> None:
         summary["command"] = "python scripts/eval_scenes.py " + " ".join(sys.argv[1:])
         data.setdefault(record_key(args.benchmark), {})[label] = {k: v for k, v in summary.items() if k != "cases"}
         record.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def edit_mask(sample, auto: bool):
+    """The mask the edit runs with: the case's, or with --auto-mask the one grown from its drag lines."""
+    return auto_mask(sample.points, sample.image.shape[:2]) if auto else sample.mask
 
 
 def save_image(image, path: Path) -> None:
@@ -138,7 +146,7 @@ def sweep(args) -> None:
         sample = read_sample(folder)
         session = DragSession(model, sample.image, sample.prompt, base)
         session.set_points(sample.points)
-        session.set_mask(sample.mask)
+        session.set_mask(edit_mask(sample, args.auto_mask))
         line = [folder.name]
         for name in variants:
             session.settings = settings[name]

@@ -90,3 +90,13 @@ def test_mask_to_latent_modes():
     from dragnb.images import LATENT_MASK_MODES
 
     assert typing.get_args(typing.get_type_hints(DenoiseSettings)["blend_mask"]) == LATENT_MASK_MODES
+
+
+def test_points_on_the_last_pixels_are_held_on_the_grid():
+    from dragnb.points import held_on_grid
+
+    rc = image_to_grid(np.array([[63.0, 63.0], [10.0, 0.0]]), (64, 64), (32, 32))
+    assert rc[0].tolist() == [31.5, 31.5]  # the plain scaling, grid_to_image's inverse
+    held = held_on_grid(rc, (32, 32))
+    assert held.tolist() == [[31.0, 31.0], [0.0, 5.0]]  # the last pixel held, a point inside left as it is
+    assert held.round().max() <= 31
