@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--time-second-drag", action="store_true", help="also time a second drag on each image")
     p.add_argument("--auto-mask", action="store_true", help="edit with the mask grown from the drag lines "
                    "(dragnb.automask) instead of the case's; the scorer keeps the case's mask")
+    p.add_argument("--auto-sigma", type=float, default=None, metavar="FRACTION",
+                   help="with --auto-mask: its σ as a fraction of the shorter side (default dragnb.automask.AUTO_SIGMA)")
     p.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:STAGE.FIELD=V,...",
                    help="run every case under this variant too (settings over the others'); repeatable. The "
                    "base settings run first, as variant 'base'; --save-images then writes one folder per variant")
@@ -68,7 +70,7 @@ def main() -> None:
         sample = read_sample(folder)
         session = DragSession(model, sample.image, sample.prompt, settings)
         session.set_points(sample.points)
-        session.set_mask(edit_mask(sample, args.auto_mask))
+        session.set_mask(edit_mask(sample, args))
         tick = time.perf_counter()
         result = session.run()
         first.append(time.perf_counter() - tick)
@@ -105,9 +107,12 @@ def main() -> None:
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 
-def edit_mask(sample, auto: bool):
+def edit_mask(sample, args):
     """The mask the edit runs with: the case's, or with --auto-mask the one grown from its drag lines."""
-    return auto_mask(sample.points, sample.image.shape[:2]) if auto else sample.mask
+    if not args.auto_mask:
+        return sample.mask
+    size = sample.image.shape[:2]
+    return auto_mask(sample.points, size, None if args.auto_sigma is None else args.auto_sigma * min(size))
 
 
 def save_image(image, path: Path) -> None:
@@ -146,7 +151,7 @@ def sweep(args) -> None:
         sample = read_sample(folder)
         session = DragSession(model, sample.image, sample.prompt, base)
         session.set_points(sample.points)
-        session.set_mask(edit_mask(sample, args.auto_mask))
+        session.set_mask(edit_mask(sample, args))
         line = [folder.name]
         for name in variants:
             session.settings = settings[name]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dragnb.automask import LEVEL, auto_mask, segment_distance, soft_mask
+from dragnb.automask import AUTO_SIGMA, LEVEL, auto_mask, segment_distance, soft_mask
 from dragnb.config import (DragSettings, InversionSettings, LoraSettings, Settings, settings_from_dict)
 from dragnb.errors import SettingError
 from dragnb.family.dragnoise import BottleneckGuide, MidBlockOutput
@@ -176,7 +176,7 @@ def test_auto_mask_covers_every_segment_and_is_zero_far_from_them():
         for f in np.linspace(0, 1, 21):  # every pixel on each handle -> target segment is editable
             assert mask[int(round(hy + f * (ty - hy))), int(round(hx + f * (tx - hx)))]
     distance = segment_distance(points, size)
-    sigma = 0.075 * 64
+    sigma = AUTO_SIGMA * 64
     assert not mask[distance > 2 * sigma + 1e-9].any() and mask[distance <= 2 * sigma - 1e-9].all()
     soft = soft_mask(points, size)
     assert soft.max() == 1.0 and soft[distance > 6 * sigma].max() < 1e-6 and np.isclose(LEVEL, np.exp(-2))
