@@ -27,7 +27,7 @@ import importlib
 _HOMES = {"markdown_table": "...tables",
           **dict.fromkeys(("PAIR_COLUMNS", "category_table", "pair_rows", "plot_md_vs_fidelity", "plot_sweep",
                            "sweep_table", "write_outputs"), ".outputs"),
-          **dict.fromkeys(("BenchConfig", "BenchOptions", "PlannedEdit", "SampleRef", "Skipped", "check", "discover",
+          **dict.fromkeys(("BenchConfig", "BenchOptions", "Checked", "PlannedEdit", "SampleRef", "Skipped", "check", "discover",
                            "load_samples", "model_fingerprint", "parse_seeds", "parse_sweeps", "seeded",
                            "split_overrides", "versions"), ".plan"),
           **dict.fromkeys(("run_bench", "score"), ".run"),

@@ -72,12 +72,12 @@ def main(args) -> int:
                         categories=[c for c in (args.categories or "").split(",") if c] or None,
                         shard=_shard(args.shard) if args.shard else None, progress=not args.quiet,
                         merge_only=args.merge_only, score=args.score)
-    check(opts)  # arguments, files, samples and settings, before the heavy libraries load
+    checked = check(opts)  # arguments, files, samples and settings, before the heavy libraries load
     from ...tables import markdown_table
     from .outputs import category_table, sweep_table
     from .run import run_bench
 
-    summary = run_bench(opts)
+    summary = run_bench(opts, checked)
     if summary is None:
         print(f"process finished its share; the summary is written when every edit is done ({args.out})")
         return 0

@@ -11,7 +11,7 @@ import platform
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 from ...errors import DragnbError, InputError
@@ -241,10 +241,24 @@ def _result_folder(out: Path, config: BenchConfig, seed: int, ref: SampleRef, n_
 LAUNCHER_WORLD_SIZE = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")  # torchrun, MPI
 
 
-def check(opts: BenchOptions):
-    """Every check of the bench's arguments, files, samples and settings, before torch or diffusers load (issue 26):
-    (out, stage overrides, DIFT settings, configs, samples, skipped, model name, base settings, each config's
-    settings). A problem is one :class:`~dragnb.errors.InputError`."""
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`check` read and checked: everything the run needs before a model loads."""
+
+    out: Path  # the run folder, writable
+    stage_overrides: list[str]  # --set for the method's stages (dift.* apart)
+    dift: Any  # the Mean Distance featurizer's settings (dragnb.evaluation.dift_settings.DiftSettings)
+    configs: list[BenchConfig]  # the points of the --sweep grid
+    samples: list  # (SampleRef, Sample) of the usable samples
+    skipped: list[Skipped]  # and the others, each with its reason
+    model_name: str
+    base: Any  # Settings: the model's defaults with --set
+    config_settings: dict  # config name -> its Settings
+
+
+def check(opts: BenchOptions) -> Checked:
+    """Every check of the bench's arguments, files, samples and settings, before torch or diffusers load (issue 26).
+    A problem is one :class:`~dragnb.errors.InputError`."""
     from ...config import EMBEDDED_MODEL, apply_overrides, model_defaults
     from ...files import open_cache, writable_folder
     from ..dift_settings import DiftSettings, parse_dift_overrides
@@ -304,7 +318,7 @@ def check(opts: BenchOptions):
         raise
     except ValueError as exc:
         raise InputError("--set/--sweep", str(exc)) from None
-    return out, stage_overrides, dift, configs, samples, skipped, model_name, base, config_settings
+    return Checked(out, stage_overrides, dift, configs, samples, skipped, model_name, base, config_settings)
 
 
 def _process_layout(opts: BenchOptions):

@@ -12,14 +12,16 @@ from .. import metrics
 from ...errors import DragnbError, InputError
 from .outputs import _finite, _write_json, write_outputs
 from .plan import (RECORD, RESULT_IMAGE, BenchConfig, BenchOptions, PlannedEdit, Skipped, _digest, _file_digest,
-                   _process_layout, _result_folder, check, model_fingerprint, seeded)
+                   Checked, _process_layout, _result_folder, check, model_fingerprint, seeded)
 from .summary import build_summary
 
-def run_bench(opts: BenchOptions) -> dict | None:
+def run_bench(opts: BenchOptions, checked: Checked | None = None) -> dict | None:
     """Run (or resume) the benchmark and write its outputs; returns the summary (None on a shard that did not
-    see every record finished)."""
+    see every record finished). ``checked``: :func:`~.plan.check`'s record when the caller has made it already."""
     tick = time.perf_counter()
-    out, stage_overrides, dift, configs, samples, skipped, model_name, base, config_settings = check(opts)
+    c = checked or check(opts)
+    out, dift, configs, samples, skipped = c.out, c.dift, c.configs, c.samples, c.skipped
+    model_name, base, config_settings = c.model_name, c.base, c.config_settings
     rank, world, device, via_accelerate = _process_layout(opts)
     if device is not None:
         from ...models import resolve_device
