@@ -249,7 +249,7 @@ class DenoiseSettings(_Checked):
     """Stage 4: DDIM denoising from the edited z_t with reference-latent control."""
 
     STAGE = "denoise"
-    RULES = {"control_from_step": _at_least(0)}
+    RULES = {"control_from_step": _at_least(0), "paste_blur": _at_least(0)}
 
     reference_control: bool = True  # decoder self-attention attends to the unedited branch's keys/values
     control_blocks: tuple[int, ...] = (-2, -1)  # up blocks under control: up_blocks[2], [3] on SD 1.5
@@ -263,6 +263,10 @@ class DenoiseSettings(_Checked):
     # pixel mask to the latent grid (dragnb.images.mask_to_latent): the reference's nearest (a cell takes its
     # top-left pixel, as the mask term does), the cell's centre pixel, only cells wholly editable, or each cell's
     # editable fraction (a soft blend)
+    paste_outside: bool = False  # [extension, not in the paper] the result at the input's size with the input's
+    # own pixels outside the mask, softened at its edge (diffusers' VaeImageProcessor.apply_overlay, as inpainting
+    # pipelines do): what may not change is the user's pixels, not the model's reconstruction of them
+    paste_blur: int = 4  # the Gaussian blur (image pixels) that softens the mask's edge for paste_outside
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,19 @@ def mask_to_latent(mask: np.ndarray, latent_size: tuple[int, int], mode: str = "
     return F.adaptive_avg_pool2d(m, latent_size)
 
 
+def paste_outside(source: np.ndarray, edited: np.ndarray, mask: np.ndarray, blur: int) -> np.ndarray:
+    """``edited`` (H, W, 3) uint8 with ``source``'s own pixels outside ``mask`` (H, W) bool, 1 = editable, the mask's
+    edge softened by a Gaussian of ``blur`` pixels: diffusers' inpainting overlay (``VaeImageProcessor.blur`` and
+    ``apply_overlay``)."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    soft = Image.fromarray(np.asarray(mask, bool).astype(np.uint8) * 255, "L")
+    if blur > 0:
+        soft = VaeImageProcessor.blur(soft, blur)
+    out = VaeImageProcessor().apply_overlay(soft, Image.fromarray(source), Image.fromarray(edited))
+    return np.asarray(out, dtype=np.uint8).copy()
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 arrays of equal shape (99 when identical): the project's one PSNR."""
     mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())

@@ -39,7 +39,8 @@ from .edit import EditResult
 from .errors import InputError, Interrupted, SessionBusy, SettingError
 from .generate import GeneratedImage
 from .keys import KeptLora, digest, stage_keys
-from .images import from_model_tensor, load_mask, mask_to_latent, model_size, resize_array, to_model_tensor, to_rgb_array
+from .images import (from_model_tensor, load_mask, mask_to_latent, model_size, paste_outside, resize_array,
+                     to_model_tensor, to_rgb_array)
 from .inversion import InversionResult, encode_image, invert
 from .lora import LoraResult, adaptable_modules, apply_lora, fused_lora, train_lora
 from .models import Model, encode_prompt, held_dtype
@@ -409,6 +410,8 @@ class DragSession:
         cached = {stage: origin[stage] in ("memory", "disk") for stage in STAGES}
         den = results["denoise"]
         image = resize_array(from_model_tensor(den.image), self.image_size)
+        if self.settings.denoise.paste_outside and self.mask is not None:  # the user's own pixels where nothing may
+            image = paste_outside(self.source, image, self.mask, self.settings.denoise.paste_blur)  # change
         result = EditResult(image=image, source=self.source, points=self.points, mask=self.mask, prompt=self.prompt,
                             model=self.model.name, settings=self.settings, lora=results["lora"],
                             inversion=results["inversion"], drag=results["drag"], denoise=den,

@@ -100,3 +100,16 @@ def test_points_on_the_last_pixels_are_held_on_the_grid():
     held = held_on_grid(rc, (32, 32))
     assert held.tolist() == [[31.0, 31.0], [0.0, 5.0]]  # the last pixel held, a point inside left as it is
     assert held.round().max() <= 31
+
+
+def test_paste_outside_keeps_the_users_pixels_where_nothing_may_change():
+    from dragnb.images import paste_outside
+
+    source, edited = np.full((32, 32, 3), 10, np.uint8), np.full((32, 32, 3), 200, np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:24, 8:24] = True
+    sharp = paste_outside(source, edited, mask, blur=0)
+    assert (sharp[mask] == 200).all() and (sharp[~mask] == 10).all()  # exactly the user's pixels outside
+    soft = paste_outside(source, edited, mask, blur=2)
+    assert (soft[0, 0] == 10).all() and (soft[16, 16] == 200).all()  # far from the edge: as before
+    assert 10 < soft[7, 16, 0] < soft[8, 16, 0] < 200  # at the edge: a blend, rising into the mask

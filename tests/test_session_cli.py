@@ -241,3 +241,21 @@ def test_stop_during_lora_and_denoise_cache_state(tiny_model, blob_image):
     assert not session.is_cached("lora")
     session.run()
     assert session.is_cached("drag") and session.is_cached("denoise")
+
+
+def test_paste_outside_puts_the_sources_pixels_outside_the_mask(tiny_model, blob_image):
+    from dragnb.config import settings_from_dict
+
+    mask = np.zeros((64, 64), bool)
+    mask[10:40, 10:40] = True
+    settings = settings_from_dict({"lora": {"steps": 0}, "drag": {"max_steps": 2},
+                                   "denoise": {"paste_outside": True, "paste_blur": 0}}, tiny_model.settings)
+    session = DragSession(tiny_model, blob_image, "", settings)
+    session.set_points([(24, 24, 30, 24)])
+    session.set_mask(mask)
+    pasted = session.run()
+    assert (pasted.image[~mask] == blob_image[~mask]).all()  # the user's own pixels, not the VAE's reconstruction
+    session.settings = settings_from_dict({"denoise": {"paste_outside": False}}, settings)
+    plain = session.run()
+    assert not (plain.image[~mask] == blob_image[~mask]).all() and plain.cached["drag"]
+    assert (plain.image[mask] == pasted.image[mask]).all()  # inside the mask the same edit
