@@ -105,8 +105,9 @@ def denoise(model: Model, zt_edited: torch.Tensor, zt_original: torch.Tensor | N
                 if guided:
                     eps = classifier_free_guidance(eps, guidance_scale)
                 z = scheduler.step(eps, t_i, z).prev_sample
-                # the inversion's latent this step lands on: [z_0, ..., z_t] read backwards
-                landed = None if inverted is None else inverted[len(inverted) - 2 - skip - i].to(z.device, z.dtype)
+                # the inversion's latent this step lands on: [z_0, ..., z_t] read backwards (only when read)
+                wanted = inverted is not None and ((keep is not None and from_inversion) or guide is not None)
+                landed = inverted[len(inverted) - 2 - skip - i].to(z.device, z.dtype) if wanted else None
                 if keep is not None:
                     source = landed if from_inversion else z[:1]
                     z = torch.cat([z[:1], z[1:] * (1.0 - keep) + source * keep])

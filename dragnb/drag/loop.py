@@ -9,6 +9,7 @@ loss or latent stops it too, returning the last good latent, and so do a latent 
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -159,10 +160,11 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
                 scaler.scale(loss).backward()
                 scaler.step(optimised.optimizer)
                 scaler.update()
-                if not torch.isfinite(z).all():
+                largest = float(z.detach().abs().max())  # one reduction for both checks (NaN and inf propagate)
+                if not math.isfinite(largest):
                     result.stop_reason = "non-finite"
                     break
-                if float(z.detach().abs().max()) > bound:  # finite but far out of range: lr too large
+                if largest > bound:  # finite but far out of range: lr too large
                     result.stop_reason = "diverged"
                     warnings.warn(f"drag: diverged at iteration {k} (the latent left {DIVERGED_RANGE:g} x the range "
                                   f"of z_t, loss {float(loss.detach()):.3g}); the result is from the last good latent; "
