@@ -3,6 +3,7 @@
     .venv/bin/python scripts/eval_scenes.py [--benchmark flat|textured] [--cases DIR] [--n N] [--model DIR]
         [--set drag.lr=0.03 ...] [--paper-defaults] [--first K] [--limit N] [--json OUT.json]
         [--time-second-drag] [--auto-mask] [--record data/tiny-scenes/scene_benchmark.json --label NAME]
+        [--benchmark occlusion [--look unseen]]
         [--variant "NAME:drag.schedule=alternating,drag.steps_per_timestep=5" ...]
 
 Writes the cases first if the folder is empty (dragnb.evaluation.scenebench.write_cases, at the model's resolution). The
@@ -43,6 +44,8 @@ def main() -> None:
     p.add_argument("--cases", default=None, help="case folder (default runs/scene-cases-<benchmark>-<size>)")
     p.add_argument("--n", type=int, default=None, help="cases to write (default: 50 flat, 120 textured)")
     p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--look", default="trained", help="occlusion benchmark: draw its cases in this look "
+                   "(dragnb.tiny.scenes.LOOKS; 'unseen' is never trained on)")
     p.add_argument("--model", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--paper-defaults", action="store_true", help="start from the reference code's defaults")
@@ -126,9 +129,10 @@ def save_image(image, path: Path) -> None:
 def prepare(args):
     """The model, the base settings and the case folders to run (written first if the folder is empty)."""
     model = load_model(args.model, device="cpu", dtype=requested_weights(args.overrides))
-    args.cases = args.cases or f"runs/scene-cases-{args.benchmark}-{model.resolution}"
+    look = "" if args.look == "trained" else f"-{args.look}"
+    args.cases = args.cases or f"runs/scene-cases-{args.benchmark}-{model.resolution}{look}"
     if not case_dirs(args.cases):
-        write_cases(args.cases, args.n, args.seed, model.resolution, args.benchmark)
+        write_cases(args.cases, args.n, args.seed, model.resolution, args.benchmark, look=args.look)
     settings = apply_overrides(Settings() if args.paper_defaults else model.settings, args.overrides)
     return model, settings, case_dirs(args.cases)[args.first:][: args.limit]
 
@@ -177,7 +181,9 @@ def sweep(args) -> None:
         out[name] = summary
         print(name, json.dumps({k: summary[k] for k in ("n", "success_rate", "kept_success_rate", "median_error_px",
                                                         "placed_rate", "area_kept_rate", "psnr_kept_rate",
-                                                        "others_kept_rate", "no_ghost_rate", "seconds_per_edit")}))
+                                                        "others_kept_rate", "no_ghost_rate", "depth_kept_rate",
+                                                        "occluding_kept_success_rate", "kept_success_by_situation",
+                                                        "seconds_per_edit")}))
     if args.json:
         Path(args.json).write_text(json.dumps({n: {**s, "cases": [dataclasses.asdict(c) for c in scores[n]]}
                                                for n, s in out.items()}, indent=1))

@@ -69,6 +69,7 @@ CASES = [  # (argv, the field the one line names)
     (["bench", "--data", "{r}/data", "--out", "{r}/out/bench", "--limit", "0"], "--limit"),
     (["replay", "{r}/missing_history", "--out", "{r}/out/replay"], "HISTORY_DIR"),
     (["replay", "{r}/history", "--out", "{r}/out/replay"], "HISTORY_DIR"),
+    (["train-tiny", "--init", "{r}/missing_model", "--work", "{r}/out/work"], "--init"),
 ]
 
 RUNNER = textwrap.dedent("""

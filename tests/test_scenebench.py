@@ -143,3 +143,104 @@ def test_two_moved_shapes_are_scored_each_in_its_own_box(tmp_path):
     assert not score.success
     assert by_index[i].error_px < 1.0
     assert by_index[j].error_px > 0.05 * 64
+
+
+# ----------------------------------------------------------------------------------- occlusion benchmark
+@pytest.fixture(scope="module")
+def occlusion(tmp_path_factory):
+    return write_cases(tmp_path_factory.mktemp("occlusion"), n=30, seed=0, benchmark="occlusion")
+
+
+def test_occlusion_cases_ask_for_every_situation_at_a_users_sizes(occlusion):
+    from dragnb.tiny.cases import MIN_SHOWN, SITUATIONS
+    from dragnb.tiny.scenes import boxes_overlap, visible_fractions
+
+    cases = [load_case(f)[0] for f in occlusion]
+    assert {c.situation for c in cases} == set(SITUATIONS)
+    assert {c.size for c in cases} == {(64, 64), (96, 96), (128, 128)}
+    for case in cases:
+        (edit, *_) = case.edits
+        before, after = case.scene.shapes[edit.index], case.target_scene.shapes[edit.index]
+        others = [j for j in range(len(case.scene.shapes)) if j != edit.index]
+        if case.situation in ("front", "behind"):  # starts clear of a shape it ends on, in its depth order
+            (j,) = [j for j in others if boxes_overlap(after, case.target_scene.shapes[j], gap=0.0)]
+            assert not boxes_overlap(before, case.scene.shapes[j], gap=0.0)
+            assert (edit.index > j) == (case.situation == "front")
+            assert min(visible_fractions(case.target_scene.shapes)) >= MIN_SHOWN
+        if case.situation == "off":  # covered part of another, ends clear of every shape
+            assert min(visible_fractions(case.scene.shapes)) < 0.97
+            assert not any(boxes_overlap(after, case.target_scene.shapes[j]) for j in others)
+        for pair in case.pairs:  # clicked on a visible part, dropped on a visible part of the answer
+            assert shape_visible(case.scene, pair.index, pair.handle, case.size)
+            assert shape_visible(case.target_scene, pair.index, pair.target, case.size)
+
+
+def shape_visible(scene, index, point, size):
+    from dragnb.tiny.drawing import shape_mask
+
+    x, y = point
+    return bool(shape_mask(scene, index, size)[int(y), int(x)])
+
+
+def test_occlusion_answers_pass_and_a_wrong_depth_or_a_hidden_reveal_fails(occlusion):
+    """The answer passes with the scene kept; the source fails; the moved shape drawn at its place but at the wrong
+    depth loses the other shape (front) or hides behind it (behind); moving a shape off another without showing what
+    it covered fails the scene kept."""
+    from dataclasses import replace
+
+    from dragnb.tiny.drawing import render
+
+    seen = set()
+    for folder in occlusion:
+        case, _ = load_case(folder)
+        answer = score_case(folder, folder / "target_image.png")
+        assert answer.kept_success, answer
+        assert not score_case(folder, folder / "original_image.png").kept_success
+        target = case.target_scene
+        i = case.edits[0].index
+        if case.situation in ("front", "behind"):
+            order = list(target.shapes)
+            moved_shape = order.pop(i)
+            order = order + [moved_shape] if case.situation == "behind" else [moved_shape] + order
+            wrong = score_case(folder, render(replace(target, shapes=tuple(order)), case.size))
+            assert not wrong.kept_success
+            seen.add(case.situation)
+        if case.situation == "off":  # the covered shape stays hidden where the moved one was: a hole, not a reveal
+            hole = np.asarray(render(target, case.size)).copy()
+            source = np.asarray(render(case.scene, case.size))
+            from dragnb.tiny.drawing import shape_mask
+
+            was = shape_mask(case.scene, i, case.size)
+            hole[was] = source[was]
+            assert not score_case(folder, hole).scene_kept
+            seen.add("off")
+    assert seen == {"front", "behind", "off"}
+
+
+def test_the_unseen_look_is_the_same_cases_drawn_another_way(occlusion, tmp_path):
+    unseen = write_cases(tmp_path, n=6, seed=0, benchmark="occlusion", look="unseen")
+    for a, b in zip(occlusion[:6], unseen):
+        ca, cb = load_case(a)[0], load_case(b)[0]
+        assert cb.scene.look == "unseen" and replace_look(cb) == ca
+        assert score_case(b, b / "target_image.png").kept_success
+
+
+def replace_look(case):
+    from dataclasses import replace
+
+    return replace(case, scene=replace(case.scene, look="trained"))
+
+
+def test_a_result_brought_up_from_64_px_is_not_failed_by_its_blurred_rims(occlusion):
+    """At 96 and 128 px the result is the model's 64 px brought up: the answer resized down and up again keeps its
+    place (one-pixel rims are not shape), while the source still fails."""
+    from PIL import Image
+
+    for folder in occlusion:
+        case, _ = load_case(folder)
+        if case.size[0] < 96:
+            continue
+        answer = Image.open(folder / "target_image.png").convert("RGB")
+        blurred = answer.resize((64, 64), Image.LANCZOS).resize(case.size, Image.BICUBIC)
+        score = score_case(folder, blurred)
+        assert score.error_fraction <= 0.05 and 0.6 <= score.area_ratio <= 1.6, (case.name, score)

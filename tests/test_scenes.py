@@ -180,3 +180,62 @@ def test_single_shape_reader_reads_textured_scenes_back():
         reading = read_single_shape(render(scene))
         assert (reading.colour, reading.kind, reading.background) == (
             scene.shapes[0].colour, scene.shapes[0].kind, scene.background), scene.prompt
+
+
+# ------------------------------------------------------------------------------------ the occlusion world
+def test_occlusion_world_overlaps_in_depth_order_and_keeps_every_shape_in_view():
+    """Shapes may overlap, the later drawn over the earlier; each keeps MIN_VISIBLE of itself in view and differs
+    from any shape it touches; some grounds are lit unevenly, within GROUND_REACH; the prompts are the textured
+    world's grammar (no words for depth)."""
+    from dragnb.tiny.drawing import ground_light
+    from dragnb.tiny.scenes import (GROUND_REACH, MIN_CONTRAST, MIN_VISIBLE, boxes_overlap, shapes_contrast,
+                                    visible_fractions)
+
+    overlapping = uneven = 0
+    for seed in range(120):
+        scene = sample_scene(seed, world="occlusion")
+        assert scene == sample_scene(seed, world="occlusion")
+        assert TEXTURED_PROMPT.match(scene.prompt), scene.prompt
+        shown = visible_fractions(scene.shapes)
+        assert min(shown) >= MIN_VISIBLE
+        overlapping += min(shown) < 0.99
+        for i, a in enumerate(scene.shapes):
+            for b in scene.shapes[:i]:
+                if boxes_overlap(a, b, gap=0.0):
+                    assert shapes_contrast(a, b) >= MIN_CONTRAST
+        if not scene.ground.flat:
+            uneven += 1
+            light = ground_light(scene.ground, 64, 64)
+            assert 1 - GROUND_REACH - 1e-9 <= light.min() and light.max() <= 1 + GROUND_REACH + 1e-9
+    assert 15 <= overlapping <= 60 and 40 <= uneven <= 80
+
+
+def test_a_nearer_shape_hides_the_farther_one():
+    """Drawn in order: where two shapes overlap the pixels are the later one's, and the earlier one's mask is its
+    visible part only."""
+    back = Shape("square", "blue", 0.45, 0.5, 0.2, style="shiny")
+    front = Shape("circle", "red", 0.6, 0.5, 0.2, style="shiny")
+    scene = Scene((back, front), ("gray",))
+    both = shape_mask(Scene((back,), ("gray",)), 0) & shape_mask(Scene((front,), ("gray",)), 0)
+    assert both.sum() > 30
+    assert not (shape_mask(scene, 0) & both).any() and shape_mask(scene, 1)[both].all()
+    swapped = np.asarray(render(Scene((front, back), ("gray",)), 64))
+    assert not np.array_equal(np.asarray(render(scene, 64))[both], swapped[both])
+
+
+def test_the_unseen_look_draws_the_same_shapes_another_way():
+    """The same description in the unseen look: the same coverage (geometry), other pixels on textured shapes, the
+    same pixels on plain ones and on the ground."""
+    import dataclasses
+
+    for style in ("shiny", "striped", "dotted", "outlined"):
+        scene = Scene((Shape("circle", "red", 0.5, 0.5, 0.3, style=style),), ("gray",))
+        other = dataclasses.replace(scene, look="unseen")
+        assert np.array_equal(shape_mask(scene, 0), shape_mask(other, 0))
+        a, b = np.asarray(render(scene, 64), float), np.asarray(render(other, 64), float)
+        inside = shape_mask(scene, 0)
+        assert np.abs(a - b)[inside].max() > 40 and np.array_equal(a[~inside & ~np.roll(inside, 2, 0)][:50],
+                                                                  b[~inside & ~np.roll(inside, 2, 0)][:50])
+    plain = Scene((Shape("square", "blue", 0.5, 0.5, 0.3),), ("gray",))
+    assert np.array_equal(np.asarray(render(plain)), np.asarray(render(dataclasses.replace(plain, look="unseen"))))
+    assert Scene.from_dict(other.to_dict()) == other

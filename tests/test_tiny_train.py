@@ -73,3 +73,32 @@ def test_the_trainer_runs_resumes_and_extends(tmp_path):
     assert decoder_steps() > once
     extended = load_model(tmp_path / "model", device="cpu").pipe.vae
     assert all(torch.equal(encoder[k], v) for k, v in extended.encoder.state_dict().items())
+
+
+@pytest.mark.slow
+def test_the_trainer_trains_an_exported_model_further(tmp_path):
+    """``--init``: no VAE phase, the pool encoded by the model's own encoder at its scaling factor, the UNet
+    phase starting from its weights (its first loss is the trained model's, far below a fresh one's), the same
+    tokenizer; the export loads and carries the occlusion world's defaults."""
+    import json
+
+    from dragnb.models import EMBEDDED_MODEL, load_model
+    from dragnb.tiny.train import main
+
+    args = ["--init", str(EMBEDDED_MODEL), "--world", "occlusion", "--out", str(tmp_path / "model"),
+            "--work", str(tmp_path / "work"), "--n-scenes", "32", "--batch-unet", "8", "--minutes-unet", "0.01",
+            "--checkpoint-minutes", "100", "--check-minutes", "100", "--threads", "2"]
+    assert main(args) == 0
+    log = [json.loads(line) for line in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
+    assert not any(r["phase"] == "vae" for r in log)
+    shipped = json.loads((EMBEDDED_MODEL / "vae" / "config.json").read_text())["scaling_factor"]
+    assert next(r for r in log if r["phase"] == "latents")["scaling_factor"] == pytest.approx(shipped)
+    model = load_model(tmp_path / "model", device="cpu")
+    shipped_unet = load_model(EMBEDDED_MODEL, device="cpu").pipe.unet.state_dict()
+    trained = model.pipe.unet.state_dict()
+    moved = max(float((trained[k] - v).norm() / (v.norm() + 1e-8)) for k, v in shipped_unet.items() if v.numel() > 100)
+    assert 0 < moved < 0.05  # a few steps on from the shipped weights, not a fresh start
+    assert model.resolution == 64
+    assert (tmp_path / "model" / "tokenizer" / "vocab.json").read_text() == \
+        (EMBEDDED_MODEL / "tokenizer" / "vocab.json").read_text()
+    assert json.loads((tmp_path / "model" / "dragnb_defaults.json").read_text()) == MODEL_DEFAULTS["occlusion"]

@@ -8,6 +8,12 @@ pairs where a person would click, the editable mask and the known answer (the ta
 * ``textured``: scenes of the textured world, handles on a corner or vertex, the highlight, near an edge or at
   the centre, 1-3 pairs; 70 % rigid moves of one or two shapes, 30 % deformations with the mask over the pulled
   half only (:func:`make_textured_case`).
+* ``occlusion``: scenes of the occlusion world (shapes overlapping in depth order, uneven grounds) at 64, 96 or
+  128 px (a user's pictures are larger than the model's and brought down to it); 40 % of cases move a shape onto
+  another (in front of it, or behind it with that shape left out of the mask) or past it, 10 % move a shape off
+  one it covered, the rest are the
+  textured benchmark's moves and stretches (:func:`make_occlusion_case`). Every case names its
+  :data:`SITUATIONS`.
 
 :func:`benchmark_case` gives case ``i`` of a benchmark at a seed: what the notebooks use as their example and
 what :mod:`dragnb.evaluation.scenebench` writes to disk and scores.
@@ -22,10 +28,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .drawing import centroid, shape_mask
-from .scenes import (HIGHLIGHT_AT, SIDES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape, boxes_overlap, fits, moved,
-                     sample_scene, stretched)
+from .scenes import (HIGHLIGHT_AT, LOOKS, MIN_CONTRAST, SIDES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape,
+                     boxes_overlap, fits, moved, sample_scene, shapes_contrast, stretched, visible_fractions)
 
-BENCHMARKS = ("flat", "textured")
+BENCHMARKS = ("flat", "textured", "occlusion")
+# What an occlusion-benchmark case asks: a shape moved onto another and drawn in front of it or behind it, moved
+# past one (over it and beyond), moved off one it covered (which must then show whole), or a plain move or stretch.
+SITUATIONS = ("front", "behind", "past", "off", "move", "stretch")
+SITUATION_WEIGHTS = (0.17, 0.13, 0.10, 0.10, 0.30, 0.20)
+OCCLUSION_SIZES = ((64, 0.5), (96, 0.2), (128, 0.3))  # (side in px, share of cases)
+MIN_SHOWN = 0.4  # occlusion cases: every shape of the answer shows at least this much of itself
 STRETCH_SHARE = 0.3  # textured benchmark: share of deformation cases
 INSIDE = 0.8  # clicked points sit this far from the centre toward a corner or edge: on the object, not its border
 
@@ -85,6 +97,7 @@ class SceneCase:
     pairs: tuple[Pair, ...]
     size: tuple[int, int]  # (width, height) in pixels
     expected: tuple[Expected, ...]  # one per edit
+    situation: str = ""  # occlusion benchmark: one of SITUATIONS ("" in the other benchmarks)
 
     @property
     def target_scene(self) -> Scene:
@@ -124,6 +137,7 @@ class SceneCase:
             pairs=tuple(Pair(tuple(p["handle"]), tuple(p["target"]), p["index"], p["where"]) for p in data["pairs"]),
             size=tuple(data["size"]),
             expected=tuple(Expected(e["index"], tuple(e["centre"]), e["area"]) for e in data["expected"]),
+            situation=data.get("situation", ""),
         )
 
 
@@ -255,41 +269,177 @@ def make_textured_case(seed: int, size: int | tuple[int, int] = 128, name: str |
         scene = sample_scene(rng, aspect=aspect, world="textured")
         stretch = rng.random() < STRETCH_SHARE
         for _ in range(50):
-            pairs: list[tuple[int, str, tuple[float, float]]] = []  # (shape, where, local point)
-            if stretch:
-                index = rng.randrange(len(scene.shapes))
-                side = rng.choice(SIDES)
-                shape = scene.shapes[index]
-                edits = (Edit(index, "stretch", side=side, factor=rng.uniform(*stretch_range)),)
-                pairs.append((index, "edge", _side_point(shape, side, rng)))
-                if shape.kind == "square" and rng.random() < 0.5:
-                    pairs.append((index, "edge", _side_point(shape, side, rng)))
-            else:
-                n_moved = 2 if len(scene.shapes) > 1 and rng.random() < 0.3 else 1
-                indices = rng.sample(range(len(scene.shapes)), n_moved)
-                edit_list = []
-                for index in indices:
-                    dist = rng.uniform(*move_range) * side_px
-                    angle = rng.uniform(0, 2 * math.pi)
-                    edit_list.append(Edit(index, "move", dist * math.cos(angle) / w, dist * math.sin(angle) / h))
-                    clicks = click_points(scene.shapes[index], rng)
-                    k = 2 if rng.random() < 0.35 and len(pairs) + 2 <= 3 else 1
-                    for where, uv in rng.sample(clicks, min(k, len(clicks))):
-                        pairs.append((index, where, uv))
-                edits = tuple(edit_list)
+            edits, pairs = _textured_edits(scene, stretch, rng, (w, h), move_range, stretch_range)
             target = apply_edits(scene, edits)
             if _fits_clear(target, {e.index for e in edits}, scene, aspect):
                 break
         else:
             continue
-        out_pairs = tuple(
-            Pair(scene.shapes[i].to_image(*uv, w, h), target.shapes[i].to_image(*uv, w, h), i, where)
-            for i, where, uv in pairs
-        )
-        mask = edit_mask(scene, target, edits, (w, h))
-        case = SceneCase(name=name or f"case_{seed:06d}", benchmark="textured", scene=scene, edits=edits,
-                         pairs=out_pairs, size=(w, h), expected=_expected(target, edits, (w, h), mask))
-        return case, mask
+        return _case(name or f"case_{seed:06d}", "textured", scene, edits, pairs, (w, h))
+
+
+Click = tuple[int, str, tuple[float, float]]  # (shape, where, shape-local point): a pair before it meets the image
+
+
+def _textured_edits(scene: Scene, stretch: bool, rng: random.Random, size: tuple[int, int],
+                    move_range: tuple[float, float], stretch_range: tuple[float, float]) -> tuple[tuple[Edit, ...], list[Click]]:
+    """The textured benchmark's edits of ``scene`` and their clicks: one stretch, or moves of one or two shapes."""
+    w, h = size
+    pairs: list[Click] = []
+    if stretch:
+        index = rng.randrange(len(scene.shapes))
+        side = rng.choice(SIDES)
+        shape = scene.shapes[index]
+        edits = (Edit(index, "stretch", side=side, factor=rng.uniform(*stretch_range)),)
+        pairs.append((index, "edge", _side_point(shape, side, rng)))
+        if shape.kind == "square" and rng.random() < 0.5:
+            pairs.append((index, "edge", _side_point(shape, side, rng)))
+        return edits, pairs
+    n_moved = 2 if len(scene.shapes) > 1 and rng.random() < 0.3 else 1
+    indices = rng.sample(range(len(scene.shapes)), n_moved)
+    edit_list = []
+    for index in indices:
+        dist = rng.uniform(*move_range) * min(w, h)
+        angle = rng.uniform(0, 2 * math.pi)
+        edit_list.append(Edit(index, "move", dist * math.cos(angle) / w, dist * math.sin(angle) / h))
+        clicks = click_points(scene.shapes[index], rng)
+        k = 2 if rng.random() < 0.35 and len(pairs) + 2 <= 3 else 1
+        for where, uv in rng.sample(clicks, min(k, len(clicks))):
+            pairs.append((index, where, uv))
+    return tuple(edit_list), pairs
+
+
+def _case(name: str, benchmark: str, scene: Scene, edits: tuple[Edit, ...], pairs: list[Click],
+          size: tuple[int, int], situation: str = "", keep_out: int | None = None) -> tuple[SceneCase, np.ndarray]:
+    """(record, mask) of a case: its clicks placed on the source and the answer, the mask (without the pixels of
+    shape ``keep_out``, if given) and the expectations."""
+    w, h = size
+    target = apply_edits(scene, edits)
+    out_pairs = tuple(
+        Pair(scene.shapes[i].to_image(*uv, w, h), target.shapes[i].to_image(*uv, w, h), i, where)
+        for i, where, uv in pairs
+    )
+    mask = edit_mask(scene, target, edits, size)
+    if keep_out is not None:
+        mask = mask * ~(shape_mask(scene, keep_out, size) | shape_mask(target, keep_out, size))
+    case = SceneCase(name=name, benchmark=benchmark, scene=scene, edits=edits, pairs=out_pairs, size=size,
+                     expected=_expected(target, edits, size, mask), situation=situation)
+    return case, mask
+
+
+# ------------------------------------------------------------------------------- the occlusion benchmark
+def _radius(shape: Shape) -> float:
+    """Half the larger side of the shape's bounding box, units of the shorter image side."""
+    l, t, r, b = shape.extent()
+    return max(r - l, b - t) / 2
+
+
+def _shows(scene: Scene, index: int, uv: tuple[float, float], size: tuple[int, int]) -> bool:
+    """Whether the shape-local point ``uv`` of shape ``index`` is in view (not under a nearer shape) at ``size``."""
+    w, h = size
+    x, y = scene.shapes[index].to_image(*uv, w, h)
+    col, row = min(w - 1, max(0, int(x))), min(h - 1, max(0, int(y)))
+    return bool(shape_mask(scene, index, size)[row, col])
+
+
+def _clear_of(scene: Scene, index: int, spare: set[int], aspect: float) -> bool:
+    """Shape ``index`` fits the image and keeps clear of every shape but itself and those in ``spare``."""
+    s = scene.shapes[index]
+    return fits(s, aspect=aspect) and not any(
+        boxes_overlap(s, o, aspect=aspect) for k, o in enumerate(scene.shapes) if k != index and k not in spare)
+
+
+def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: float) -> tuple[Edit, int] | None:
+    """A move of one shape that puts it in ``situation`` (front, behind, past, off), and the other shape it meets;
+    None where this scene has none."""
+    n = len(scene.shapes)
+    if n < 2:
+        return None
+    i, j = rng.sample(range(n), 2)
+    a, b = scene.shapes[i], scene.shapes[j]
+    if situation == "off":  # i must lie over j now
+        if i < j:
+            i, j, a, b = j, i, b, a
+        if visible_fractions([b, a])[0] > 0.97:
+            return None
+    elif situation in ("front", "behind"):
+        if (situation == "front") != (i > j):
+            i, j, a, b = j, i, b, a
+        if boxes_overlap(a, b, gap=0.0, aspect=aspect) or shapes_contrast(a, b) < MIN_CONTRAST:
+            return None  # starts clear of the one it ends on, and stays told apart from it
+    elif boxes_overlap(a, b, gap=0.0, aspect=aspect):  # past: starts clear of the one it passes
+        return None
+    sx, sy = min(1.0, 1.0 / aspect), min(1.0, aspect)  # the shorter side as fractions of width and height
+    reach = _radius(a) + _radius(b)
+    if situation in ("front", "behind"):
+        angle = rng.uniform(0, 2 * math.pi)
+        dist = rng.uniform(0.45, 0.8) * reach
+        tx, ty = b.cx + dist * math.cos(angle) * sx, b.cy + dist * math.sin(angle) * sy
+    elif situation == "past":
+        ux, uy = (b.cx - a.cx) / sx, (b.cy - a.cy) / sy  # toward j, in units of the shorter side
+        d = math.hypot(ux, uy)
+        beyond = d + rng.uniform(1.05, 1.3) * reach
+        tx, ty = a.cx + ux / d * beyond * sx, a.cy + uy / d * beyond * sy
+    else:  # off
+        angle = rng.uniform(0, 2 * math.pi)
+        dist = rng.uniform(1.05, 1.4) * reach
+        tx, ty = b.cx + dist * math.cos(angle) * sx, b.cy + dist * math.sin(angle) * sy
+    edit = Edit(i, "move", tx - a.cx, ty - a.cy)
+    moved_by = math.hypot(edit.dx / sx, edit.dy / sy)
+    if not 0.08 <= moved_by <= 0.5:
+        return None
+    target = edit.apply(scene)
+    spare = {j} if situation in ("front", "behind") else set()
+    if not _clear_of(target, i, spare, aspect):
+        return None
+    if situation in ("front", "behind"):
+        if min(visible_fractions(target.shapes)) < MIN_SHOWN or visible_fractions(target.shapes)[j if situation == "front" else i] > 0.95:
+            return None  # a real overlap, with each shape still showing
+    return edit, j
+
+
+def make_occlusion_case(seed: int, name: str | None = None, look: str = "trained",
+                        move_range: tuple[float, float] = (0.10, 0.20),
+                        stretch_range: tuple[float, float] = (1.6, 2.2)) -> tuple[SceneCase, np.ndarray]:
+    """An occlusion-benchmark case, deterministic in ``seed``: (record, mask), drawn in ``look``.
+
+    Its size (:data:`OCCLUSION_SIZES`) and situation (:data:`SITUATIONS`, by :data:`SITUATION_WEIGHTS`) are
+    drawn first. front / behind: a shape that starts clear of another ends overlapping it, drawn over it or
+    under it as the depth order says (the answer drawn in that order; every shape still showing
+    :data:`MIN_SHOWN` of itself); past: it moves over another and ends beyond it; off: a shape that covered
+    part of another moves clear of it, which must then show whole; move / stretch: the textured benchmark's
+    edits. One or two clicks per moved shape, each on a visible part of it and landing on a visible part of the
+    answer. The prompt says nothing of depth: the grammar has no words for it, and a drag's prompt describes
+    the source image anyway. What tells the drag to go behind is what a user would do: the mask leaves out the
+    shape it goes behind, so that shape may not change and the moved one can only show around it.
+    """
+    if look not in LOOKS:
+        raise ValueError(f"look must be one of {tuple(LOOKS)}, got {look!r}")
+    rng = random.Random(seed)
+    side = rng.choices([s for s, _ in OCCLUSION_SIZES], weights=[p for _, p in OCCLUSION_SIZES])[0]
+    situation = rng.choices(SITUATIONS, weights=SITUATION_WEIGHTS)[0]
+    size = (side, side)
+    while True:
+        scene = sample_scene(rng, world="occlusion", n_shapes=None if situation in ("move", "stretch") else
+                             rng.choice((2, 3)))
+        scene = Scene(scene.shapes, scene.background, seed, scene.ground, look)
+        for _ in range(50):
+            if situation in ("move", "stretch"):
+                edits, clicks = _textured_edits(scene, situation == "stretch", rng, size, move_range, stretch_range)
+                if not _fits_clear(apply_edits(scene, edits), {e.index for e in edits}, scene, 1.0):
+                    continue
+            else:
+                found = _occlusion_edit(scene, situation, rng, 1.0)
+                if found is None:
+                    continue
+                edit, other = found
+                edits = (edit,)
+                picks = click_points(scene.shapes[edit.index], rng)
+                clicks = [(edit.index, where, uv) for where, uv in rng.sample(picks, min(rng.choice((1, 2)), len(picks)))]
+            target = apply_edits(scene, edits)
+            if all(_shows(scene, i, uv, size) and _shows(target, i, uv, size) for i, _, uv in clicks):
+                return _case(name or f"case_{seed:06d}", "occlusion", scene, edits, clicks, size, situation,
+                             keep_out=other if situation == "behind" else None)
 
 
 def edit_box(scene: Scene, target: Scene, edit: Edit, size: tuple[int, int]) -> np.ndarray:
@@ -321,12 +471,17 @@ BENCHMARK_SEED = 1000  # the seed of the shipped figures (scripts/eval_scenes.py
 
 
 def benchmark_case(index: int, benchmark: str = "textured", seed: int = BENCHMARK_SEED,
-                   size: int | tuple[int, int] = 64) -> tuple[SceneCase, np.ndarray]:
-    """Case ``index`` of ``benchmark`` at ``seed``, as :func:`write_cases` writes it: (record, mask)."""
+                   size: int | tuple[int, int] = 64, look: str = "trained") -> tuple[SceneCase, np.ndarray]:
+    """Case ``index`` of ``benchmark`` at ``seed``, as :func:`write_cases` writes it: (record, mask).
+
+    The occlusion benchmark draws each case's size itself (``size`` is not used) and is drawn in ``look``.
+    """
     if benchmark not in BENCHMARKS:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
     if benchmark == "flat":
         return make_case(seed * 1_000_003 + index, size, name=f"scene_{index:06d}")
+    if benchmark == "occlusion":
+        return make_occlusion_case(seed * 1_000_003 + index, name=f"case_{index:06d}", look=look)
     return make_textured_case(seed * 1_000_003 + index, size, name=f"case_{index:06d}")
 
 

@@ -2,8 +2,9 @@
 
 :func:`render` draws a :class:`~dragnb.tiny.scenes.Scene` at any size (an int, or (width, height)) by 4x
 supersampling and a box filter: the flat world's shapes with PIL exactly as the first embedded models saw them,
-textured or stretched ones per pixel in the shape's own coordinates (one light from the upper left, a highlight,
-stripes, dots or an outline, with the numbers :mod:`.scenes` gives), on one background colour or two halves;
+textured or stretched ones per pixel in the shape's own coordinates (one light, a highlight, stripes, dots or an
+outline, with the numbers of the scene's :class:`~dragnb.tiny.scenes.Look`), on one background colour or two halves
+lit by its :class:`~dragnb.tiny.scenes.Ground`;
 :func:`scene_array` is the same as a uint8 array. :func:`shape_coverage` and :func:`shape_mask` give the visible
 part of one shape on the same grid (colour-agnostic by construction), :func:`centroid` a mask's centre in image
 pixels (x, y). numpy and PIL only: no torch here.
@@ -16,9 +17,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scenes import (COLOURS, DOT_PERIOD, DOT_RADIUS, HIGHLIGHT_AT, HIGHLIGHT_GAIN, HIGHLIGHT_SIGMA, LIGHT,
-                     OUTLINE_WIDTH, PATTERN_DARK, SHADE_RANGE, SHAPES, SQUARE_HALF, STRIPE_PERIOD, TRIANGLE_RADIUS,
-                     Scene, Shape, _stretch)
+from .scenes import COLOURS, LOOKS, RIPPLE_CYCLES, SHAPES, SQUARE_HALF, TRIANGLE_RADIUS, Ground, Look, Scene, Shape, _stretch
 
 SUPERSAMPLE = 4  # render at 4x and box-filter down: light antialiasing, so the VAE learns clean edges
 
@@ -37,29 +36,37 @@ def _inside(kind: str, size: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape kind {kind!r}; known: {SHAPES}")
 
 
-def _brightness(shape: Shape, u: np.ndarray, v: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _brightness(shape: Shape, u: np.ndarray, v: np.ndarray, inside: np.ndarray,
+                look: Look) -> tuple[np.ndarray, np.ndarray]:
     """(brightness factor, highlight weight) per point for a textured shape; (u, v) in units of its size."""
-    lx, ly = LIGHT
-    lo, hi = SHADE_RANGE
-    lit = np.clip(-(u * lx + v * ly) / 2 + 0.5, 0.0, 1.0)  # 1 on the lit side (toward the light), 0 away
+    lx, ly = look.light
+    lo, hi = look.shade_range
+    if look.shading == "dome":  # Lambert on a hemisphere of the shape's size, light raised 45 degrees
+        nz = np.sqrt(np.clip(1.0 - u * u - v * v, 0.0, 1.0))
+        norm = math.hypot(lx, ly)
+        lit = np.clip((-(u * lx + v * ly) / norm + nz) / math.sqrt(2), 0.0, 1.0)
+    else:  # a plane tilted toward the light
+        lit = np.clip(-(u * lx + v * ly) / 2 + 0.5, 0.0, 1.0)  # 1 on the lit side (toward the light), 0 away
     factor = lo + (hi - lo) * lit
     if shape.style == "striped":
-        factor = np.where(np.mod((u + v) / STRIPE_PERIOD, 1.0) < 0.5, factor * PATTERN_DARK, factor)
+        factor = np.where(np.mod((u + v) / look.stripe_period, 1.0) < 0.5, factor * look.pattern_dark, factor)
     elif shape.style == "dotted":
-        du = np.mod(u / DOT_PERIOD + 0.5, 1.0) - 0.5
-        dv = np.mod(v / DOT_PERIOD + 0.5, 1.0) - 0.5
-        factor = np.where(du * du + dv * dv <= (DOT_RADIUS / DOT_PERIOD) ** 2, factor * PATTERN_DARK, factor)
+        du = np.mod(u / look.dot_period + 0.5, 1.0) - 0.5
+        dv = np.mod(v / look.dot_period + 0.5, 1.0) - 0.5
+        factor = np.where(du * du + dv * dv <= (look.dot_radius / look.dot_period) ** 2, factor * look.pattern_dark,
+                          factor)
     elif shape.style == "outlined":
-        edge = _inside(shape.kind, 1.0 - OUTLINE_WIDTH * (2.2 if shape.kind == "triangle" else 1.0), u, v)
-        factor = np.where(inside & ~edge, factor * PATTERN_DARK * 0.7, factor)
-    hu, hv = HIGHLIGHT_AT
-    highlight = HIGHLIGHT_GAIN * np.exp(-((u - hu) ** 2 + (v - hv) ** 2) / (2 * HIGHLIGHT_SIGMA**2))
+        edge = _inside(shape.kind, 1.0 - look.outline_width * (2.2 if shape.kind == "triangle" else 1.0), u, v)
+        factor = np.where(inside & ~edge, factor * look.pattern_dark * 0.7, factor)
+    hu, hv = look.highlight_at
+    highlight = look.highlight_gain * np.exp(-((u - hu) ** 2 + (v - hv) ** 2) / (2 * look.highlight_sigma**2))
     if shape.style == "outlined":
         highlight = np.where(edge, highlight, 0.0)
     return factor, highlight
 
 
-def _shape_layer(shape: Shape, W: int, H: int, unit: int) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+def _shape_layer(shape: Shape, W: int, H: int, unit: int,
+                 look: Look = LOOKS["trained"]) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
     """Supersampled pixels of a shape: (box (r0, r1, c0, c1), coverage (h, w) bool, colour (h, w, 3) float)."""
     l, t, r, b = shape.extent()
     cx, cy = shape.cx * W, shape.cy * H
@@ -74,7 +81,7 @@ def _shape_layer(shape: Shape, W: int, H: int, unit: int) -> tuple[tuple[int, in
     if shape.style == "plain":
         colour = np.broadcast_to(base, inside.shape + (3,))
     else:
-        factor, highlight = _brightness(shape, u / shape.size, v / shape.size, inside)
+        factor, highlight = _brightness(shape, u / shape.size, v / shape.size, inside, look)
         shaded = np.clip(base[None, None] * factor[..., None], 0, 255)
         colour = shaded + highlight[..., None] * (255.0 - shaded)
     return (r0, r1, c0, c1), inside, colour
@@ -114,23 +121,36 @@ def _draw_background(draw: ImageDraw.ImageDraw, background: tuple[str, ...], w: 
         raise ValueError(f"background must have one or two colours, got {background!r}")
 
 
+def ground_light(ground: Ground, w: int, h: int) -> np.ndarray:
+    """(h, w) brightness factor :class:`~dragnb.tiny.scenes.Ground` puts on the background, at pixel centres."""
+    x = (np.arange(w) + 0.5)[None, :] / w
+    y = (np.arange(h) + 0.5)[:, None] / h
+    a = ground.ripple_angle
+    wave = np.sin(2 * math.pi * RIPPLE_CYCLES * (x * math.cos(a) + y * math.sin(a)) + ground.ripple_phase)
+    return 1.0 + ground.tilt_x * (x - 0.5) + ground.tilt_y * (y - 0.5) + ground.ripple * wave
+
+
 def render(scene: Scene, size: int | tuple[int, int] = 64) -> Image.Image:
-    """Render ``scene`` as an RGB image of ``size`` (int, or (width, height)), antialiased by 4x supersampling."""
+    """Render ``scene`` as an RGB image of ``size`` (int, or (width, height)), antialiased by 4x supersampling,
+    in the scene's :class:`~dragnb.tiny.scenes.Look`."""
     w, h = _size_hw(size)
     W, H = w * SUPERSAMPLE, h * SUPERSAMPLE
     img = Image.new("RGB", (W, H))
     draw = ImageDraw.Draw(img)
     _draw_background(draw, scene.background, W, H)
-    if all(s.flat for s in scene.shapes):  # the flat world, drawn exactly as the first embedded models saw it
+    if all(s.flat for s in scene.shapes) and scene.ground.flat:  # the flat world, drawn as the first models saw it
         for shape in scene.shapes:
             _draw_shape(draw, shape, W, H, COLOURS[shape.colour])
         return img.reduce(SUPERSAMPLE)
     canvas = np.asarray(img, dtype=np.float64).copy()  # (H*4, W*4, 3)
+    if not scene.ground.flat:
+        canvas = np.clip(canvas * ground_light(scene.ground, W, H)[..., None], 0, 255)
+    look = LOOKS[scene.look]
     for shape in scene.shapes:
         if shape.flat:  # PIL's pixels, so a flat shape looks the same beside a textured one as alone
             canvas[_coverage_hi(shape, W, H)] = COLOURS[shape.colour]
             continue
-        (r0, r1, c0, c1), inside, colour = _shape_layer(shape, W, H, min(W, H))
+        (r0, r1, c0, c1), inside, colour = _shape_layer(shape, W, H, min(W, H), look)
         region = canvas[r0:r1, c0:c1]
         region[inside] = colour[inside]
     small = canvas.reshape(h, SUPERSAMPLE, w, SUPERSAMPLE, 3).mean(axis=(1, 3))  # (H, W, 3) box filter

@@ -68,7 +68,8 @@ SCHEDULER_CONFIG = dict(  # SD 1.5's DDIM
     timestep_spacing="leading",
 )
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"  # the drag settings each world's model ships with
-MODEL_DEFAULTS = {world: json.loads((DEFAULTS_DIR / f"{world}.json").read_text()) for world in ("flat", "textured")}
+MODEL_DEFAULTS = {world: json.loads((DEFAULTS_DIR / f"{world}.json").read_text())
+                  for world in ("flat", "textured", "occlusion")}
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer
@@ -121,6 +122,27 @@ def make_models(vocab_size: int, image_size: int = IMAGE_SIZE, factor: int = 4):
     text_encoder = CLIPTextModel(text_config)
     scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
     return vae, unet, text_encoder, scheduler
+
+
+def load_models(folder: Path, tokenizer_dir: Path):
+    """(tokenizer, vae, unet, text_encoder, scheduler) of an exported model ``folder``, to train further.
+
+    Its tokenizer files are copied to ``tokenizer_dir`` (the work folder's, which the export ships again) unless
+    one is there already; the scheduler is the recipe's (:data:`SCHEDULER_CONFIG`), as every export has it.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = Path(folder)
+    tokenizer_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.json", "merges.txt"):
+        if not (tokenizer_dir / name).exists():
+            shutil.copy(folder / "tokenizer" / name, tokenizer_dir / name)
+    tokenizer = build_tokenizer(tokenizer_dir)
+    vae = AutoencoderKL.from_pretrained(folder / "vae")
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
+    return tokenizer, vae, unet, text_encoder, DDIMScheduler(**SCHEDULER_CONFIG)
 
 
 # ------------------------------------------------------------------------------------------------- pixels

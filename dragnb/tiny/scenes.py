@@ -16,6 +16,14 @@ A shape can be *stretched*: one side pulled out beyond a split line through its 
 pixel-identical (:func:`stretched`), the known answer of a deformation drag. Textures are drawn in the
 shape's own coordinates, so they stretch with it.
 
+The *occlusion* world is the textured world with two things a user's pictures have and the first worlds
+lacked: shapes may overlap (in half its scenes), drawn in depth order (later in ``Scene.shapes`` = nearer,
+drawn over the farther), every shape keeping at least :data:`MIN_VISIBLE` of itself in view and differing
+in colour from what it overlaps; and the ground may be lit unevenly (:class:`Ground`: a tilt of brightness
+and a soft ripple, no words in the prompt). How a scene is *drawn* is its :class:`Look`: ``trained`` (the
+numbers the models were trained on) or ``unseen`` (another shading model, outline and highlight, used only
+to evaluate, never to train or tune).
+
 Scenes are resolution independent: a shape's centre is stored as fractions of the image width and height
 and its size as a fraction of the shorter side, so one scene renders at 64x64, 128x128 or 96x64 alike.
 Every scene is a pure function of its seed (:func:`sample_scene`), and :func:`moved` gives the known
@@ -67,6 +75,60 @@ DOT_PERIOD = 0.8  # square grid of dots, period in units of size
 DOT_RADIUS = 0.2  # dot radius, units of size
 OUTLINE_WIDTH = 0.16  # outline width, units of size
 MIN_CONTRAST = 64.0  # every colour a shape shows differs from each background colour by this much (max channel)
+MIN_VISIBLE = 0.5  # occlusion world: every shape keeps at least this fraction of its area in view
+
+
+@dataclass(frozen=True)
+class Look:
+    """How textured shapes are drawn: the shading model and its numbers (shape-local units of its size).
+
+    ``trained`` is the module's constants above, the look every model was trained on; ``unseen``
+    (:data:`LOOKS`) shades a lit dome instead of a tilted plane, from the upper right, with a smaller, sharper
+    highlight, a thicker outline and narrower stripes: the same scene descriptions drawn another way, to tell
+    learning the world from learning its renderer. Plain shapes are one flat colour in every look.
+    """
+
+    shading: str = "plane"  # "plane": brightness linear along the light; "dome": Lambert on a hemisphere
+    light: tuple[float, float] = LIGHT
+    shade_range: tuple[float, float] = SHADE_RANGE
+    highlight_at: tuple[float, float] = HIGHLIGHT_AT
+    highlight_sigma: float = HIGHLIGHT_SIGMA
+    highlight_gain: float = HIGHLIGHT_GAIN
+    pattern_dark: float = PATTERN_DARK
+    stripe_period: float = STRIPE_PERIOD
+    dot_period: float = DOT_PERIOD
+    dot_radius: float = DOT_RADIUS
+    outline_width: float = OUTLINE_WIDTH
+
+
+LOOKS: dict[str, Look] = {
+    "trained": Look(),
+    "unseen": Look(shading="dome", light=(0.6, -0.8), shade_range=(0.55, 1.08), highlight_at=(0.3, -0.35),
+                   highlight_sigma=0.16, highlight_gain=0.75, pattern_dark=0.6, stripe_period=0.5,
+                   dot_period=0.7, dot_radius=0.16, outline_width=0.26),
+}
+
+
+@dataclass(frozen=True)
+class Ground:
+    """Uneven light on the background: brightness ``1 + tilt_x (x - 1/2) + tilt_y (y - 1/2)
+    + ripple sin(2 pi RIPPLE_CYCLES (x cos a + y sin a) + phase)``, x and y fractions of the width and height.
+
+    All zero (the default) is the flat ground of the first worlds.
+    """
+
+    tilt_x: float = 0.0
+    tilt_y: float = 0.0
+    ripple: float = 0.0
+    ripple_angle: float = 0.0
+    ripple_phase: float = 0.0
+
+    @property
+    def flat(self) -> bool:
+        return self.tilt_x == 0 and self.tilt_y == 0 and self.ripple == 0
+
+
+RIPPLE_CYCLES = 1.2  # the ground's ripple: cycles across the image (soft, so a VAE of f = 4 keeps it)
 
 
 @dataclass(frozen=True)
@@ -160,19 +222,40 @@ def shape_colours(colour: str, style: str) -> np.ndarray:
     return np.stack(out)
 
 
-def contrast(colour: str, style: str, background: str) -> float:
-    """Least max-channel difference between any colour the shape shows and the ``background`` colour."""
+def contrast(colour: str, style: str, background: str, light: tuple[float, ...] = (1.0,)) -> float:
+    """Least max-channel difference between any colour the shape shows and the ``background`` colour, that colour
+    lit by each factor of ``light`` (an uneven :class:`Ground` spans a range of them)."""
     bg = np.asarray(COLOURS[background], dtype=np.float64)
-    return float(np.abs(shape_colours(colour, style) - bg[None]).max(1).min())
+    lit = np.clip(np.asarray(light, dtype=np.float64)[:, None] * bg[None], 0, 255)  # (L, 3)
+    return float(np.abs(shape_colours(colour, style)[:, None] - lit[None]).max(-1).min())
+
+
+def shapes_contrast(a: Shape, b: Shape) -> float:
+    """Least max-channel difference between any colour shape ``a`` shows and any ``b`` shows (overlapping shapes
+    must stay apart, so each one's edge is seen where it lies over the other)."""
+    ca, cb = shape_colours(a.colour, a.style), shape_colours(b.colour, b.style)
+    return float(np.abs(ca[:, None] - cb[None]).max(-1).min())
+
+
+def ground_range(ground: Ground) -> tuple[float, float]:
+    """The least and greatest brightness factor ``ground`` puts on the background."""
+    reach = abs(ground.tilt_x) / 2 + abs(ground.tilt_y) / 2 + abs(ground.ripple)
+    return (1.0 - reach, 1.0 + reach)
 
 
 @dataclass(frozen=True)
 class Scene:
-    """Shapes drawn in order (later on top) over a background of one colour or two halves (top, bottom)."""
+    """Shapes drawn in order (later on top) over a background of one colour or two halves (top, bottom).
+
+    ``ground`` lights the background unevenly (no words in the prompt); ``look`` names how it is drawn
+    (:data:`LOOKS`), which is not part of the description either.
+    """
 
     shapes: tuple[Shape, ...]
     background: tuple[str, ...]  # (colour,) or (top colour, bottom colour)
     seed: int | None = field(default=None, compare=False)  # the seed it was sampled from, if any
+    ground: Ground = Ground()
+    look: str = "trained"  # one of LOOKS
 
     @property
     def prompt(self) -> str:
@@ -193,6 +276,8 @@ class Scene:
             shapes=tuple(Shape(**s) for s in data["shapes"]),
             background=tuple(data["background"]),
             seed=data.get("seed"),
+            ground=Ground(**data.get("ground", {})),
+            look=data.get("look", "trained"),
         )
 
 
@@ -251,9 +336,38 @@ def fits(shape: Shape, margin: float = 0.02, aspect: float = 1.0) -> bool:
     return l >= margin and t >= margin and r <= 1 - margin and b <= 1 - margin
 
 
-WORLDS: tuple[str, ...] = ("flat", "textured")
+WORLDS: tuple[str, ...] = ("flat", "textured", "occlusion")
 # Chance of each appearance word in the textured world; plain shapes stay so the flat grammar is still trained.
 STYLE_WEIGHTS: dict[str, float] = {"plain": 0.15, "shiny": 0.3, "striped": 0.2, "dotted": 0.15, "outlined": 0.2}
+OVERLAP_SHARE = 0.5  # occlusion world: share of scenes whose shapes may overlap
+NEAR_SHARE = 0.7  # ... in which a shape is placed next to (often onto) one already there
+OCCLUSION_SHAPE_WEIGHTS = (0.2, 0.45, 0.35)  # ... chance of 1, 2, 3 shapes (overlaps need two)
+GROUND_SHARE = 0.5  # occlusion world: share of scenes with an uneven ground
+GROUND_REACH = 0.2  # ... its brightness stays within 1 +- this
+
+
+def sample_ground(rng: random.Random) -> Ground:
+    """An uneven ground whose brightness stays within 1 +- GROUND_REACH."""
+    tilt_x, tilt_y = rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2)
+    room = GROUND_REACH - abs(tilt_x) / 2 - abs(tilt_y) / 2
+    return Ground(tilt_x, tilt_y, rng.uniform(0.3, 1.0) * room, rng.uniform(0, math.pi), rng.uniform(0, 2 * math.pi))
+
+
+def visible_fractions(shapes: list[Shape] | tuple[Shape, ...], size: int = 32) -> list[float]:
+    """Each shape's visible share of its own area when drawn in order (later nearer), measured at ``size``."""
+    from .drawing import shape_coverage  # the drawing imports this module
+
+    scene = Scene(tuple(shapes), ("black",))
+    alone = [shape_coverage(Scene((s,), ("black",)), 0, size).sum() for s in shapes]
+    return [float(shape_coverage(scene, i, size).sum() / a) if a > 0 else 0.0 for i, a in enumerate(alone)]
+
+
+def _near(rng: random.Random, other: Shape, size: float, aspect: float) -> tuple[float, float]:
+    """A centre next to ``other`` for a shape of ``size``: from half to 1.2 times the sum of their sizes away."""
+    dist = rng.uniform(0.5, 1.2) * (other.size + size) * 1.3
+    angle = rng.uniform(0, 2 * math.pi)
+    sx, sy = min(1.0, 1.0 / aspect), min(1.0, aspect)  # the shorter side as fractions of width and height
+    return other.cx + dist * math.cos(angle) * sx, other.cy + dist * math.sin(angle) * sy
 
 
 def sample_scene(
@@ -274,6 +388,10 @@ def sample_scene(
     ``world="textured"`` also draws an appearance word per shape (:data:`STYLE_WEIGHTS`) and only colours
     whose every shaded, patterned and highlighted tone differs from both backgrounds by :data:`MIN_CONTRAST`;
     ``world="flat"`` draws exactly the scenes of the first embedded models (same seeds, same scenes).
+    ``world="occlusion"``: the textured world's shapes (1-3 by :data:`OCCLUSION_SHAPE_WEIGHTS`), in
+    :data:`OVERLAP_SHARE` of scenes allowed to overlap (often placed next to a shape already there), each
+    keeping :data:`MIN_VISIBLE` of itself in view and :data:`MIN_CONTRAST` from any shape it touches; an uneven
+    :class:`Ground` in :data:`GROUND_SHARE` of scenes, shape colours kept apart from the ground at every light.
     """
     if world not in WORLDS:
         raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
@@ -285,8 +403,12 @@ def sample_scene(
         background = tuple(rng.sample(colours, 2))
     else:
         background = (rng.choice(colours),)
+    occlusion = world == "occlusion"
+    ground = sample_ground(rng) if occlusion and rng.random() < GROUND_SHARE else Ground()
+    light = ground_range(ground)
+    overlapping = occlusion and rng.random() < OVERLAP_SHARE
     if n_shapes is None:
-        n_shapes = rng.choices((1, 2, 3), weights=shape_weights)[0]
+        n_shapes = rng.choices((1, 2, 3), weights=OCCLUSION_SHAPE_WEIGHTS if occlusion else shape_weights)[0]
     shapes: list[Shape] = []
     for _ in range(n_shapes):
         for _attempt in range(200):
@@ -294,16 +416,27 @@ def sample_scene(
             kind = rng.choice(SHAPES)
             style = "plain"
             allowed = [c for c in colours if c not in background]
-            if world == "textured":
+            if world != "flat":
                 style = rng.choices(list(STYLE_WEIGHTS), weights=list(STYLE_WEIGHTS.values()))[0]
-                allowed = [c for c in allowed if all(contrast(c, style, b) >= MIN_CONTRAST for b in background)]
+                allowed = [c for c in allowed if all(contrast(c, style, b, light) >= MIN_CONTRAST for b in background)]
                 if not allowed:
                     continue
-            cand = Shape(kind=kind, colour=rng.choice(allowed), cx=rng.random(), cy=rng.random(), size=size,
-                         style=style)
-            if fits(cand, aspect=aspect) and not any(boxes_overlap(cand, s, aspect=aspect) for s in shapes):
-                shapes.append(cand)
-                break
+            colour = rng.choice(allowed)
+            if overlapping and shapes and rng.random() < NEAR_SHARE:
+                cx, cy = _near(rng, rng.choice(shapes), size, aspect)
+            else:
+                cx, cy = rng.random(), rng.random()
+            cand = Shape(kind=kind, colour=colour, cx=cx, cy=cy, size=size, style=style)
+            if not fits(cand, aspect=aspect):
+                continue
+            touching = [s for s in shapes if boxes_overlap(cand, s, aspect=aspect)]
+            if touching and not overlapping:
+                continue
+            if touching and (any(shapes_contrast(cand, s) < MIN_CONTRAST for s in touching)
+                             or min(visible_fractions(shapes + [cand])) < MIN_VISIBLE):
+                continue
+            shapes.append(cand)
+            break
         if len(shapes) == 0:  # never give an empty scene: shrink until one fits
             raise RuntimeError("could not place a shape; size_range too large?")
-    return Scene(shapes=tuple(shapes), background=background, seed=seed)
+    return Scene(shapes=tuple(shapes), background=background, seed=seed, ground=ground)

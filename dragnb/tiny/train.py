@@ -33,6 +33,10 @@ The shipped model (v3.2, textured world, about 2 h 15 min of wall time on 2 CPU 
 (v3.1) and ``--minutes-decoder 55`` (v3.2): a finished decoder phase given more minutes continues; the encoder, the
 latents and the UNet stay as they were. Its exact commands are in its training_log.jsonl.
 
+Trained further (``--init MODEL_DIR``): v4 is v3.2 trained on the occlusion world (shapes that overlap in depth
+order, uneven grounds) with ``--init data/tiny-scenes --world occlusion``; the exact commands are in its
+training_log.jsonl and docs/embedded-model.md.
+
 The model itself (configs, constructors, tokenizer, the exported folder) is :mod:`dragnb.tiny.model`; the held-out
 checks logged here (VAE PSNR and hue, prompt adherence) are :mod:`dragnb.tiny.checks`; the log, the checkpoints and
 the resumable time-budgeted phase all stages share are :mod:`dragnb.tiny.timed_phase`.
@@ -51,7 +55,8 @@ from pathlib import Path
 import numpy as np
 
 from dragnb.tiny.checks import adherence, evaluate_vae
-from dragnb.tiny.model import IMAGE_SIZE, MAX_TOKENS, TRAIN_SEED_BASE, build_tokenizer, export, make_models, to_tensor
+from dragnb.tiny.model import (IMAGE_SIZE, MAX_TOKENS, TRAIN_SEED_BASE, build_tokenizer, export, load_models,
+                               make_models, to_tensor)
 from dragnb.tiny.timed_phase import Log, TimedPhase, save_atomic
 
 
@@ -185,8 +190,12 @@ def train_vae(vae, images: np.ndarray, args, work: Path, log: Log, decoder_only:
 
 
 # --------------------------------------------------------------------------------------- stage 3: latents
-def encode_pool(vae, images: np.ndarray, work: Path, log: Log):
-    """(latents (N, 4, 16, 16) unscaled posterior means on the CPU, scaling_factor = 1 / std), cached."""
+def encode_pool(vae, images: np.ndarray, work: Path, log: Log, scaling: float | None = None):
+    """(latents (N, 4, 16, 16) unscaled posterior means on the CPU, scaling_factor), cached.
+
+    ``scaling_factor`` is 1 / the latents' std, or ``scaling`` when given (a model trained further keeps its own,
+    so its UNet sees latents on the scale it learned).
+    """
     import torch
 
     path = work / "latents.pt"
@@ -200,7 +209,7 @@ def encode_pool(vae, images: np.ndarray, work: Path, log: Log):
         for i in range(0, len(images), 128):
             out.append(vae.encode(to_tensor(images[i : i + 128], device)).latent_dist.mean.cpu())
     latents = torch.cat(out)
-    scaling = float(1.0 / latents.std())
+    scaling = float(1.0 / latents.std()) if scaling is None else float(scaling)
     save_atomic({"latents": latents, "scaling_factor": scaling}, path)
     log(phase="latents", n=len(latents), scaling_factor=scaling, mean=float(latents.mean()),
         seconds=round(time.time() - t0, 1))
@@ -340,8 +349,12 @@ def parse_args(argv=None):
     p.add_argument("--minutes-vae", type=float, default=22.0, help="VAE training-step minutes")
     p.add_argument("--minutes-unet", type=float, default=75.0, help="UNet training-step minutes")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--world", default="flat", choices=["flat", "textured"],
+    p.add_argument("--world", default="flat", choices=["flat", "textured", "occlusion"],
                    help="the scene world to train on (dragnb.tiny.scenes.WORLDS)")
+    p.add_argument("--init", default=None, metavar="MODEL_DIR",
+                   help="train further from an exported model (its tokenizer, VAE, UNet and text encoder): no VAE "
+                        "phase, the pool encoded with its encoder at its scaling factor, the UNet phase starting "
+                        "from its weights")
     p.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="training image side (128 with --vae-factor 8: SD 1.5's geometry)")
     p.add_argument("--vae-factor", type=int, default=4, help="VAE downsampling factor: 4 or 8")
     p.add_argument("--device", default="cpu", help="cpu or cuda (random streams are drawn on the CPU either way)")
@@ -368,6 +381,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = parse_args(argv)
+    if args.init and not (Path(args.init) / "model_index.json").is_file():
+        from dragnb.errors import InputError
+
+        raise InputError("--init", f"{args.init} holds no exported model (no model_index.json); give the folder a "
+                         "training run exported, e.g. data/tiny-scenes")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -377,8 +395,11 @@ def main(argv=None) -> int:
     log = Log(work / "log.jsonl")
     log(phase="start", argv=" ".join(sys.argv[1:] if argv is None else argv), threads=args.threads)
 
-    tokenizer = build_tokenizer(work / "tokenizer")
-    vae, unet, text_encoder, scheduler = make_models(len(tokenizer), args.image_size, args.vae_factor)
+    if args.init:
+        tokenizer, vae, unet, text_encoder, scheduler = load_models(Path(args.init), work / "tokenizer")
+    else:
+        tokenizer = build_tokenizer(work / "tokenizer")
+        vae, unet, text_encoder, scheduler = make_models(len(tokenizer), args.image_size, args.vae_factor)
     vae.to(args.device)
     unet.to(args.device)
     text_encoder.to(args.device)
@@ -386,9 +407,10 @@ def main(argv=None) -> int:
         unet_params=sum(p.numel() for p in unet.parameters()),
         text_params=sum(p.numel() for p in text_encoder.parameters()), vocab=len(tokenizer))
     images, prompts = scene_pool(work, args.n_scenes, log, args.world, args.image_size, args.workers)
-    train_vae(vae, images, args, work, log)
+    if not args.init:
+        train_vae(vae, images, args, work, log)
     vae.eval().requires_grad_(False)
-    latents, scaling = encode_pool(vae, images, work, log)
+    latents, scaling = encode_pool(vae, images, work, log, vae.config.scaling_factor if args.init else None)
     vae.register_to_config(scaling_factor=scaling)
     train_unet(vae, unet, text_encoder, tokenizer, scheduler, latents, scaling, prompts, args, work, log)
     if args.minutes_decoder > 0 or (work / "decoder.pt").exists():
