@@ -69,4 +69,12 @@ def stage_keys(s: Settings, image_digest: str, prompt: str, model: str, generati
     drag = digest(inversion, None if points is None else points.as_list(), mask_key, dataclasses.asdict(s.drag),
                   *([parts_digest(parts)] if parts is not None and parts.named() else []),
                   *([dataclasses.asdict(s.method)] if s.method is not None else []))  # a family method's section
-    return {"lora": lora, "inversion": inversion, "drag": drag, "denoise": digest(drag, dataclasses.asdict(s.denoise))}
+    return {"lora": lora, "inversion": inversion, "drag": drag, "denoise": digest(drag, denoise_fields(s.denoise))}
+
+
+AFTER_DENOISING = ("paste_outside", "paste_blur")  # denoise settings applied to its decoded image, not part of it
+
+
+def denoise_fields(denoise) -> dict:
+    """The denoise settings its result depends on: all but those applied to the decoded image afterwards."""
+    return {k: v for k, v in dataclasses.asdict(denoise).items() if k not in AFTER_DENOISING}

@@ -38,7 +38,7 @@ from .drag import COMPLETE, DragParts, DragResult, drag
 from .edit import EditResult
 from .errors import InputError, Interrupted, SessionBusy, SettingError
 from .generate import GeneratedImage
-from .keys import KeptLora, digest, stage_keys
+from .keys import KeptLora, denoise_fields, digest, stage_keys
 from .images import (from_model_tensor, load_mask, mask_to_latent, model_size, paste_outside, resize_array,
                      to_model_tensor, to_rgb_array)
 from .inversion import InversionResult, encode_image, invert
@@ -366,7 +366,7 @@ class DragSession:
         return Produced(result, "computed")
 
     def _denoise_key(self, dragged: DragResult) -> str:
-        return digest(dragged.key, dragged.stop_reason, len(dragged.history), dataclasses.asdict(self.settings.denoise))
+        return digest(dragged.key, dragged.stop_reason, len(dragged.history), denoise_fields(self.settings.denoise))
 
     def run(self, callbacks: Sequence[Callback] = (), keep_latents: bool = False,
             keep_features: bool = False) -> EditResult:

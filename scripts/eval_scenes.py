@@ -54,6 +54,8 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--record", default=None, help="merge the summary into this JSON file (e.g. the model's "
                    "scene_benchmark.json, which notebook 08 shows) under --label")
+    p.add_argument("--record-key", default=None, help="the key of --record the runs go under (default: "
+                   "<benchmark>_runs, or variant_runs for --variant sweeps)")
     p.add_argument("--label", default=None, help="the run's name in --record (default: model or paper defaults)")
     p.add_argument("--save-images", default=None, help="folder for the edited images")
     p.add_argument("--time-second-drag", action="store_true", help="also time a second drag on each image")
@@ -106,7 +108,8 @@ def main() -> None:
         data = json.loads(record.read_text()) if record.is_file() else {}
         label = args.label or ("paper defaults" if args.paper_defaults else "model defaults")
         summary["command"] = "python scripts/eval_scenes.py " + " ".join(sys.argv[1:])
-        data.setdefault(record_key(args.benchmark), {})[label] = {k: v for k, v in summary.items() if k != "cases"}
+        data.setdefault(args.record_key or record_key(args.benchmark), {})[label] = {
+            k: v for k, v in summary.items() if k != "cases"}
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 
@@ -116,6 +119,12 @@ def edit_mask(sample, args):
         return sample.mask
     size = sample.image.shape[:2]
     return auto_mask(sample.points, size, None if args.auto_sigma is None else args.auto_sigma * min(size))
+
+
+def read_situation(folder: Path) -> str:
+    """The case's situation (occlusion benchmark) or kind, for the progress line."""
+    case = json.loads((folder / "case.json").read_text())
+    return case.get("situation") or ("stretch" if any(e["kind"] == "stretch" for e in case["edits"]) else "move")
 
 
 def save_image(image, path: Path) -> None:
@@ -156,7 +165,7 @@ def sweep(args) -> None:
         session = DragSession(model, sample.image, sample.prompt, base)
         session.set_points(sample.points)
         session.set_mask(edit_mask(sample, args))
-        line = [folder.name]
+        line = [f"{folder.name} {read_situation(folder)}"]
         for name in variants:
             session.settings = settings[name]
             result = session.run()
@@ -190,8 +199,8 @@ def sweep(args) -> None:
     if args.record:
         record = Path(args.record)
         data = json.loads(record.read_text()) if record.is_file() else {}
-        data.setdefault(record_key("variant"), {}).update({f"{args.label}: {n}" if args.label else n: v
-                                                           for n, v in out.items()})
+        data.setdefault(args.record_key or record_key("variant"), {}).update(
+            {f"{args.label}: {n}" if args.label else n: v for n, v in out.items()})
         record.write_text(json.dumps(data, indent=1) + "\n")
 
 

@@ -258,4 +258,5 @@ def test_paste_outside_puts_the_sources_pixels_outside_the_mask(tiny_model, blob
     session.settings = settings_from_dict({"denoise": {"paste_outside": False}}, settings)
     plain = session.run()
     assert not (plain.image[~mask] == blob_image[~mask]).all() and plain.cached["drag"]
+    assert plain.cached["denoise"]  # the paste comes after the denoising: switching it runs nothing again
     assert (plain.image[mask] == pasted.image[mask]).all()  # inside the mask the same edit
