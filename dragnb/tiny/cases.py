@@ -393,8 +393,9 @@ def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: fl
     if not _clear_of(target, i, spare, aspect):
         return None
     if situation in ("front", "behind"):
-        if min(visible_fractions(target.shapes)) < MIN_SHOWN or visible_fractions(target.shapes)[j if situation == "front" else i] > 0.95:
-            return None  # a real overlap, with each shape still showing
+        shown = visible_fractions(target.shapes)
+        if min(shown) < MIN_SHOWN or shown[j if situation == "front" else i] > 0.95:
+            return None  # a real overlap (the farther shape loses 5 % or more), each shape still showing
     return edit, j
 
 
@@ -435,7 +436,8 @@ def make_occlusion_case(seed: int, name: str | None = None, look: str = "trained
                 edit, other = found
                 edits = (edit,)
                 picks = click_points(scene.shapes[edit.index], rng)
-                clicks = [(edit.index, where, uv) for where, uv in rng.sample(picks, min(rng.choice((1, 2)), len(picks)))]
+                chosen = rng.sample(picks, min(rng.choice((1, 2)), len(picks)))
+                clicks = [(edit.index, where, uv) for where, uv in chosen]
             target = apply_edits(scene, edits)
             if all(_shows(scene, i, uv, size) and _shows(target, i, uv, size) for i, _, uv in clicks):
                 return _case(name or f"case_{seed:06d}", "occlusion", scene, edits, clicks, size, situation,
