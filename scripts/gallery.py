@@ -121,8 +121,8 @@ def gallery(kept, tried: int, landed: int, model_name: str, benchmark: str = "te
     for ax in axes[len(kept) // 2:].ravel()[(len(kept) % 2) * 2:]:
         ax.set_visible(False)
     shown = "all shown" if landed == len(kept) else f"the first {len(kept)} shown"
-    fig.suptitle(f"Drags that land, the scene kept: {landed} of the {tried} cases 0–{tried - 1} of the {benchmark} "
-                 f"scene benchmark, "
+    fig.suptitle(f"Drags that land, no shape lost, no ghost beyond 48 RGB (fainter ones show): {landed} of the "
+                 f"{tried} cases 0–{tried - 1} of the {benchmark} scene benchmark, "
                  f"{shown} (model {Path(model_name).name}, its defaults)\neach pair: source (what may not change darkened), "
                  f"handle (red) → target (blue) | result, from where the handles ended", fontsize=10)
     return fig
