@@ -16,7 +16,6 @@ from the cache.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Sequence
