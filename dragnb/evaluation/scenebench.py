@@ -226,18 +226,21 @@ def score_case(case_dir: str | Path, edited_image) -> CaseScore:
                      others, vacated, bool(kept), bool(success and kept), case.situation, depth)
 
 
-def _grown(region: np.ndarray) -> np.ndarray:
-    """``region`` (H, W) bool grown by one pixel (a 3 x 3 dilation)."""
+def _three_by_three(region: np.ndarray, reduce) -> np.ndarray:
+    """``reduce`` (np.all: erosion, np.any: dilation) of ``region`` (H, W) bool over each pixel's 3 x 3 neighbourhood."""
     padded = np.pad(region, 1)
     h, w = region.shape
-    return np.any([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    return reduce([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+
+
+def _grown(region: np.ndarray) -> np.ndarray:
+    """``region`` (H, W) bool grown by one pixel (a 3 x 3 dilation)."""
+    return _three_by_three(region, np.any)
 
 
 def _inner(region: np.ndarray) -> np.ndarray:
     """``region`` (H, W) bool one pixel in from its edges (a 3 x 3 erosion): anti-aliased and blurred rims aside."""
-    padded = np.pad(region, 1)
-    h, w = region.shape
-    return np.all([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    return _three_by_three(region, np.all)
 
 
 def scene_kept(case: SceneCase, edited: np.ndarray) -> tuple[float, float, float]:

@@ -236,14 +236,15 @@ def _side_point(shape: Shape, side: str, rng: random.Random) -> tuple[float, flo
     return (along * (r - l) / 2, e * INSIDE)
 
 
-def _fits_clear(target: Scene, edited: set[int], source: Scene, aspect: float) -> bool:
-    """Edited shapes in ``target`` fit the image and keep clear of every other shape's source and target."""
+def _fits_clear(target: Scene, edited: set[int], source: Scene, aspect: float, spare: frozenset[int] = frozenset()) -> bool:
+    """Edited shapes in ``target`` fit the image and keep clear of every other shape's source and target (but those
+    in ``spare``)."""
     for i in edited:
         s = target.shapes[i]
         if not fits(s, aspect=aspect):
             return False
         for j in range(len(target.shapes)):
-            if j == i:
+            if j == i or j in spare:
                 continue
             if boxes_overlap(s, target.shapes[j], aspect=aspect) or boxes_overlap(s, source.shapes[j], aspect=aspect):
                 return False
@@ -342,13 +343,6 @@ def _shows(scene: Scene, index: int, uv: tuple[float, float], size: tuple[int, i
     return bool(shape_mask(scene, index, size)[row, col])
 
 
-def _clear_of(scene: Scene, index: int, spare: set[int], aspect: float) -> bool:
-    """Shape ``index`` fits the image and keeps clear of every shape but itself and those in ``spare``."""
-    s = scene.shapes[index]
-    return fits(s, aspect=aspect) and not any(
-        boxes_overlap(s, o, aspect=aspect) for k, o in enumerate(scene.shapes) if k != index and k not in spare)
-
-
 def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: float) -> tuple[Edit, int] | None:
     """A move of one shape that puts it in ``situation`` (front, behind, past, off), and the other shape it meets;
     None where this scene has none."""
@@ -389,8 +383,7 @@ def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: fl
     if not 0.08 <= moved_by <= 0.5:
         return None
     target = edit.apply(scene)
-    spare = {j} if situation in ("front", "behind") else set()
-    if not _clear_of(target, i, spare, aspect):
+    if not _fits_clear(target, {i}, scene, aspect, frozenset({j}) if situation in ("front", "behind") else frozenset()):
         return None
     if situation in ("front", "behind"):
         shown = visible_fractions(target.shapes)

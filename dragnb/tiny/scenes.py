@@ -222,19 +222,23 @@ def shape_colours(colour: str, style: str) -> np.ndarray:
     return np.stack(out)
 
 
+def _least_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Least max-channel difference between any colour of ``a`` (K, 3) and any of ``b`` (L, 3)."""
+    return float(np.abs(a[:, None] - b[None]).max(-1).min())
+
+
 def contrast(colour: str, style: str, background: str, light: tuple[float, ...] = (1.0,)) -> float:
     """Least max-channel difference between any colour the shape shows and the ``background`` colour, that colour
     lit by each factor of ``light`` (an uneven :class:`Ground` spans a range of them)."""
     bg = np.asarray(COLOURS[background], dtype=np.float64)
     lit = np.clip(np.asarray(light, dtype=np.float64)[:, None] * bg[None], 0, 255)  # (L, 3)
-    return float(np.abs(shape_colours(colour, style)[:, None] - lit[None]).max(-1).min())
+    return _least_difference(shape_colours(colour, style), lit)
 
 
 def shapes_contrast(a: Shape, b: Shape) -> float:
     """Least max-channel difference between any colour shape ``a`` shows and any ``b`` shows (overlapping shapes
     must stay apart, so each one's edge is seen where it lies over the other)."""
-    ca, cb = shape_colours(a.colour, a.style), shape_colours(b.colour, b.style)
-    return float(np.abs(ca[:, None] - cb[None]).max(-1).min())
+    return _least_difference(shape_colours(a.colour, a.style), shape_colours(b.colour, b.style))
 
 
 def ground_range(ground: Ground) -> tuple[float, float]:
