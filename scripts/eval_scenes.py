@@ -3,7 +3,7 @@
     .venv/bin/python scripts/eval_scenes.py [--benchmark flat|textured] [--cases DIR] [--n N] [--model DIR]
         [--set drag.lr=0.03 ...] [--paper-defaults] [--first K] [--limit N] [--json OUT.json]
         [--time-second-drag] [--auto-mask] [--record data/tiny-scenes/scene_benchmark.json --label NAME]
-        [--benchmark occlusion [--look unseen]]
+        [--benchmark occlusion|occlusion-near [--look unseen]]
         [--variant "NAME:drag.schedule=alternating,drag.steps_per_timestep=5" ...]
 
 Writes the cases first if the folder is empty (dragnb.evaluation.scenebench.write_cases, at the model's resolution). The
@@ -192,7 +192,7 @@ def sweep(args) -> None:
                                                         "placed_rate", "area_kept_rate", "psnr_kept_rate",
                                                         "others_kept_rate", "no_ghost_rate", "depth_kept_rate",
                                                         "occluding_kept_success_rate", "kept_success_by_situation",
-                                                        "seconds_per_edit")}))
+                                                        "kept_success_by_length", "seconds_per_edit")}))
     if args.json:
         Path(args.json).write_text(json.dumps({n: {**s, "cases": [dataclasses.asdict(c) for c in scores[n]]}
                                                for n, s in out.items()}, indent=1))

@@ -102,6 +102,40 @@ def test_the_scene_kept_sees_a_ghost_and_a_lost_object(textured):
             assert score.others_kept < 0.2 and not score.scene_kept and not score.kept_success
 
 
+def test_a_faint_ghost_within_the_pixel_threshold_is_still_a_ghost(textured):
+    """A copy of the moved shape where it was, as faint as keeps every pixel within 44 of the answer (the per-pixel
+    threshold is 48): the place counts as clear, but the ghost's strength (0.17 or more) fails the scene kept."""
+    from PIL import Image
+
+    from dragnb.evaluation.scenebench import MAX_GHOST, ghost_strength
+
+    moves = [f for f in textured if load_case(f)[0].kind == "move"]
+    assert moves
+    for folder in moves:
+        answer = np.asarray(Image.open(folder / "target_image.png").convert("RGB"), dtype=np.float32)
+        source = np.asarray(Image.open(folder / "original_image.png").convert("RGB"), dtype=np.float32)
+        strength = 44.0 / np.abs(source - answer).max()  # >= 44 / 255
+        faint = np.clip(answer + strength * (source - answer), 0, 255).round().astype(np.uint8)
+        score = score_case(folder, faint)
+        assert score.vacated_clear == 1.0 and score.ghost == pytest.approx(strength, abs=0.01)
+        assert score.ghost > MAX_GHOST and not score.scene_kept and not score.kept_success
+        assert score_case(folder, folder / "original_image.png").ghost == pytest.approx(1.0)
+        assert score_case(folder, folder / "target_image.png").ghost == 0.0
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 20, 3))
+    assert ghost_strength(pixels[0], pixels[0], pixels[0]) == 0.0  # nothing left the place: nothing to see
+
+
+def test_summaries_break_kept_success_down_by_drag_length(textured):
+    from dragnb.evaluation.scenebench import length_bin
+
+    scores = [score_case(f, f / "target_image.png") for f in textured]
+    summary = summarise(scores)
+    assert sum(summary.n_by_length.values()) == len(scores)
+    assert all(rate == 1.0 for rate in summary.kept_success_by_length.values())
+    assert all(0 < s.length < 0.5 for s in scores)
+    assert [length_bin(x) for x in (0.05, 0.1, 0.25, 0.3, 0.6)] == ["<0.1", "0.1-0.2", "0.2-0.3", ">=0.3", ">=0.3"]
+
+
 def test_a_rigid_move_does_not_pass_for_a_stretch(textured):
     """Moving the whole shape by the handle's displacement puts the handle on target but is not the deformation."""
     from dragnb.tiny.drawing import render
@@ -173,6 +207,22 @@ def test_occlusion_cases_ask_for_every_situation_at_a_users_sizes(occlusion):
         for pair in case.pairs:  # clicked on a visible part, dropped on a visible part of the answer
             assert shape_visible(case.scene, pair.index, pair.handle, case.size)
             assert shape_visible(case.target_scene, pair.index, pair.target, case.size)
+
+
+def test_occlusion_near_asks_the_same_situations_without_long_drags(tmp_path):
+    """occlusion-near: the occlusion world and situations, no drag past NEAR_LONGEST of the side, so no past; the
+    known answers pass; the same seed draws the same size as the occlusion benchmark's case."""
+    from dragnb.tiny.cases import NEAR_LONGEST
+
+    near = write_cases(tmp_path / "near", n=12, seed=0, benchmark="occlusion-near")
+    far = write_cases(tmp_path / "far", n=12, seed=0, benchmark="occlusion")
+    cases = [load_case(f)[0] for f in near]
+    assert {"front", "off"} <= {c.situation for c in cases} and "past" not in {c.situation for c in cases}
+    assert [c.size for c in cases] == [load_case(f)[0].size for f in far]
+    for folder, case in zip(near, cases):
+        score = score_case(folder, folder / "target_image.png")
+        assert score.kept_success and score.length <= NEAR_LONGEST + 1e-9
+        assert case.benchmark == "occlusion-near"
 
 
 def shape_visible(scene, index, point, size):

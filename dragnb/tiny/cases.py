@@ -14,6 +14,8 @@ pairs where a person would click, the editable mask and the known answer (the ta
   one it covered, the rest are the
   textured benchmark's moves and stretches (:func:`make_occlusion_case`). Every case names its
   :data:`SITUATIONS`.
+* ``occlusion-near``: the same, with no drag longer than :data:`NEAR_LONGEST` of the side (the textured
+  benchmark's longest), so no ``past``: where the shapes meet in depth, apart from how far a drag must reach.
 
 :func:`benchmark_case` gives case ``i`` of a benchmark at a seed: what the notebooks use as their example and
 what :mod:`dragnb.evaluation.scenebench` writes to disk and scores.
@@ -31,7 +33,8 @@ from .drawing import centroid, shape_mask
 from .scenes import (HIGHLIGHT_AT, LOOKS, MIN_CONTRAST, SIDES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape,
                      boxes_overlap, fits, moved, sample_scene, shapes_contrast, stretched, visible_fractions)
 
-BENCHMARKS = ("flat", "textured", "occlusion")
+BENCHMARKS = ("flat", "textured", "occlusion", "occlusion-near")
+NEAR_LONGEST = 0.2  # occlusion-near: the longest move, fraction of the shorter side (occlusion's reach 0.5)
 # What an occlusion-benchmark case asks: a shape moved onto another and drawn in front of it or behind it, moved
 # past one (over it and beyond), moved off one it covered (which must then show whole), or a plain move or stretch.
 SITUATIONS = ("front", "behind", "past", "off", "move", "stretch")
@@ -343,9 +346,10 @@ def _shows(scene: Scene, index: int, uv: tuple[float, float], size: tuple[int, i
     return bool(shape_mask(scene, index, size)[row, col])
 
 
-def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: float) -> tuple[Edit, int] | None:
-    """A move of one shape that puts it in ``situation`` (front, behind, past, off), and the other shape it meets;
-    None where this scene has none."""
+def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: float,
+                    longest: float = 0.5) -> tuple[Edit, int] | None:
+    """A move of one shape, by at most ``longest`` of the shorter side, that puts it in ``situation`` (front,
+    behind, past, off), and the other shape it meets; None where this scene has none."""
     n = len(scene.shapes)
     if n < 2:
         return None
@@ -380,7 +384,7 @@ def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: fl
         tx, ty = b.cx + dist * math.cos(angle) * sx, b.cy + dist * math.sin(angle) * sy
     edit = Edit(i, "move", tx - a.cx, ty - a.cy)
     moved_by = math.hypot(edit.dx / sx, edit.dy / sy)
-    if not 0.08 <= moved_by <= 0.5:
+    if not 0.08 <= moved_by <= longest:
         return None
     target = edit.apply(scene)
     if not _fits_clear(target, {i}, scene, aspect, frozenset({j}) if situation in ("front", "behind") else frozenset()):
@@ -394,8 +398,9 @@ def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: fl
 
 def make_occlusion_case(seed: int, name: str | None = None, look: str = "trained",
                         move_range: tuple[float, float] = (0.10, 0.20),
-                        stretch_range: tuple[float, float] = (1.6, 2.2)) -> tuple[SceneCase, np.ndarray]:
-    """An occlusion-benchmark case, deterministic in ``seed``: (record, mask), drawn in ``look``.
+                        stretch_range: tuple[float, float] = (1.6, 2.2), near: bool = False) -> tuple[SceneCase, np.ndarray]:
+    """An occlusion-benchmark case, deterministic in ``seed``: (record, mask), drawn in ``look``; with ``near``, the
+    occlusion-near benchmark's (no move longer than :data:`NEAR_LONGEST`, hence no ``past``).
 
     Its size (:data:`OCCLUSION_SIZES`) and situation (:data:`SITUATIONS`, by :data:`SITUATION_WEIGHTS`) are
     drawn first. front / behind: a shape that starts clear of another ends overlapping it, drawn over it or
@@ -411,7 +416,8 @@ def make_occlusion_case(seed: int, name: str | None = None, look: str = "trained
         raise ValueError(f"look must be one of {tuple(LOOKS)}, got {look!r}")
     rng = random.Random(seed)
     side = rng.choices([s for s, _ in OCCLUSION_SIZES], weights=[p for _, p in OCCLUSION_SIZES])[0]
-    situation = rng.choices(SITUATIONS, weights=SITUATION_WEIGHTS)[0]
+    weights = [0.0 if near and x == "past" else w for x, w in zip(SITUATIONS, SITUATION_WEIGHTS)]
+    situation = rng.choices(SITUATIONS, weights=weights)[0]
     size = (side, side)
     while True:
         scene = sample_scene(rng, world="occlusion", n_shapes=None if situation in ("move", "stretch") else
@@ -423,7 +429,7 @@ def make_occlusion_case(seed: int, name: str | None = None, look: str = "trained
                 if not _fits_clear(apply_edits(scene, edits), {e.index for e in edits}, scene, 1.0):
                     continue
             else:
-                found = _occlusion_edit(scene, situation, rng, 1.0)
+                found = _occlusion_edit(scene, situation, rng, 1.0, NEAR_LONGEST if near else 0.5)
                 if found is None:
                     continue
                 edit, other = found
@@ -433,7 +439,8 @@ def make_occlusion_case(seed: int, name: str | None = None, look: str = "trained
                 clicks = [(edit.index, where, uv) for where, uv in chosen]
             target = apply_edits(scene, edits)
             if all(_shows(scene, i, uv, size) and _shows(target, i, uv, size) for i, _, uv in clicks):
-                return _case(name or f"case_{seed:06d}", "occlusion", scene, edits, clicks, size, situation,
+                return _case(name or f"case_{seed:06d}", "occlusion-near" if near else "occlusion", scene, edits,
+                             clicks, size, situation,
                              keep_out=other if situation == "behind" else None)
 
 
@@ -475,8 +482,9 @@ def benchmark_case(index: int, benchmark: str = "textured", seed: int = BENCHMAR
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
     if benchmark == "flat":
         return make_case(seed * 1_000_003 + index, size, name=f"scene_{index:06d}")
-    if benchmark == "occlusion":
-        return make_occlusion_case(seed * 1_000_003 + index, name=f"case_{index:06d}", look=look)
+    if benchmark in ("occlusion", "occlusion-near"):
+        return make_occlusion_case(seed * 1_000_003 + index, name=f"case_{index:06d}", look=look,
+                                   near=benchmark == "occlusion-near")
     return make_textured_case(seed * 1_000_003 + index, size, name=f"case_{index:06d}")
 
 
