@@ -143,8 +143,7 @@ class DragSettings(_Checked):
     STAGE = "drag"
     RULES = {"feature_blocks": _NON_EMPTY, "feature_scale": _POSITIVE, "r1": _at_least(0), "r2": _at_least(0),
              "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0),
-             "steps_per_timestep": _at_least(1), "hold_steps": _at_least(0), "step_distance": _POSITIVE,
-             "line_search_distance": _POSITIVE,
+             "steps_per_timestep": _at_least(1), "hold_steps": _at_least(0), "line_search_distance": _POSITIVE,
              "line_search_loss": _POSITIVE, "text_lr": _POSITIVE, "text_lam": _at_least(0)}
 
     feature_blocks: tuple[int, ...] = (-2,)  # UNet up-block indices whose outputs are F; -2 = up_blocks[2] on SD 1.5
@@ -155,8 +154,6 @@ class DragSettings(_Checked):
     lr: float = 0.01  # η, latent learning rate
     max_steps: int = 80  # optimisation steps at most
     stop_distance: float = 2.0  # a handle within this many feature pixels of its target has arrived
-    step_distance: float = 1.0  # how far ahead of the handle the motion term pulls its patch, feature pixels: the
-    # paper's d_i is the unit direction (1); GoodDrag's β 4 pulls from min(β, ‖g_i − h_i‖) ahead (docs/method.md §6)
     optimizer: Literal["adam", "sgd"] = "adam"  # [paper: plain gradient step]
     loss_reduction: Literal["reference", "paper"] = "reference"  # reference: (2r1+1)^2 * mean; paper: sum over patch/C
     track_from: Literal["initial", "previous"] = "initial"  # match F_0(h_i^0) (reference) or F at the last handle
@@ -185,8 +182,7 @@ class DragSettings(_Checked):
     # optimised bottleneck; each reads its own settings section (fastdrag, regiondrag, dragnoise)
 
 
-VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from",
-                    "step_distance")  # the
+VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from")  # the
 # loop's variants (docs/method.md §6); each is off at its DragSettings default, the reference's loop
 
 

@@ -44,8 +44,7 @@ def arrived(distance: torch.Tensor, stop_distance: float) -> torch.Tensor:
 
 def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, r1: int = 1,
                 stop_distance: float = 2.0, reduction: str = "reference",
-                anchors: torch.Tensor | None = None, hold: torch.Tensor | None = None,
-                step: float = 1.0) -> torch.Tensor:
+                anchors: torch.Tensor | None = None, hold: torch.Tensor | None = None) -> torch.Tensor:
     """Σ_i over pairs not yet arrived of the motion-supervision term. handles, targets: (N, 2) (row, col).
 
     The source patch is read at the handle truncated to integers, as the reference slices it; the shifted
@@ -57,8 +56,6 @@ def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Ten
     ``hold`` (N, C, 2r1+1, 2r1+1), when given (the original handle patches, ``DragSettings.hold_steps``): an
     arrived pair is not skipped but held, its term |F(Ω(g_i)) - hold_i| pulling the patch at the target toward
     the original handle patch.
-    ``step``: how far ahead the shifted patch is read, feature pixels: the paper's unit d_i at 1; above 1, GoodDrag's
-    β, d_i = min(β, ‖g_i − h_i‖) (g_i − h_i) / ‖g_i − h_i‖ (never past the target).
     """
     loss = feature.new_zeros(())
     patch_area = (2 * r1 + 1) ** 2
@@ -70,8 +67,6 @@ def motion_loss(feature: torch.Tensor, handles: torch.Tensor, targets: torch.Ten
             shifted, source = bilinear_patch(feature, g, r1), hold[i : i + 1]  # F(Ω(g_i)) toward F_0(Ω(h_i^0))
         else:
             d = (g - h) / distance  # unit direction d_i
-            if step != 1.0:  # GoodDrag's β: further ahead, never past g_i (at 1 the paper's d_i, untouched)
-                d = d * torch.clamp(distance, max=step)
             # F_0(Ω(h_i^0)) (anchored), or sg(F(Ω(h_i))) (reference); (1, C, P, P)
             source = anchors[i : i + 1] if anchors is not None else bilinear_patch(feature, h.floor(), r1)
             shifted = bilinear_patch(feature, h + d, r1)  # F(Ω(h_i) + d_i)

@@ -90,18 +90,6 @@ def test_motion_loss_normalisations_and_skip():
     assert float(motion_loss(feature, h, torch.tensor([[4.0, 5.5]]), stop_distance=2.0)) == 0.0
 
 
-def test_motion_step_reads_the_patch_further_ahead_but_never_past_the_target():
-    """drag.step_distance (GoodDrag's β): the shifted patch at h + min(β, ‖g − h‖) d; at 1 the paper's unit step."""
-    feature = torch.randn(1, 8, 12, 12)
-    h = torch.tensor([[4.0, 4.0]])
-    source = feature[:, :, 3:6, 3:6]
-    for g, ahead in ((torch.tensor([[4.0, 10.0]]), [4.0, 7.0]), (torch.tensor([[4.0, 6.5]]), [4.0, 6.5])):
-        expected = 9 * (bilinear_patch(feature, torch.tensor(ahead), 1) - source).abs().mean()
-        torch.testing.assert_close(motion_loss(feature, h, g, r1=1, step=3.0), expected)
-    g = torch.tensor([[4.0, 10.0]])
-    assert torch.equal(motion_loss(feature, h, g, r1=1, step=1.0), motion_loss(feature, h, g, r1=1))
-
-
 def test_mask_loss_is_a_sum_outside_the_mask():
     a, b = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
     mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])

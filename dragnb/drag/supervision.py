@@ -28,7 +28,7 @@ class MotionSupervision(Supervision):
              hold: torch.Tensor | None = None) -> torch.Tensor:
         s = self.settings
         return motion_loss(features, handles, targets, s.r1, s.stop_distance, s.loss_reduction, self.anchors,
-                           hold=hold, step=s.step_distance)
+                           hold=hold)
 
 
 class Anchored(MotionSupervision):
