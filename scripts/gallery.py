@@ -116,16 +116,16 @@ def gallery(kept, tried: int, landed: int, model_name: str, benchmark: str = "te
         draw_edit(src, res, result)
         what = score.situation or score.kind
         src.set_title(f"{folder.name}: {what}, {score.pairs} pair{'s' * (score.pairs > 1)}", fontsize=9)
-        res.set_title(f"result: {score.error_px:.1f} px from the answer,\n{score.psnr_outside:.0f} dB outside the mask, "
-                      f"ghost {score.ghost:.0%}", fontsize=9)
+        res.set_title(f"result: {score.error_px:.1f} px from the answer,\n{score.psnr_outside:.0f} dB outside the "
+                      f"mask, ghost {score.ghost:.0%}", fontsize=9)
     for ax in axes[len(kept) // 2:].ravel()[(len(kept) % 2) * 2:]:
         ax.set_visible(False)
     shown = "all shown" if landed == len(kept) else f"the first {len(kept)} shown"
-    fig.suptitle(f"Drags that land with the scene kept: {landed} of the {tried} cases 0–{tried - 1} of the {benchmark} "
-                 f"scene benchmark, {shown} (model {Path(model_name).name}, its defaults)\neach pair: source (what may "
-                 f"not change darkened), handle (red) → target (blue) | result, from where the handles ended\nghost: how "
-                 f"strongly the shape still shows where it was (up to 15 % passes: fainter outlines still show,\nbut the "
-                 f"model's own VAE leaves as much on a known answer)", fontsize=9)
+    fig.suptitle(f"Drags that land with the scene kept: {landed} of the {tried} cases 0–{tried - 1} of the "
+                 f"{benchmark} scene benchmark, {shown} (model {Path(model_name).name}, its defaults)\neach pair: "
+                 f"source (what may not change darkened), handle (red) → target (blue) | result, from where the "
+                 f"handles ended\nghost: how strongly the shape still shows where it was (up to 15 % passes: "
+                 f"fainter outlines still show,\nbut the model's own VAE leaves as much on a known answer)", fontsize=9)
     return fig
 
 

@@ -1,6 +1,6 @@
 """The scene benchmarks: drag cases with known answers, in the DragBench folder format, and their scoring.
 
-Three benchmarks, all written by :func:`write_cases`:
+Four benchmarks, all written by :func:`write_cases`:
 
 * ``flat`` (the first one, 50 cases at seed 1000 in ``scene_benchmark.json``): one flat shape moves by 10-20 %
   of the image side; the handle is its centre, the mask a box around its source and target.
@@ -8,6 +8,8 @@ Three benchmarks, all written by :func:`write_cases`:
   (a corner or vertex, the highlight, a point near the edge, the centre), 1-3 pairs per case; 70 % rigid
   moves of one or two shapes (one or two handles on each), 30 % deformations: one side of a shape pulled
   out (:func:`dragnb.tiny.scenes.stretched`), its mask covering only that half, so the rest must stay.
+* ``occlusion`` (issue 25; 150 cases at 64-128 px) and ``occlusion-near`` (60, no drag past 0.2 of the side):
+  shapes dragged in front of, behind, past or off another (:func:`dragnb.tiny.cases.make_occlusion_case`).
 
 Each case folder holds what DragBench holds (``original_image.png``, ``meta_data.pkl`` = ``{'prompt',
 'points': [[hx, hy], [tx, ty], ...], 'mask'}``, points in image pixels with x = column, mask uint8 H x W with
@@ -32,10 +34,11 @@ against the known answer: **no other object lost** (every shape the drag leaves 
 least :data:`MIN_OTHERS_KEPT` of its pixels, one pixel in from its edge, within :data:`DIFF_THRESHOLD` of the
 answer), and **no ghost** (the place a moved shape left, the source shape's pixels that the answer shows as
 something else, one pixel in from the edges, shows what the answer shows on at least :data:`MIN_CLEAR` of its
-pixels, and the shape shows there at no more than :data:`MAX_GHOST` of its strength: ``ghost``, the least-squares
-share of the source's difference from the answer that the edited image still has there; a faint copy within the
-per-pixel threshold passes the first test, not the second), and (issue 25) **the nearer shape in front** (where a moved shape and another overlap in the answer,
-at least :data:`MIN_DEPTH` of those pixels show what the answer shows there). ``scene_kept`` is all three;
+pixels, and the shape shows there at no more than :data:`MAX_GHOST` of its strength: ``ghost``, the
+least-squares share of the source's difference from the answer that the edited image still has there; a faint
+copy within the per-pixel threshold passes the first test, not the second), and (issue 25) **the nearer shape in
+front** (where a moved shape and another overlap in the answer, at least :data:`MIN_DEPTH` of those pixels show
+what the answer shows there). ``scene_kept`` is all three;
 ``kept_success`` is success with the scene kept. A stretch leaves no place behind; without overlaps there is no
 depth to keep, so the textured benchmark's figures are those of the first two checks.
 """
@@ -78,7 +81,8 @@ OPEN_FROM = 96  # px: images this large are the model's 64 px brought up, so eve
 LENGTHS = (0.1, 0.2, 0.3)  # the edges of the drag-length bins the summaries break kept success down by (fraction of
 # the shorter side): how far a drag lands is its own question, apart from what it passes over
 OCCLUDING = ("front", "behind", "past")  # the occlusion cases: the moved shape ends on or passes over another
-DEFAULT_CASES = {"flat": 50, "textured": 120, "occlusion": 150, "occlusion-near": 60}  # the shipped figures' case counts
+DEFAULT_CASES = {"flat": 50, "textured": 120, "occlusion": 150, "occlusion-near": 60}  # the shipped figures'
+# case counts
 def record_key(benchmark: str) -> str:
     """Where ``scene_benchmark.json`` keeps a benchmark's runs: ``runs`` (flat, its first key) or ``<name>_runs``."""
     return "runs" if benchmark == "flat" else f"{benchmark}_runs"

@@ -34,7 +34,8 @@ from .scenes import (HIGHLIGHT_AT, LOOKS, MIN_CONTRAST, SIDES, SQUARE_HALF, TRIA
                      boxes_overlap, fits, moved, sample_scene, shapes_contrast, stretched, visible_fractions)
 
 BENCHMARKS = ("flat", "textured", "occlusion", "occlusion-near")
-NEAR_LONGEST = 0.2  # occlusion-near: the longest move, fraction of the shorter side (occlusion's reach 0.5)
+OCCLUSION_LONGEST = 0.5  # the longest move of an occlusion case, fraction of the shorter side
+NEAR_LONGEST = 0.2  # ... of an occlusion-near case (the textured benchmark's longest)
 # What an occlusion-benchmark case asks: a shape moved onto another and drawn in front of it or behind it, moved
 # past one (over it and beyond), moved off one it covered (which must then show whole), or a plain move or stretch.
 SITUATIONS = ("front", "behind", "past", "off", "move", "stretch")
@@ -347,7 +348,7 @@ def _shows(scene: Scene, index: int, uv: tuple[float, float], size: tuple[int, i
 
 
 def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: float,
-                    longest: float = 0.5) -> tuple[Edit, int] | None:
+                    longest: float = OCCLUSION_LONGEST) -> tuple[Edit, int] | None:
     """A move of one shape, by at most ``longest`` of the shorter side, that puts it in ``situation`` (front,
     behind, past, off), and the other shape it meets; None where this scene has none."""
     n = len(scene.shapes)
@@ -398,7 +399,8 @@ def _occlusion_edit(scene: Scene, situation: str, rng: random.Random, aspect: fl
 
 def make_occlusion_case(seed: int, name: str | None = None, look: str = "trained",
                         move_range: tuple[float, float] = (0.10, 0.20),
-                        stretch_range: tuple[float, float] = (1.6, 2.2), near: bool = False) -> tuple[SceneCase, np.ndarray]:
+                        stretch_range: tuple[float, float] = (1.6, 2.2),
+                        near: bool = False) -> tuple[SceneCase, np.ndarray]:
     """An occlusion-benchmark case, deterministic in ``seed``: (record, mask), drawn in ``look``; with ``near``, the
     occlusion-near benchmark's (no move longer than :data:`NEAR_LONGEST`, hence no ``past``).
 
@@ -429,7 +431,7 @@ def make_occlusion_case(seed: int, name: str | None = None, look: str = "trained
                 if not _fits_clear(apply_edits(scene, edits), {e.index for e in edits}, scene, 1.0):
                     continue
             else:
-                found = _occlusion_edit(scene, situation, rng, 1.0, NEAR_LONGEST if near else 0.5)
+                found = _occlusion_edit(scene, situation, rng, 1.0, NEAR_LONGEST if near else OCCLUSION_LONGEST)
                 if found is None:
                     continue
                 edit, other = found
