@@ -20,7 +20,6 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image
 
 from dragnb.config import apply_overrides, named_overrides
@@ -29,6 +28,7 @@ from dragnb.errors import InputError
 from dragnb.evaluation.dragbench import read_sample
 from dragnb.models import load_model
 from dragnb.session import DragSession
+from dragnb.ui import plots
 
 
 def main() -> None:
@@ -51,32 +51,15 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     answer = Path(args.case) / "target_image.png"
-    strips = []
+    shown = {}
     for name, chosen in settings.items():
         session = DragSession(model, sample.image, sample.prompt, chosen)
         session.set_points(sample.points)
         session.set_mask(sample.mask)
         result = session.run(keep_latents=True)
-        frames = predicted_frames(model, result.drag, sample.prompt, every=args.every)
-        t_of = {s.step: s.t for s in result.drag.history}
-        tiles = [(f"k {k}, t {t_of.get(k, result.drag.t)}", f) for k, f in frames]
-        tiles.append((f"result ({result.drag.stop_reason})", result.image))
-        if answer.is_file():
-            tiles.append(("answer", np.asarray(Image.open(answer).convert("RGB"))))
-        strips.append((name, tiles))
+        shown[name] = (predicted_frames(model, result.drag, sample.prompt, every=args.every), result)
         print(name, result.drag.stop_reason, len(result.drag.history), "iterations", flush=True)
-    cols = max(len(t) for _, t in strips)
-    fig = Figure(figsize=(1.3 * cols, 1.45 * len(strips)), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(strips), cols, squeeze=False))
-    for r, (name, tiles) in enumerate(strips):
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.set_axis_off()
-            if c < len(tiles):
-                ax.imshow(tiles[c][1], interpolation="nearest")
-                ax.set_title(tiles[c][0], fontsize=6)
-        axes[r, 0].text(-0.08, 0.5, name, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
-                        fontsize=7)
+    fig = plots.frame_rows(shown, np.asarray(Image.open(answer).convert("RGB")) if answer.is_file() else None)
     fig.savefig(args.out, dpi=110)
     print("wrote", args.out)
 

@@ -140,6 +140,16 @@ def test_animation_of_the_predicted_image(tiny_model, edit):
     assert html.count("data:image/png;base64") == len(frames)
 
 
+def test_frame_rows_show_each_settings_frames_then_its_result(tiny_model, edit):
+    frames = predicted_frames(tiny_model, edit.drag, edit.prompt, every=2)
+    fig = plots.frame_rows({"a": (frames, edit), "b": (frames[:1], edit)}, answer=edit.source)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == (len(frames) + 2) + (1 + 2)  # each row: its frames, the result, the answer
+    assert [ax.get_title() for ax in fig.axes[:len(frames) + 2]][-2:] == [
+        f"result ({edit.drag.stop_reason})", "answer"]
+    assert fig.axes[0].get_title() == f"k 0, t {edit.drag.history[0].t}"
+
+
 def test_tracking_heatmaps_follow_the_previous_appearance_variant(tiny_model, edit):
     import dataclasses
 

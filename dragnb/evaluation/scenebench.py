@@ -235,7 +235,7 @@ def score_case(case_dir: str | Path, edited_image) -> CaseScore:
     success = (all(s.error_px / side <= MAX_ERROR_FRACTION and AREA_RANGE[0] <= s.area_ratio <= AREA_RANGE[1]
                    for s in shapes) and psnr_out >= MIN_PSNR_OUTSIDE
                and (case.kind == "move" or min(s.iou for s in shapes) >= MIN_IOU_STRETCH))
-    others, vacated, depth, ghost = scene_kept(case, edited)
+    others, vacated, depth, ghost = scene_kept(case, edited, original)
     kept = others >= MIN_OTHERS_KEPT and vacated >= MIN_CLEAR and ghost <= MAX_GHOST and depth >= MIN_DEPTH
     length = max(math.dist(p.handle, p.target) for p in case.pairs) / side
     return CaseScore(case.name, case.kind, len(case.pairs), worst.centre, worst.expected_centre, worst.error_px,
@@ -271,12 +271,12 @@ def ghost_strength(edited: np.ndarray, source: np.ndarray, answer: np.ndarray) -
     return float(np.clip(((edited - answer) * change).sum() / energy, 0.0, 1.0))
 
 
-def scene_kept(case: SceneCase, edited: np.ndarray) -> tuple[float, float, float, float]:
-    """(others_kept, vacated_clear, depth_kept, ghost) of ``edited`` (H, W, 3) against the case's known answer: the
-    lowest fraction of another shape's inner pixels, the fraction of the vacated places' inner pixels, and the
-    fraction of the inner pixels where an edited shape and another one overlap (there the nearer one shows), within
-    DIFF_THRESHOLD of the answer (1.0 where there is nothing to check); and how strongly the moved shapes still show
-    in the vacated places (:func:`ghost_strength`, 0.0 where there is none)."""
+def scene_kept(case: SceneCase, edited: np.ndarray, source: np.ndarray) -> tuple[float, float, float, float]:
+    """(others_kept, vacated_clear, depth_kept, ghost) of ``edited`` (H, W, 3) against the case's known answer and
+    its ``source`` image (H, W, 3): the lowest fraction of another shape's inner pixels, the fraction of the vacated
+    places' inner pixels, and the fraction of the inner pixels where an edited shape and another one overlap (there
+    the nearer one shows), within DIFF_THRESHOLD of the answer (1.0 where there is nothing to check); and how
+    strongly the moved shapes still show in the vacated places (:func:`ghost_strength`, 0.0 where there is none)."""
     target = case.target_scene
     answer = np.asarray(render(target, case.size), dtype=np.float32)
     edited = edited.astype(np.float32)
@@ -298,7 +298,7 @@ def scene_kept(case: SceneCase, edited: np.ndarray) -> tuple[float, float, float
         for j in others:
             overlap |= whole[i] & whole[j]
     overlap = _inner(overlap)
-    source = np.asarray(render(case.scene, case.size), dtype=np.float32)
+    source = source.astype(np.float32)
     return (others_kept, float(matches[vacated].mean()) if vacated.any() else 1.0,
             float(matches[overlap].mean()) if overlap.any() else 1.0,
             ghost_strength(edited[vacated], source[vacated], answer[vacated]))

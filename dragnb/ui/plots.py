@@ -541,3 +541,34 @@ def summary(edit: EditResult, frames: list[tuple[int, np.ndarray]], answer: np.n
         _axes_off(known, "known answer:\nthe result should look like this")
     fig.suptitle(edit.prompt or "(no prompt)", fontsize=10)
     return fig
+
+
+def frame_rows(rows: dict[str, tuple[list[tuple[int, np.ndarray]], EditResult]],
+               answer: np.ndarray | None = None) -> Figure:
+    """x̂_0 over a drag, one row per setting: each row's frames (:func:`dragnb.drag.predicted_frames`, titled with
+    the iteration k and the timestep t it was read at), then its result, then the known ``answer`` if given.
+
+    ``rows``: {name: (frames, edit)}, the same image edited under each setting (``scripts/drag_frames.py``).
+    """
+    if not rows:
+        raise ValueError("frame_rows needs at least one row of (frames, edit)")
+    strips = []
+    for name, (frames, edit) in rows.items():
+        t_of = {s.step: s.t for s in edit.drag.history}
+        tiles = [(f"k {k}, t {t_of.get(k, edit.drag.t)}", image) for k, image in frames]
+        tiles.append((f"result ({edit.drag.stop_reason})", edit.image))
+        if answer is not None:
+            tiles.append(("answer", np.asarray(answer)))
+        strips.append((name, tiles))
+    cols = max(len(tiles) for _, tiles in strips)
+    fig = Figure(figsize=(1.3 * cols, 1.45 * len(strips)), layout="constrained")
+    axes = fig.subplots(len(strips), cols, squeeze=False)
+    for r, (name, tiles) in enumerate(strips):
+        for c, ax in enumerate(axes[r]):
+            ax.set_axis_off()
+            if c < len(tiles):
+                _show(ax, tiles[c][1])
+                ax.set_title(tiles[c][0], fontsize=6)
+        axes[r, 0].text(-0.08, 0.5, name, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
+                        fontsize=7)
+    return fig
