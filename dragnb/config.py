@@ -144,7 +144,8 @@ class DragSettings(_Checked):
     RULES = {"feature_blocks": _NON_EMPTY, "feature_scale": _POSITIVE, "r1": _at_least(0), "r2": _at_least(0),
              "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0),
              "steps_per_timestep": _at_least(1), "hold_steps": _at_least(0), "line_search_distance": _POSITIVE,
-             "line_search_loss": _POSITIVE, "text_lr": _POSITIVE, "text_lam": _at_least(0)}
+             "line_search_loss": _POSITIVE, "text_lr": _POSITIVE, "text_lam": _at_least(0),
+             "copy_beyond": _at_least(0), "copy_tolerance": _at_least(0)}
 
     feature_blocks: tuple[int, ...] = (-2,)  # UNet up-block indices whose outputs are F; -2 = up_blocks[2] on SD 1.5
     feature_scale: float = 0.5  # F is resized to this fraction of the model image: H/2 x W/2
@@ -173,6 +174,12 @@ class DragSettings(_Checked):
     text_lam: float = 0.1  # DragText's weight of the L1 regulariser keeping the embedding near the prompt's
     hold_steps: int = 0  # once every handle has arrived, this many iterations more pull the patch at each target
     # toward the original handle patch F_0(Ω(h_i^0)) (this project's variant; 0 = stop there, the reference)
+    start: Literal["latent", "copy"] = "latent"  # what the optimisation starts from: z_t (the paper's), or "copy"
+    # [extension, not in the paper]: z_t with the object of each drag at least copy_beyond long copied by whole
+    # latent cells toward its target, the place it left filled from around it; the loop drags the rest (§3.6)
+    copy_beyond: float = 0.2  # "copy" moves the pairs dragging at least this fraction of the image's shorter side
+    copy_tolerance: float = 150.0  # "copy": the object is the region around the handle within this RGB distance
+    # (0-255) of its colour, inside the mask, holes filled, halved while it reaches the mask's edge (dragnb.footprint)
     round_points: bool = True  # round h and g to the supervision grid before the loop, as the reference does
     weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
@@ -182,8 +189,8 @@ class DragSettings(_Checked):
     # optimised bottleneck; each reads its own settings section (fastdrag, regiondrag, dragnoise)
 
 
-VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from")  # the
-# loop's variants (docs/method.md §6); each is off at its DragSettings default, the reference's loop
+VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from",
+                    "start")  # the loop's variants (docs/method.md §6); each is off at its DragSettings default, the reference's loop
 
 
 def reference_loop(drag: DragSettings) -> DragSettings:

@@ -36,6 +36,7 @@ from . import family
 from .drag import COMPLETE, DragParts, DragResult, drag
 from .edit import EditResult
 from .errors import InputError, Interrupted, SessionBusy, SettingError
+from .footprint import colour_footprint
 from .generate import GeneratedImage
 from .keys import KeptLora, denoise_fields, digest, stage_keys
 from .images import (from_model_tensor, load_mask, mask_to_latent, model_size, paste_outside, resize_array,
@@ -326,7 +327,8 @@ class DragSession:
                               prompt=self.prompt, compute=self.settings.compute, parts=self.parts,
                               callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                               keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
-                              schedule_steps=self.settings.inversion.num_steps)
+                              schedule_steps=self.settings.inversion.num_steps,
+                              footprints=self._footprints(latent_size) if self.settings.drag.start == "copy" else None)
             else:  # one of the drag family (dragnb/family)
                 inversion = None if self.generated is not None else self.run_inversion()
                 result = family.run(self.settings, self.model, zt, t, self._text(), handles, targets, mask,
@@ -337,6 +339,20 @@ class DragSession:
         if result.stop_reason in COMPLETE:  # partial results are returned, not cached
             self._remember("drag", key, result)
         return Produced(result, "computed")
+
+    def _footprints(self, latent_size: tuple[int, int]) -> np.ndarray:
+        """(N, h, w) bool: for ``drag.start = "copy"``, the object under each handle dragging at least
+        ``drag.copy_beyond`` of the shorter side (:func:`dragnb.footprint.colour_footprint`, inside the mask), on the
+        latent grid where it covers a quarter of a cell or more; empty for the shorter drags, which the loop
+        moves alone."""
+        s, (h, w) = self.settings.drag, self.image_size
+        editable = None if self.mask is None else self.mask > 0
+        out = np.zeros((len(self.points.handles), *latent_size), bool)
+        for i, (a, b) in enumerate(zip(self.points.handles, self.points.targets)):
+            if np.hypot(*(np.asarray(b, float) - np.asarray(a, float))) >= s.copy_beyond * min(h, w):
+                found = colour_footprint(self.source, tuple(a), editable, s.copy_tolerance)
+                out[i] = mask_to_latent(found, latent_size, "area")[0, 0].numpy() >= 0.25
+        return out
 
     def run_denoise(self, dragged: DragResult | None = None, callbacks: Sequence[Callback] = ()) -> DenoiseResult:
         """Stage 4 from the latest drag (or ``dragged``); a denoising stopped by a callback is not cached."""

@@ -15,7 +15,8 @@ from dragnb.automask import AUTO_SIGMA, LEVEL, auto_mask, segment_distance, soft
 from dragnb.config import (DragSettings, InversionSettings, LoraSettings, Settings, settings_from_dict)
 from dragnb.errors import SettingError
 from dragnb.family.dragnoise import BottleneckGuide, MidBlockOutput
-from dragnb.family.fastdrag import fill_holes, forward_warp, warp_field
+from dragnb.drag.copy import fill_holes
+from dragnb.family.fastdrag import forward_warp, warp_field
 from dragnb.family.regiondrag import RegionCopy, copy_regions, copy_steps, square_regions
 from dragnb.points import DragPoints
 from dragnb.session import DragSession

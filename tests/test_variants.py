@@ -37,10 +37,11 @@ def test_switches_off_are_the_reference_loop(tiny_model):
     """Naming every switch at its default changes nothing, bit for bit."""
     plain = _drag(tiny_model)
     named = _drag(tiny_model, supervision="reference", schedule="single", tracking="nearest", optimize_text=False,
-                  round_points=True, weight_guided_features=True, hold_steps=0, track_from="initial")
+                  round_points=True, weight_guided_features=True, hold_steps=0, track_from="initial",
+                  start="latent")
     assert torch.equal(plain.latent, named.latent) and [s.loss for s in plain.history] == [s.loss for s in named.history]
     switched = DragSettings(supervision="anchored", schedule="alternating", tracking="line_search", optimize_text=True,
-                            hold_steps=3, track_from="previous", lr=0.5, r1=4)
+                            hold_steps=3, track_from="previous", start="copy", lr=0.5, r1=4)
     assert reference_loop(switched) == DragSettings(lr=0.5, r1=4)  # every switch off, the rest kept
 
 
@@ -248,7 +249,8 @@ def test_generated_features_are_weighted_as_the_reference():
 
 
 @pytest.mark.parametrize("changes", [{"tracking": "line_search"}, {"optimize_text": True},
-                                     {"supervision": "anchored", "schedule": "alternating", "steps_per_timestep": 3}])
+                                     {"supervision": "anchored", "schedule": "alternating", "steps_per_timestep": 3},
+                                     {"start": "copy"}])
 def test_every_variant_runs_through_the_session(tiny_model, blob_image, changes):
     settings = dataclasses.replace(FAST, drag=dataclasses.replace(FAST.drag, **changes))
     session = DragSession(tiny_model, blob_image, "a red disc", settings)

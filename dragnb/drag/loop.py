@@ -30,6 +30,7 @@ from ..inversion import decode_latent
 from ..models import Model, encode_prompt, held_dtype, run_unet
 from ..motion import mask_loss
 from .choice import make_parts
+from .copy import cell_moves, copy_start
 from .forward import Forward
 from .parts import DragParts
 
@@ -97,7 +98,8 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
          callbacks: Sequence[Callback] = (), guidance_scale: float = 1.0, keep_latents: bool = False,
          keep_features: bool = False, progress: bool = False,
          schedule_steps: int = InversionSettings().num_steps, prompt: str | None = None,
-         compute: ComputeSettings = ComputeSettings(), parts: DragParts | None = None) -> DragResult:
+         compute: ComputeSettings = ComputeSettings(), parts: DragParts | None = None,
+         footprints: np.ndarray | None = None) -> DragResult:
     """Optimise ``zt`` (1, 4, h, w) at timestep ``t`` to move ``handles`` to ``targets`` ((N, 2) (row, col)).
 
     ``text``: (1, 77, D), or [uncond, cond] (2, 77, D) for a generated image with guidance (features of both
@@ -106,7 +108,9 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     which fixes the step to x̂_{t-1} of the mask term. ``prompt``: the words behind ``text``, for parts that need
     them (DragText's regulariser covers the prompt's tokens). ``compute``: autocast, gradient checkpointing and
     loss scaling (:mod:`dragnb.compute`). ``parts``: a researcher's own parts; the rest are those the settings
-    name. Inputs are not modified.
+    name. ``footprints``: (N, h, w) bool on the latent grid, each pair's object, which ``settings.start == "copy"``
+    moves before the loop (an empty one stays; :class:`~dragnb.session.DragSession` finds them in the image).
+    Inputs are not modified.
     """
     start, device = time.perf_counter(), zt.device
     require_supported(compute, device)
@@ -118,14 +122,17 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     made = make_parts(settings, parts, model.pipe.tokenizer, prompt)
     timesteps, optimised, tracker, supervision = made.timesteps, made.optimised, made.tracker, made.supervision
     reference = timesteps.start(look, zt.detach().clone(), t, text, handles.clone())  # F_0, x_{t-1}^0, h^0
-    z = optimised.start(zt, text)  # ẑ_t^0 = z_t, and the optimiser over it
+    start_latent = zt
+    if settings.start == "copy":  # [extension] each long drag's object moved by whole cells first (§3.6)
+        start_latent, handles = copied_start(zt, footprints, handles, targets, look.size)
+    z = optimised.start(start_latent, text)  # ẑ_t^0 = z_t, and the optimiser over it
     made.begin(reference)  # the tracker's f_i and the supervision's sources from F_0
     scaler = grad_scaler(compute, device, held_dtype(model.pipe.unet))  # a no-op unless fp16
     mask = None if mask is None else mask.to(device, torch.float32)
-    last_good = zt.detach().clone()
+    last_good = start_latent.detach().clone()
     bound = DIVERGED_RANGE * float(zt.detach().abs().max())  # the range beyond which the drag has diverged
-    result = DragResult(latent=last_good, initial_handles=handles.clone().cpu(), handles=handles, targets=targets.cpu(),
-                        feature_size=look.size, stop_reason="max_steps", mask_used=mask is not None,
+    result = DragResult(latent=last_good, initial_handles=reference.handles.clone().cpu(), handles=handles,
+                        targets=targets.cpu(), feature_size=look.size, stop_reason="max_steps", mask_used=mask is not None,
                         initial_features=reference.features.detach())
     bar = tqdm(total=settings.max_steps, desc="drag", disable=not progress, leave=False)
     with checkpointing(model.pipe.unet, compute.gradient_checkpointing):  # less memory, the same gradients
@@ -193,6 +200,22 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     result.handles = handles.detach().cpu()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def copied_start(zt: torch.Tensor, footprints: np.ndarray | None, handles: torch.Tensor, targets: torch.Tensor,
+                 grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``drag.start = "copy"``: z_t with each pair's footprint moved by its drag in whole latent cells, and the
+    handles where their content now is (docs/method.md §3.6)."""
+    if footprints is None:
+        raise ValueError("drag.start='copy' needs each pair's footprint on the latent grid (footprints=...); "
+                         "DragSession finds them in the image")
+    footprints = np.asarray(footprints, bool)
+    if footprints.shape != (len(handles), *zt.shape[-2:]):
+        raise ValueError(f"footprints must be (pairs, h, w) = {(len(handles), *zt.shape[-2:])}, got {footprints.shape}")
+    scale = (zt.shape[-2] / grid[0], zt.shape[-1] / grid[1])  # latent cells per feature pixel
+    moves = cell_moves(handles, targets, scale) * footprints.any(axis=(1, 2))[:, None]  # an empty footprint stays
+    shifted = torch.as_tensor(moves / np.asarray(scale), dtype=handles.dtype, device=handles.device)
+    return copy_start(zt.detach(), footprints, moves), handles + shifted
 
 
 @torch.no_grad()

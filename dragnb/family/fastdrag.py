@@ -13,7 +13,8 @@ moved farther is kept (dragged content lies over what it passes; the authors kee
 pixel lands only inside the editable region (theirs may overwrite outside it). With no mask the whole latent is the
 region (theirs needs a mask).
 
-The pure functions :func:`warp_field`, :func:`forward_warp` and :func:`fill_holes` work on the latent grid.
+The pure functions :func:`warp_field` and :func:`forward_warp` work on the latent grid (the holes are filled by
+:func:`dragnb.drag.copy.fill_holes`, which ``drag.start = "copy"`` shares).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from ..callbacks import Callback
 from ..config import Settings
 from ..drag import DragResult
+from ..drag.copy import fill_holes
 from ..models import Model
 from ..points import feature_grid
 
@@ -82,26 +84,6 @@ def forward_warp(z: torch.Tensor, field: np.ndarray, editable: np.ndarray) -> tu
     landed = np.zeros((h, w), bool)
     landed[dst_r, dst_c] = True
     return torch.from_numpy(out)[None].to(z.device, z.dtype), editable & ~landed
-
-
-def fill_holes(z: torch.Tensor, holes: np.ndarray) -> torch.Tensor:
-    """Bilateral nearest-neighbour interpolation: each hole takes the nearest pixels that are not holes to its left,
-    right, up and down (those that exist), weighted by 1 / distance and normalised."""
-    values = z[0].detach().cpu().numpy()  # (C, h, w)
-    filled = values.copy()
-    h, w = holes.shape
-    for r, c in zip(*np.nonzero(holes)):
-        found = []  # (distance, value) of the nearest non-hole in each direction
-        for dr, dc in ((0, -1), (0, 1), (-1, 0), (1, 0)):
-            k, rr, cc = 1, r + dr, c + dc
-            while 0 <= rr < h and 0 <= cc < w and holes[rr, cc]:
-                k, rr, cc = k + 1, rr + dr, cc + dc
-            if 0 <= rr < h and 0 <= cc < w:
-                found.append((k, values[:, rr, cc]))
-        if found:
-            weights = np.array([1.0 / k for k, _ in found])
-            filled[:, r, c] = np.tensordot(weights / weights.sum(), np.stack([v for _, v in found]), axes=1)
-    return torch.from_numpy(filled)[None].to(z.device, z.dtype)
 
 
 def moved_points(points: np.ndarray, field: np.ndarray) -> np.ndarray:

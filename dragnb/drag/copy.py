@@ -1,0 +1,61 @@
+"""``drag.start = "copy"``: the optimisation starts from z_t with each long drag's object already moved (§3.6).
+
+An extension, not in the paper. Drags longer than about a fifth of the image's side do not land by motion
+supervision on the embedded model with any setting measured (docs/embedded-model.md): the handle's look is pulled
+along one feature pixel at a time, the shape smears or stays behind, and what it leaves is drawn again as a ghost.
+So before the loop, each such pair's object (its footprint, :mod:`dragnb.footprint`, on the latent grid) is copied
+in z_t by the whole latent cells nearest its drag, the place it leaves first filled from around it
+(:func:`fill_holes`, FastDrag's bilateral fill); the loop then starts with each handle where its content now is and
+drags what remains (less than a cell), or holds it there. The unedited branch, F_0 and the handles the tracker and
+the motion term compare with stay those of the unedited z_t.
+
+Pure functions on latents.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def fill_holes(z: torch.Tensor, holes: np.ndarray) -> torch.Tensor:
+    """Bilateral nearest-neighbour interpolation of ``z`` (1, C, h, w) at ``holes`` (h, w) bool: each hole takes the
+    nearest pixels that are not holes to its left, right, up and down (those that exist), weighted by 1 / distance
+    and normalised. A new tensor."""
+    values = z[0].detach().cpu().numpy()  # (C, h, w)
+    filled = values.copy()
+    h, w = holes.shape
+    for r, c in zip(*np.nonzero(holes)):
+        found = []  # (distance, value) of the nearest non-hole in each direction
+        for dr, dc in ((0, -1), (0, 1), (-1, 0), (1, 0)):
+            k, rr, cc = 1, r + dr, c + dc
+            while 0 <= rr < h and 0 <= cc < w and holes[rr, cc]:
+                k, rr, cc = k + 1, rr + dr, cc + dc
+            if 0 <= rr < h and 0 <= cc < w:
+                found.append((k, values[:, rr, cc]))
+        if found:
+            weights = np.array([1.0 / k for k, _ in found])
+            filled[:, r, c] = np.tensordot(weights / weights.sum(), np.stack([v for _, v in found]), axes=1)
+    return torch.from_numpy(filled)[None].to(z.device, z.dtype)
+
+
+def cell_moves(handles: torch.Tensor, targets: torch.Tensor, scale: tuple[float, float]) -> np.ndarray:
+    """(N, 2) int: each drag in whole latent cells (rows, cols), nearest; ``handles``, ``targets`` (N, 2) (row, col)
+    on the supervision grid, ``scale`` latent cells per feature pixel (rows, cols)."""
+    moves = (targets - handles).detach().cpu().double().numpy() * np.asarray(scale, float)
+    return np.rint(moves).astype(int)
+
+
+def copy_start(z: torch.Tensor, footprints: np.ndarray, moves: np.ndarray) -> torch.Tensor:
+    """``z`` (1, C, h, w) with each footprint's cells (``footprints`` (N, h, w) bool, one per pair; an empty one is
+    not copied) moved by its pair's ``moves`` (N, 2) whole cells: every footprint is first filled from around it
+    (:func:`fill_holes`), then each receives ``z``'s own values at its moved place (later pairs over earlier ones;
+    what would leave the grid is dropped). A new tensor."""
+    h, w = z.shape[-2:]
+    out = fill_holes(z, footprints.any(0))
+    for footprint, (dr, dc) in zip(footprints, moves):
+        rows, cols = np.nonzero(footprint)
+        to_rows, to_cols = rows + dr, cols + dc
+        inside = (to_rows >= 0) & (to_rows < h) & (to_cols >= 0) & (to_cols < w)
+        out[:, :, to_rows[inside], to_cols[inside]] = z[:, :, rows[inside], cols[inside]].to(out.dtype)
+    return out

@@ -1,0 +1,68 @@
+"""Where the dragged object lies in the image: its footprint, for ``drag.start = "copy"`` (docs/method.md §3.6).
+
+Pure functions on (H, W) arrays. The footprint of a handle is the 4-connected region of pixels whose colour lies
+within a tolerance of the handle's own (the median of the 3 x 3 pixels around it), inside the editable mask, with
+the holes it encloses filled in (a dotted or striped object is one region). An object lies inside the region the
+user lets change, so while the region reaches the editable region's edge (or the image's, without a mask) it has
+leaked into what lies around the object, and the tolerance is halved (down to :data:`MIN_TOLERANCE`). It is an
+estimate made for objects of one main colour, such as the embedded model's shapes: on a photograph it finds the
+part of the object that shares the handle's colour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_TOLERANCE = 10.0  # the tolerance is not halved below this (RGB distance, 0-255)
+
+
+def connected(region: np.ndarray, seeds: list[tuple[int, int]]) -> np.ndarray:
+    """(H, W) bool: the pixels of ``region`` (H, W) bool 4-connected to any of ``seeds`` ((row, col), those in it)."""
+    h, w = region.shape
+    out = np.zeros_like(region, dtype=bool)
+    stack = [(r, c) for r, c in seeds if 0 <= r < h and 0 <= c < w and region[r, c]]
+    for r, c in stack:
+        out[r, c] = True
+    while stack:
+        r, c = stack.pop()
+        for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if 0 <= rr < h and 0 <= cc < w and region[rr, cc] and not out[rr, cc]:
+                out[rr, cc] = True
+                stack.append((rr, cc))
+    return out
+
+
+def fill_enclosed(region: np.ndarray) -> np.ndarray:
+    """``region`` (H, W) bool with every hole it encloses filled: what cannot reach the border around it."""
+    h, w = region.shape
+    border = [(r, c) for r in range(h) for c in (0, w - 1)] + [(r, c) for c in range(w) for r in (0, h - 1)]
+    return region | ~connected(~region, border)
+
+
+def edge(region: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels of ``region`` with a 4-neighbour outside it or on the image's border."""
+    padded = np.pad(region, 1, constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return region & ~inner
+
+
+def colour_footprint(image: np.ndarray, point: tuple[float, float], editable: np.ndarray | None,
+                     tolerance: float) -> np.ndarray:
+    """(H, W) bool: the object under ``point`` (x, y) in ``image`` (H, W, 3) uint8, inside ``editable`` (H, W) bool
+    (None: everywhere); pixels within ``tolerance`` (Euclidean RGB distance, 0-255 scale) of the handle's colour,
+    connected to it, holes filled, the tolerance halved while the region reaches the edge of ``editable``. The
+    handle's own pixel always belongs to it."""
+    img = np.asarray(image, dtype=np.float32)
+    h, w = img.shape[:2]
+    allowed = np.ones((h, w), bool) if editable is None else np.asarray(editable, bool)
+    r, c = int(np.clip(round(point[1]), 0, h - 1)), int(np.clip(round(point[0]), 0, w - 1))
+    colour = np.median(img[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].reshape(-1, 3), axis=0)
+    distance = np.linalg.norm(img - colour, axis=-1)
+    border = edge(allowed)
+    while True:
+        close = (distance <= tolerance) & allowed
+        close[r, c] = True
+        found = fill_enclosed(connected(close, [(r, c)]))
+        if not (found & border).any() or tolerance <= MIN_TOLERANCE:
+            return found
+        tolerance = max(tolerance / 2, MIN_TOLERANCE)

@@ -1,0 +1,95 @@
+"""drag.start = "copy" (docs/method.md §3.6): the object's footprint in the image, its copy by whole latent cells
+with the place it left filled, and the loop that starts from it; off, the paper's loop bit for bit."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dragnb.config import DragSettings, InversionSettings, LoraSettings, Settings
+from dragnb.drag import drag
+from dragnb.drag.copy import cell_moves, copy_start
+from dragnb.footprint import colour_footprint, fill_enclosed
+from dragnb.lora import remove_lora
+from dragnb.models import encode_prompt
+from dragnb.session import DragSession
+
+FAST = Settings(lora=LoraSettings(steps=0), inversion=InversionSettings(num_steps=20),
+                drag=DragSettings(max_steps=6, lr=0.05))
+
+
+def test_the_footprint_is_the_object_under_the_handle_with_its_holes():
+    img = np.full((32, 32, 3), 255, np.uint8)
+    img[4:14, 4:14] = (200, 20, 20)  # a red square ...
+    img[8:10, 8:10] = (20, 20, 200)  # ... with a blue dot inside
+    img[20:28, 20:28] = (200, 20, 20)  # another red square, apart
+    found = colour_footprint(img, (5.0, 5.0), None, 60.0)  # (x, y)
+    assert found[4:14, 4:14].all() and found.sum() == 100  # the square, its dot filled in, not the other square
+    editable = np.zeros((32, 32), bool)
+    editable[:, :8] = True
+    assert colour_footprint(img, (5.0, 5.0), editable, 60.0).sum() == 10 * 4  # only inside the mask
+    assert colour_footprint(img, (21.0, 21.0), None, 0.0).sum() == 64  # one flat colour: tolerance 0 will do
+    grey = np.full((32, 32, 3), 100, np.uint8)
+    grey[12:20, 12:20] = (150, 100, 100)  # a dull red square 50 from the grey around it
+    box = np.zeros((32, 32), bool)
+    box[6:26, 6:26] = True
+    assert colour_footprint(grey, (15.0, 15.0), box, 150.0).sum() == 64  # the grey leaks to the box's edge: halved
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7], ring[3:6, 3:6] = True, False
+    assert fill_enclosed(ring)[2:7, 2:7].all() and fill_enclosed(ring).sum() == 25
+
+
+def test_copy_moves_the_footprint_by_whole_cells_and_fills_where_it_was():
+    z = torch.zeros(1, 4, 12, 12)
+    z[:, :, 2:4, 2:4] = 5.0  # the object
+    z[:, :, :, 8:] = -1.0  # something else the copy must not touch
+    before = z.clone()
+    footprint = np.zeros((1, 12, 12), bool)
+    footprint[0, 2:4, 2:4] = True
+    out = copy_start(z, footprint, np.array([[4, 3]]))
+    assert torch.equal(z, before)  # the input is left alone
+    assert torch.equal(out[:, :, 6:8, 5:7], before[:, :, 2:4, 2:4])  # the object, 4 rows down and 3 columns right
+    assert (out[:, :, 2:4, 2:4].abs() < 1.0).all()  # where it was: filled from around it, not the object
+    assert torch.equal(out[:, :, :, 8:], before[:, :, :, 8:])
+    assert torch.equal(copy_start(z, np.zeros((1, 12, 12), bool), np.array([[4, 3]])), z)  # nothing to copy
+    # feature pixels -> whole latent cells, nearest (a latent cell is 2 feature pixels here)
+    moves = cell_moves(torch.tensor([[4.0, 4.0], [0.0, 0.0]]), torch.tensor([[10.0, 1.0], [2.9, -3.1]]), (0.5, 0.5))
+    assert moves.tolist() == [[3, -2], [1, -2]]
+
+
+def _inputs(tiny_model):
+    remove_lora(tiny_model.pipe)
+    torch.manual_seed(0)
+    tiny_model.pipe.scheduler.set_timesteps(20)
+    t = int(tiny_model.pipe.scheduler.timesteps[6])
+    return torch.randn(1, 4, 16, 16), t, encode_prompt(tiny_model, "a red disc")
+
+
+def test_copy_with_nothing_to_copy_is_the_papers_loop_and_needs_its_footprints(tiny_model):
+    zt, t, text = _inputs(tiny_model)
+    h, g = torch.tensor([[8.0, 8.0]]), torch.tensor([[8.0, 20.0]])
+    plain = drag(tiny_model, zt, t, text, h, g, None, FAST.drag, schedule_steps=20)
+    copy = dataclasses.replace(FAST.drag, start="copy")
+    empty = drag(tiny_model, zt, t, text, h, g, None, copy, schedule_steps=20, footprints=np.zeros((1, 16, 16), bool))
+    assert torch.equal(plain.latent, empty.latent) and [s.loss for s in plain.history] == [s.loss for s in empty.history]
+    with pytest.raises(ValueError, match="footprint"):
+        drag(tiny_model, zt, t, text, h, g, None, copy, schedule_steps=20)
+    footprint = np.zeros((1, 16, 16), bool)
+    footprint[0, 3:6, 3:6] = True
+    moved = drag(tiny_model, zt, t, text, h, g, None, copy, schedule_steps=20, footprints=footprint)
+    assert moved.initial_handles.tolist() == [[8.0, 8.0]]  # the user's handle, for the views
+    assert moved.handles.tolist() == [[8.0, 20.0]]  # the loop starts where the content now is (6 cells right) ...
+    assert moved.stop_reason == "reached" and not moved.history  # ... which is the target: nothing left to drag
+    assert torch.equal(moved.latent[:, :, 3:6, 9:12], zt[:, :, 3:6, 3:6])  # and returns the copied latent
+
+
+def test_the_session_copies_the_long_drags_only(tiny_model, blob_image):
+    settings = dataclasses.replace(FAST, drag=dataclasses.replace(FAST.drag, start="copy"))
+    session = DragSession(tiny_model, blob_image, "a red disc", settings)
+    session.set_points([(24, 24, 50, 24), (50, 50, 53, 50)])  # the red disc 26 px right; a short drag on the gray
+    found = session._footprints((16, 16))
+    assert 15 <= found[0].sum() <= 30 and found[0][6, 6] and not found[0][12, 12]  # the disc (radius 10 px, 4 px cells)
+    assert not found[1].any()  # 3 px: the loop alone
+    edit = session.run()
+    assert edit.drag.initial_handles[0].tolist() == [12.0, 12.0] and edit.image.shape == blob_image.shape
