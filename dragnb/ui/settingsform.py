@@ -16,7 +16,7 @@ import ipywidgets as widgets
 
 from ..config import DragSettings, Settings
 
-VARIANT_CHOICES = ("method", "supervision", "schedule", "tracking")  # DragSettings' switches with choices: the
+VARIANT_CHOICES = ("method", "supervision", "schedule", "tracking", "start")  # DragSettings' switches with choices: the
 # drag family's method (dragnb/family), then the optimisation's variants
 
 
