@@ -190,7 +190,8 @@ class DragSettings(_Checked):
 
 
 VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from",
-                    "start")  # the loop's variants (docs/method.md §6); each is off at its DragSettings default, the reference's loop
+                    "start")  # the loop's variants (docs/method.md §6); each is off at its DragSettings default,
+# the reference's loop
 
 
 def reference_loop(drag: DragSettings) -> DragSettings:

@@ -7,16 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from dragnb.config import DragSettings, InversionSettings, LoraSettings, Settings
+from test_variants import FAST, _inputs  # the small drag the variants' tests run
+
 from dragnb.drag import drag
 from dragnb.drag.copy import cell_moves, copy_start
 from dragnb.footprint import colour_footprint, fill_enclosed
-from dragnb.lora import remove_lora
-from dragnb.models import encode_prompt
 from dragnb.session import DragSession
-
-FAST = Settings(lora=LoraSettings(steps=0), inversion=InversionSettings(num_steps=20),
-                drag=DragSettings(max_steps=6, lr=0.05))
 
 
 def test_the_footprint_is_the_object_under_the_handle_with_its_holes():
@@ -58,21 +54,14 @@ def test_copy_moves_the_footprint_by_whole_cells_and_fills_where_it_was():
     assert moves.tolist() == [[3, -2], [1, -2]]
 
 
-def _inputs(tiny_model):
-    remove_lora(tiny_model.pipe)
-    torch.manual_seed(0)
-    tiny_model.pipe.scheduler.set_timesteps(20)
-    t = int(tiny_model.pipe.scheduler.timesteps[6])
-    return torch.randn(1, 4, 16, 16), t, encode_prompt(tiny_model, "a red disc")
-
-
 def test_copy_with_nothing_to_copy_is_the_papers_loop_and_needs_its_footprints(tiny_model):
     zt, t, text = _inputs(tiny_model)
     h, g = torch.tensor([[8.0, 8.0]]), torch.tensor([[8.0, 20.0]])
     plain = drag(tiny_model, zt, t, text, h, g, None, FAST.drag, schedule_steps=20)
     copy = dataclasses.replace(FAST.drag, start="copy")
     empty = drag(tiny_model, zt, t, text, h, g, None, copy, schedule_steps=20, footprints=np.zeros((1, 16, 16), bool))
-    assert torch.equal(plain.latent, empty.latent) and [s.loss for s in plain.history] == [s.loss for s in empty.history]
+    assert torch.equal(plain.latent, empty.latent)
+    assert [s.loss for s in plain.history] == [s.loss for s in empty.history]
     with pytest.raises(ValueError, match="footprint"):
         drag(tiny_model, zt, t, text, h, g, None, copy, schedule_steps=20)
     footprint = np.zeros((1, 16, 16), bool)

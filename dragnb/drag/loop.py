@@ -121,19 +121,19 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
         handles, targets = handles.round(), targets.round()
     made = make_parts(settings, parts, model.pipe.tokenizer, prompt)
     timesteps, optimised, tracker, supervision = made.timesteps, made.optimised, made.tracker, made.supervision
-    reference = timesteps.start(look, zt.detach().clone(), t, text, handles.clone())  # F_0, x_{t-1}^0, h^0
-    start_latent = zt
+    start_latent, first_handles = zt, handles
     if settings.start == "copy":  # [extension] each long drag's object moved by whole cells first (§3.6)
         start_latent, handles = copied_start(zt, footprints, handles, targets, look.size)
+    reference = timesteps.start(look, zt.detach().clone(), t, text, first_handles.clone())  # F_0, x_{t-1}^0, h^0
     z = optimised.start(start_latent, text)  # ẑ_t^0 = z_t, and the optimiser over it
     made.begin(reference)  # the tracker's f_i and the supervision's sources from F_0
     scaler = grad_scaler(compute, device, held_dtype(model.pipe.unet))  # a no-op unless fp16
     mask = None if mask is None else mask.to(device, torch.float32)
     last_good = start_latent.detach().clone()
     bound = DIVERGED_RANGE * float(zt.detach().abs().max())  # the range beyond which the drag has diverged
-    result = DragResult(latent=last_good, initial_handles=reference.handles.clone().cpu(), handles=handles,
-                        targets=targets.cpu(), feature_size=look.size, stop_reason="max_steps", mask_used=mask is not None,
-                        initial_features=reference.features.detach())
+    result = DragResult(latent=last_good, initial_handles=first_handles.clone().cpu(), handles=handles,
+                        targets=targets.cpu(), feature_size=look.size, stop_reason="max_steps",
+                        mask_used=mask is not None, initial_features=reference.features.detach())
     bar = tqdm(total=settings.max_steps, desc="drag", disable=not progress, leave=False)
     with checkpointing(model.pipe.unet, compute.gradient_checkpointing):  # less memory, the same gradients
         try:
@@ -211,7 +211,8 @@ def copied_start(zt: torch.Tensor, footprints: np.ndarray | None, handles: torch
                          "DragSession finds them in the image")
     footprints = np.asarray(footprints, bool)
     if footprints.shape != (len(handles), *zt.shape[-2:]):
-        raise ValueError(f"footprints must be (pairs, h, w) = {(len(handles), *zt.shape[-2:])}, got {footprints.shape}")
+        raise ValueError(f"footprints must be (pairs, h, w) = {(len(handles), *zt.shape[-2:])}, "
+                         f"got {footprints.shape}")
     scale = (zt.shape[-2] / grid[0], zt.shape[-1] / grid[1])  # latent cells per feature pixel
     moves = cell_moves(handles, targets, scale) * footprints.any(axis=(1, 2))[:, None]  # an empty footprint stays
     shifted = torch.as_tensor(moves / np.asarray(scale), dtype=handles.dtype, device=handles.device)

@@ -29,7 +29,7 @@ class NearestNeighbour(Tracker):
         self.references = point_features(reference.features, reference.handles)  # f_i, (N, C)
 
     def track(self, step: int, features: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if step == 0:  # ẑ_t^0 is the unedited latent: h^0 is where the handles are
+        if step == 0:  # nothing to track yet: the handles are where the loop starts them (h^0, or drag.start's)
             self.windows = []
             return handles
         self.windows = search_windows(features.detach(), self.references, handles, self.settings.r2, self.quantity)
