@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 MIN_TOLERANCE = 10.0  # the tolerance is not halved below this (RGB distance, 0-255)
+LATENT_COVER = 0.25  # on the latent grid, a footprint holds every cell it covers this fraction of or more
 
 
 def connected(region: np.ndarray, seeds: list[tuple[int, int]]) -> np.ndarray:

@@ -36,7 +36,7 @@ from . import family
 from .drag import COMPLETE, DragParts, DragResult, drag
 from .edit import EditResult
 from .errors import InputError, Interrupted, SessionBusy, SettingError
-from .footprint import colour_footprint
+from .footprint import LATENT_COVER, colour_footprint
 from .generate import GeneratedImage
 from .keys import KeptLora, denoise_fields, digest, stage_keys
 from .images import (from_model_tensor, load_mask, mask_to_latent, model_size, paste_outside, resize_array,
@@ -343,7 +343,7 @@ class DragSession:
     def _footprints(self, latent_size: tuple[int, int]) -> np.ndarray:
         """(N, h, w) bool: for ``drag.start = "copy"``, the object under each handle dragging at least
         ``drag.copy_beyond`` of the shorter side (:func:`dragnb.footprint.colour_footprint`, inside the mask), on the
-        latent grid where it covers a quarter of a cell or more; empty for the shorter drags, which the loop
+        latent grid where it covers ``LATENT_COVER`` of a cell or more; empty for the shorter drags, which the loop
         moves alone."""
         s, (h, w) = self.settings.drag, self.image_size
         editable = None if self.mask is None else self.mask > 0
@@ -351,7 +351,7 @@ class DragSession:
         for i, (a, b) in enumerate(zip(self.points.handles, self.points.targets)):
             if np.hypot(*(np.asarray(b, float) - np.asarray(a, float))) >= s.copy_beyond * min(h, w):
                 found = colour_footprint(self.source, tuple(a), editable, s.copy_tolerance)
-                out[i] = mask_to_latent(found, latent_size, "area")[0, 0].numpy() >= 0.25
+                out[i] = mask_to_latent(found, latent_size, "area")[0, 0].numpy() >= LATENT_COVER
         return out
 
     def run_denoise(self, dragged: DragResult | None = None, callbacks: Sequence[Callback] = ()) -> DenoiseResult:

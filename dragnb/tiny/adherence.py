@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dragnb.footprint import connected
 from dragnb.tiny.drawing import shape_coverage
 from dragnb.tiny.scenes import COLOURS, SHAPES, SQUARE_HALF, TRIANGLE_RADIUS, Scene, Shape
 
@@ -40,26 +41,17 @@ def nearest_colour(rgb: np.ndarray) -> str:
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Largest 4-connected component of a boolean (H, W) mask (flood fill; images here are small)."""
-    h, w = mask.shape
-    labels = np.zeros((h, w), dtype=np.int32)
-    best, best_size, current = 0, 0, 0
+    """Largest 4-connected component of a boolean (H, W) mask (the first found among equals)."""
+    mask = np.asarray(mask, dtype=bool)
+    seen, best = np.zeros_like(mask), np.zeros_like(mask)
     for r0, c0 in zip(*np.nonzero(mask)):
-        if labels[r0, c0]:
+        if seen[r0, c0]:
             continue
-        current += 1
-        stack, size = [(r0, c0)], 0
-        labels[r0, c0] = current
-        while stack:
-            r, c = stack.pop()
-            size += 1
-            for rr, cc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
-                if 0 <= rr < h and 0 <= cc < w and mask[rr, cc] and not labels[rr, cc]:
-                    labels[rr, cc] = current
-                    stack.append((rr, cc))
-        if size > best_size:
-            best, best_size = current, size
-    return labels == best if best else np.zeros_like(mask, dtype=bool)
+        part = connected(mask, [(r0, c0)])
+        seen |= part
+        if part.sum() > best.sum():
+            best = part
+    return best
 
 
 _AREA_PER_SIZE2 = {  # shape area / size^2 for the world's shapes (size in pixels of the shorter side)
