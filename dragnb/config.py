@@ -257,7 +257,7 @@ class DenoiseSettings(_Checked):
     """Stage 4: DDIM denoising from the edited z_t with reference-latent control."""
 
     STAGE = "denoise"
-    RULES = {"control_from_step": _at_least(0), "paste_blur": _at_least(0)}
+    RULES = {"control_from_step": _at_least(0), "paste_blur": _at_least(0), "moved_beyond": _at_least(0)}
 
     reference_control: bool = True  # decoder self-attention attends to the unedited branch's keys/values
     control_blocks: tuple[int, ...] = (-2, -1)  # up blocks under control: up_blocks[2], [3] on SD 1.5
@@ -275,6 +275,13 @@ class DenoiseSettings(_Checked):
     # own pixels outside the mask, softened at its edge (diffusers' VaeImageProcessor.apply_overlay, as inpainting
     # pipelines do): what may not change is the user's pixels, not the model's reconstruction of them
     paste_blur: int = 4  # the Gaussian blur (image pixels) that softens the mask's edge for paste_outside
+    edit_region: Literal["mask", "moved"] = "mask"  # [extension, not in the paper] what blend_outside_mask and
+    # paste_outside let change: the whole mask (the paper's editable region), or "moved": only the part of the mask
+    # within one latent cell of each dragged object (its colour footprint, dragnb.footprint, drag.copy_tolerance)
+    # where it is and where its drag takes it; the rest of the mask is kept as the outside is (what a drag passes
+    # over or ends beside stays). Only when every drag is at least moved_beyond long; otherwise the whole mask
+    moved_beyond: float = 0.2  # edit_region "moved": the shortest drag (fraction of the image's shorter side) it
+    # confines; a shorter one leaves the whole mask editable (a short drag's object is found less surely)
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,34 @@ def colour_footprint(image: np.ndarray, point: tuple[float, float], editable: np
         if not (found & border).any() or tolerance <= MIN_TOLERANCE:
             return found
         tolerance = max(tolerance / 2, MIN_TOLERANCE)
+
+
+def shifted(region: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """(H, W) bool: ``region`` moved ``dx`` pixels right and ``dy`` down; what leaves the image is dropped."""
+    h, w = region.shape
+    out = np.zeros_like(region, dtype=bool)
+    rows, cols = np.nonzero(region)
+    rows, cols = rows + dy, cols + dx
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    out[rows[inside], cols[inside]] = True
+    return out
+
+
+def dilated(region: np.ndarray, radius: int) -> np.ndarray:
+    """(H, W) bool: the pixels within ``radius`` of ``region`` (a square neighbourhood, in rows and columns)."""
+    out = np.asarray(region, bool)
+    for axis in (0, 1):
+        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)])
+        n = out.shape[axis]
+        out = np.logical_or.reduce([np.take(padded, range(k, k + n), axis=axis) for k in range(2 * radius + 1)])
+    return out
+
+
+def moved_region(footprints: list[np.ndarray], moves: list[tuple[int, int]], margin: int) -> np.ndarray:
+    """(H, W) bool: the pixels within ``margin`` of any object (``footprints``, each (H, W) bool) where it is and
+    where its drag takes it (``moves``, (dx, dy) whole pixels each): what a drag of these objects changes, for
+    ``denoise.edit_region = "moved"``."""
+    region = np.zeros(np.shape(footprints[0]), bool)
+    for footprint, (dx, dy) in zip(footprints, moves):
+        region |= footprint | shifted(footprint, dx, dy)
+    return dilated(region, margin)

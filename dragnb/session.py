@@ -36,7 +36,7 @@ from . import family
 from .drag import COMPLETE, DragParts, DragResult, drag
 from .edit import EditResult
 from .errors import InputError, Interrupted, SessionBusy, SettingError
-from .footprint import LATENT_COVER, colour_footprint
+from .footprint import LATENT_COVER, colour_footprint, moved_region
 from .generate import GeneratedImage
 from .keys import KeptLora, denoise_fields, digest, stage_keys
 from .images import (from_model_tensor, load_mask, mask_to_latent, model_size, paste_outside, resize_array,
@@ -345,14 +345,33 @@ class DragSession:
         ``drag.copy_beyond`` of the shorter side (:func:`dragnb.footprint.colour_footprint`, inside the mask), on the
         latent grid where it covers ``LATENT_COVER`` of a cell or more; empty for the shorter drags, which the loop
         moves alone."""
-        s, (h, w) = self.settings.drag, self.image_size
-        editable = None if self.mask is None else self.mask > 0
+        beyond = self.settings.drag.copy_beyond * min(self.image_size)
         out = np.zeros((len(self.points.handles), *latent_size), bool)
         for i, (a, b) in enumerate(zip(self.points.handles, self.points.targets)):
-            if np.hypot(*(np.asarray(b, float) - np.asarray(a, float))) >= s.copy_beyond * min(h, w):
-                found = colour_footprint(self.source, tuple(a), editable, s.copy_tolerance)
-                out[i] = mask_to_latent(found, latent_size, "area")[0, 0].numpy() >= LATENT_COVER
+            if np.hypot(*(np.asarray(b, float) - np.asarray(a, float))) >= beyond:
+                out[i] = mask_to_latent(self._object(a), latent_size, "area")[0, 0].numpy() >= LATENT_COVER
         return out
+
+    def _object(self, handle) -> np.ndarray:
+        """(H, W) bool: the object under ``handle`` (x, y) in the source, inside the mask
+        (:func:`dragnb.footprint.colour_footprint`, ``drag.copy_tolerance``)."""
+        editable = None if self.mask is None else self.mask > 0
+        return colour_footprint(self.source, tuple(handle), editable, self.settings.drag.copy_tolerance)
+
+    def _edit_region(self, latent_size: tuple[int, int]) -> np.ndarray | None:
+        """(H, W) bool, None = everywhere: what the denoising's blend and the paste let change. The mask, or with
+        ``denoise.edit_region = "moved"``, when every drag is at least ``denoise.moved_beyond`` of the shorter side
+        long, only the part of it within one latent cell (``latent_size`` (h, w)) of each dragged object where it is
+        and where its drag takes it (:func:`dragnb.footprint.moved_region`)."""
+        moves = [np.asarray(b, float) - np.asarray(a, float) for a, b in zip(self.points.handles, self.points.targets)]
+        shortest = min(np.hypot(*move) for move in moves)
+        if self.settings.denoise.edit_region == "mask" or shortest < self.settings.denoise.moved_beyond * min(
+                self.image_size):
+            return self.mask
+        margin = int(np.ceil(max(n / m for n, m in zip(self.image_size, latent_size))))
+        moves = [tuple(int(v) for v in np.rint(move)) for move in moves]
+        region = moved_region([self._object(a) for a in self.points.handles], moves, margin)
+        return region if self.mask is None else region & self.mask
 
     def run_denoise(self, dragged: DragResult | None = None, callbacks: Sequence[Callback] = ()) -> DenoiseResult:
         """Stage 4 from the latest drag (or ``dragged``); a denoising stopped by a callback is not cached."""
@@ -367,8 +386,9 @@ class DragSession:
         self.run_lora()
         device = self.model.device
         original = dragged.original_latent.to(device)  # the unedited branch at the drag's timestep
-        mask = None if self.mask is None else mask_to_latent(self.mask, tuple(original.shape[-2:]),
-                                                             self.settings.denoise.blend_mask)
+        region = self._edit_region(tuple(original.shape[-2:]))
+        mask = None if region is None else mask_to_latent(region, tuple(original.shape[-2:]),
+                                                          self.settings.denoise.blend_mask)
         inversion = None if self.generated is not None else self.run_inversion()
         with vae_memory(self.model.pipe.vae, self.settings.compute), self._fused():
             result = denoise(self.model, dragged.latent.to(device), original, self._text(), self.settings.denoise,
@@ -425,8 +445,9 @@ class DragSession:
         cached = {stage: origin[stage] in ("memory", "disk") for stage in STAGES}
         den = results["denoise"]
         image = resize_array(from_model_tensor(den.image), self.image_size)
-        if self.settings.denoise.paste_outside and self.mask is not None:  # the user's own pixels where nothing may
-            image = paste_outside(self.source, image, self.mask, self.settings.denoise.paste_blur)  # change
+        region = self._edit_region(tuple(den.latent.shape[-2:]))
+        if self.settings.denoise.paste_outside and region is not None:  # the user's own pixels where nothing may
+            image = paste_outside(self.source, image, region, self.settings.denoise.paste_blur)  # change
         result = EditResult(image=image, source=self.source, points=self.points, mask=self.mask, prompt=self.prompt,
                             model=self.model.name, settings=self.settings, lora=results["lora"],
                             inversion=results["inversion"], drag=results["drag"], denoise=den,

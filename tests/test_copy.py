@@ -1,5 +1,6 @@
 """drag.start = "copy" (docs/method.md §3.6): the object's footprint in the image, its copy by whole latent cells
-with the place it left filled, and the loop that starts from it; off, the paper's loop bit for bit."""
+with the place it left filled, and the loop that starts from it; off, the paper's loop bit for bit. And
+denoise.edit_region = "moved" (§4): only the dragged objects' places may change."""
 
 import dataclasses
 
@@ -11,7 +12,7 @@ from test_variants import FAST, _inputs  # the small drag the variants' tests ru
 
 from dragnb.drag import drag
 from dragnb.drag.copy import cell_moves, copy_start
-from dragnb.footprint import colour_footprint, fill_enclosed
+from dragnb.footprint import colour_footprint, dilated, fill_enclosed, moved_region, shifted
 from dragnb.session import DragSession
 
 
@@ -82,3 +83,38 @@ def test_the_session_copies_the_long_drags_only(tiny_model, blob_image):
     assert not found[1].any()  # 3 px: the loop alone
     edit = session.run()
     assert edit.drag.initial_handles[0].tolist() == [12.0, 12.0] and edit.image.shape == blob_image.shape
+
+
+def test_the_moved_region_is_each_object_where_it_was_and_where_it_goes_with_a_margin():
+    square = np.zeros((20, 20), bool)
+    square[2:5, 2:5] = True
+    assert shifted(square, 3, -1)[1:4, 5:8].all() and shifted(square, 3, -1).sum() == 9
+    assert shifted(square, -4, 0).sum() == 3 * 1  # what leaves the image is dropped
+    assert dilated(square, 2)[0:7, 0:7].all() and dilated(square, 2).sum() == 49
+    region = moved_region([square], [(10, 0)], 1)
+    assert region[1:6, 1:6].all() and region[1:6, 11:16].all()  # where it was, where it goes, a pixel around
+    assert not region[3, 8] and not region[10, 3]  # not the way between, nothing else
+
+
+def test_the_moved_edit_region_keeps_what_the_drag_leaves_alone_inside_the_mask(tiny_model, blob_image):
+    image = blob_image.copy()
+    image[48:58, 48:58] = (30, 30, 220)  # a blue square inside the mask, away from the drag
+    mask = np.zeros((64, 64), bool)
+    mask[8:62, 8:62] = True
+    edits = {}
+    for region in ("mask", "moved"):
+        settings = dataclasses.replace(FAST, denoise=dataclasses.replace(
+            FAST.denoise, edit_region=region, moved_beyond=0.0, blend_outside_mask=True, paste_outside=True))
+        session = DragSession(tiny_model, image, "a red disc", settings)
+        session.set_points([(24, 24, 30, 24)])
+        session.set_mask(mask)
+        edits[region] = session.run().image
+        if region == "moved":
+            found = session._edit_region((16, 16))
+            assert found[24, 24] and found[24, 40] and not found[52, 52] and not found[2, 2]
+            session.settings = dataclasses.replace(settings, denoise=dataclasses.replace(settings.denoise,
+                                                                                         moved_beyond=0.2))
+            assert session._edit_region((16, 16)) is session.mask  # 6 px < a fifth of 64: the whole mask
+    square = np.s_[47:59, 47:59]
+    assert not np.array_equal(edits["mask"][square], image[square])  # the whole mask is regenerated
+    assert np.array_equal(edits["moved"][square], image[square])  # only the disc's places are

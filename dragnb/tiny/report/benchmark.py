@@ -39,7 +39,8 @@ def scene_benchmark_rows(path: str | Path, benchmark: str = "flat") -> list[dict
 
 
 
-def what_defaults_buy(model_dir: str | Path, group: str = "v3.2, 50 fresh cases (seed 2000)") -> list[dict]:
+def what_defaults_buy(model_dir: str | Path,
+                      group: str = "v3.2, 50 fresh cases (seed 2000), session 23 defaults") -> list[dict]:
     """What a model folder's defaults add to the paper's loop and what each buys, from its measured variant table.
 
     One row per setting where ``dragnb_defaults.json`` departs from the reference (``config.Settings()``) in the
