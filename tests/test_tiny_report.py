@@ -154,3 +154,11 @@ def test_what_defaults_buy_reads_each_default_against_the_run_that_sets_it_back(
     assert rows["drag.supervision + drag.hold_steps"]["it buys (points)"] == 40
     assert "drag.lr" not in rows and "drag.tracking" not in rows  # the model's scale, and what it does not add
     assert what_defaults_buy(tmp_path, "no such group") == []
+    runs[f"{group}: defaults"]["kept_success_rate"] = 0.8  # scored with the scene kept: its own two columns
+    runs[f"{group}: reference supervision"]["kept_success_rate"] = 0.75
+    (tmp_path / "scene_benchmark.json").write_text(json.dumps({"variant_runs": runs}))
+    rows = {r["setting"]: r for r in what_defaults_buy(tmp_path, group)}
+    assert rows["drag.supervision"]["with the scene kept (%)"] == 75
+    assert rows["drag.supervision"]["it buys, kept (points)"] == 5
+    assert rows["drag.hold_steps"]["with the scene kept (%)"] is None  # the run that set it back had no kept score
+    assert rows["drag.supervision + drag.hold_steps"]["it buys, kept (points)"] is None

@@ -47,8 +47,10 @@ def what_defaults_buy(model_dir: str | Path,
     loop's variant switches (``config.VARIANT_SWITCHES``) or the denoising, then one row per run of ``group`` (in
     ``scene_benchmark.json``'s ``variant_runs``) that sets several of them back at once. A row's success is that
     run's (%), the setting(s) at the paper's value and every other one at the model's; "it buys" is the model's
-    defaults' success minus it, in percentage points; None where no run of ``group`` measured it. The first row is
-    the model's defaults themselves. [] when the file or the group is absent."""
+    defaults' success minus it, in percentage points; None where no run of ``group`` measured it. Where the group's
+    runs were scored with the scene kept (``kept_success_rate``: no ghost, no other object lost), the same two
+    columns for it follow. The first row is the model's defaults themselves. [] when the file or the group is
+    absent."""
     from dragnb.config import VARIANT_SWITCHES, Settings, model_defaults
 
     def value(settings: Settings, key: str):
@@ -69,14 +71,23 @@ def what_defaults_buy(model_dir: str | Path,
             for assignments in [[a.partition("=") for a in run["variant"]]]  # settings back to the paper's
             if all(str(value(paper, key)).lower() == v.lower() for key, _, v in assignments)]
     success = round(100 * base["success_rate"])
+    kept = None if base.get("kept_success_rate") is None else round(100 * base["kept_success_rate"])
 
     def row(setting: str, keys: list[str], run: dict | None) -> dict:
         rate = None if run is None else round(100 * run["success_rate"])
-        return {"setting": setting, "this model": ", ".join(str(value(model, k)) for k in keys),
-                "the paper's loop": ", ".join(str(value(paper, k)) for k in keys),
-                "success (%)": rate, "it buys (points)": None if rate is None else success - rate}
+        out = {"setting": setting, "this model": ", ".join(str(value(model, k)) for k in keys),
+               "the paper's loop": ", ".join(str(value(paper, k)) for k in keys),
+               "success (%)": rate, "it buys (points)": None if rate is None else success - rate}
+        if kept is not None:  # success with the scene kept (no ghost, no other object lost), where measured
+            measured = None if run is None else run.get("kept_success_rate")
+            rate = None if measured is None else round(100 * measured)
+            out["with the scene kept (%)"] = rate
+            out["it buys, kept (points)"] = None if rate is None else kept - rate
+        return out
 
     rows = [{**row(f"the model's defaults (all of the below), {base['n']} cases", [], base), "it buys (points)": None}]
+    if kept is not None:
+        rows[0]["it buys, kept (points)"] = None
     rows += [row(key, [key], next((run for keys, run in back if keys == [key]), None)) for key in added]
     rows += [row(" + ".join(keys), keys, run) for keys, run in back if len(keys) > 1]
     return rows
