@@ -1,6 +1,6 @@
 """drag.start = "copy" (docs/method.md §3.6): the object's footprint in the image, its copy by whole latent cells
 with the place it left filled, and the loop that starts from it; off, the paper's loop bit for bit. And
-denoise.edit_region = "moved" (§4): only the dragged objects' places may change."""
+denoise.edit_region = "moved" (§6): only the dragged objects' places may change."""
 
 import dataclasses
 
@@ -89,7 +89,7 @@ def test_the_moved_region_is_each_object_where_it_was_and_where_it_goes_with_a_m
     square = np.zeros((20, 20), bool)
     square[2:5, 2:5] = True
     assert shifted(square, 3, -1)[1:4, 5:8].all() and shifted(square, 3, -1).sum() == 9
-    assert shifted(square, -4, 0).sum() == 3 * 1  # what leaves the image is dropped
+    assert shifted(square, -4, 0).sum() == 3  # what leaves the image is dropped: one column of three
     assert dilated(square, 2)[0:7, 0:7].all() and dilated(square, 2).sum() == 49
     region = moved_region([square], [(10, 0)], 1)
     assert region[1:6, 1:6].all() and region[1:6, 11:16].all()  # where it was, where it goes, a pixel around
