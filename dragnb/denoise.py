@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -54,6 +55,8 @@ class DenoiseResult:
     seconds: float = 0.0
     interrupted: bool = False
     key: str = ""
+    region: np.ndarray | None = None  # set by the session: the image pixels (H, W) bool its blend let change, which
+    # its paste uses too (the mask, or denoise.edit_region's moved region); None = everywhere
 
 
 @torch.no_grad()

@@ -90,9 +90,9 @@ def dilated(region: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def moved_region(footprints: list[np.ndarray], moves: list[tuple[int, int]], margin: int) -> np.ndarray:
+def moved_region(footprints: list[np.ndarray], moves, margin: int) -> np.ndarray:
     """(H, W) bool: the pixels within ``margin`` of any object (``footprints``, each (H, W) bool) where it is and
-    where its drag takes it (``moves``, (dx, dy) whole pixels each): what a drag of these objects changes, for
+    where its drag takes it (``moves``, (N, 2) (dx, dy) whole pixels): what a drag of these objects changes, for
     ``denoise.edit_region = "moved"``."""
     region = np.zeros(np.shape(footprints[0]), bool)
     for footprint, (dx, dy) in zip(footprints, moves):

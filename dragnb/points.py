@@ -31,6 +31,10 @@ class DragPoints:
     def __len__(self) -> int:
         return len(self.handles)
 
+    def lengths(self) -> np.ndarray:
+        """(N,) float: each pair's drag, |g_i - h_i|, in image pixels."""
+        return np.linalg.norm(np.asarray(self.targets, float) - np.asarray(self.handles, float), axis=1)
+
     def as_list(self) -> list[list[float]]:
         """Alternating handle, target [x, y] pairs, the DragBench ``points`` layout."""
         out: list[list[float]] = []

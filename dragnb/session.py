@@ -346,9 +346,9 @@ class DragSession:
         latent grid where it covers ``LATENT_COVER`` of a cell or more; empty for the shorter drags, which the loop
         moves alone."""
         beyond = self.settings.drag.copy_beyond * min(self.image_size)
-        out = np.zeros((len(self.points.handles), *latent_size), bool)
-        for i, (a, b) in enumerate(zip(self.points.handles, self.points.targets)):
-            if np.hypot(*(np.asarray(b, float) - np.asarray(a, float))) >= beyond:
+        out = np.zeros((len(self.points), *latent_size), bool)
+        for i, (a, length) in enumerate(zip(self.points.handles, self.points.lengths())):
+            if length >= beyond:
                 out[i] = mask_to_latent(self._object(a), latent_size, "area")[0, 0].numpy() >= LATENT_COVER
         return out
 
@@ -363,13 +363,11 @@ class DragSession:
         ``denoise.edit_region = "moved"``, when every drag is at least ``denoise.moved_beyond`` of the shorter side
         long, only the part of it within one latent cell (``latent_size`` (h, w)) of each dragged object where it is
         and where its drag takes it (:func:`dragnb.footprint.moved_region`)."""
-        moves = [np.asarray(b, float) - np.asarray(a, float) for a, b in zip(self.points.handles, self.points.targets)]
-        shortest = min(np.hypot(*move) for move in moves)
-        if self.settings.denoise.edit_region == "mask" or shortest < self.settings.denoise.moved_beyond * min(
-                self.image_size):
+        if (self.settings.denoise.edit_region == "mask"
+                or self.points.lengths().min() < self.settings.denoise.moved_beyond * min(self.image_size)):
             return self.mask
         margin = int(np.ceil(max(n / m for n, m in zip(self.image_size, latent_size))))
-        moves = [tuple(int(v) for v in np.rint(move)) for move in moves]
+        moves = np.rint(self.points.targets - self.points.handles).astype(int)  # (dx, dy) whole pixels
         region = moved_region([self._object(a) for a in self.points.handles], moves, margin)
         return region if self.mask is None else region & self.mask
 
@@ -395,7 +393,7 @@ class DragSession:
                              self.settings.inversion, guidance_scale=self.guidance_scale, progress=self.progress,
                              callbacks=callbacks, mask=mask, t=dragged.t, edited_text=dragged.text.to(device),
                              inverted=None if inversion is None else inversion.latents, guide=dragged.guide)
-        result.key = key
+        result.key, result.region = key, region
         if not result.interrupted:
             self._remember("denoise", key, result)
         return Produced(result, "computed")
@@ -445,9 +443,8 @@ class DragSession:
         cached = {stage: origin[stage] in ("memory", "disk") for stage in STAGES}
         den = results["denoise"]
         image = resize_array(from_model_tensor(den.image), self.image_size)
-        region = self._edit_region(tuple(den.latent.shape[-2:]))
-        if self.settings.denoise.paste_outside and region is not None:  # the user's own pixels where nothing may
-            image = paste_outside(self.source, image, region, self.settings.denoise.paste_blur)  # change
+        if self.settings.denoise.paste_outside and den.region is not None:  # the user's own pixels where nothing
+            image = paste_outside(self.source, image, den.region, self.settings.denoise.paste_blur)  # may change
         result = EditResult(image=image, source=self.source, points=self.points, mask=self.mask, prompt=self.prompt,
                             model=self.model.name, settings=self.settings, lora=results["lora"],
                             inversion=results["inversion"], drag=results["drag"], denoise=den,
