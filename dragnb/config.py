@@ -145,7 +145,7 @@ class DragSettings(_Checked):
              "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0),
              "steps_per_timestep": _at_least(1), "hold_steps": _at_least(0), "line_search_distance": _POSITIVE,
              "line_search_loss": _POSITIVE, "text_lr": _POSITIVE, "text_lam": _at_least(0),
-             "copy_beyond": _at_least(0), "copy_tolerance": _at_least(0)}
+             "copy_beyond": _at_least(0), "image_beyond": _at_least(0), "copy_tolerance": _at_least(0)}
 
     feature_blocks: tuple[int, ...] = (-2,)  # UNet up-block indices whose outputs are F; -2 = up_blocks[2] on SD 1.5
     feature_scale: float = 0.5  # F is resized to this fraction of the model image: H/2 x W/2
@@ -178,8 +178,18 @@ class DragSettings(_Checked):
     # [extension, not in the paper]: z_t with the object of each drag at least copy_beyond long copied by whole
     # latent cells toward its target, the place it left filled from around it; the loop drags the rest (§3.6)
     copy_beyond: float = 0.2  # "copy" moves the pairs dragging at least this fraction of the image's shorter side
+    image_copy: Literal["off", "denoise", "keep"] = "off"  # "copy": the pairs dragging at least image_beyond
+    # are moved in the image instead, by whole pixels, the place they left filled from around them, and that image
+    # is inverted; the loop starts there with each such handle at its target. When every pair was moved so, the
+    # loop has nothing to drag, and "denoise" denoises the moved image's z_t (its own unedited branch), while
+    # "keep" takes the moved image itself as the edit, denoising nothing (§3.6)
+    image_beyond: float = 0.2  # image_copy: the shortest drag moved in the image (fraction of the shorter side)
     copy_tolerance: float = 150.0  # "copy": the object is the region around the handle within this RGB distance
     # (0-255) of its colour, inside the mask, holes filled, halved while it reaches the mask's edge (dragnb.footprint)
+    footprint: Literal["colour", "figure"] = "colour"  # how the object is found for the copy in the image and for
+    # denoise.edit_region "moved": its colour region, or "figure": that and every pixel connected to it unlike the
+    # colours on the mask's edge (the ground), which takes in stripes, dots and outlines (dragnb.footprint); the
+    # copy by latent cells keeps the colour region (a figure takes in a shape it touches and copies it along)
     round_points: bool = True  # round h and g to the supervision grid before the loop, as the reference does
     weight_guided_features: bool = True  # generated images with guidance: weigh [uncond | cond] features by
     # (1 - c) and c, c = s / (2s - 1), before concatenating them, as the reference's generated-image loop does
@@ -190,8 +200,8 @@ class DragSettings(_Checked):
 
 
 VARIANT_SWITCHES = ("supervision", "schedule", "tracking", "optimize_text", "hold_steps", "track_from",
-                    "start")  # the loop's variants (docs/method.md §6); each is off at its DragSettings default,
-# the reference's loop
+                    "start", "image_copy")  # the loop's variants (docs/method.md §6); each is off at its
+# DragSettings default, the reference's loop
 
 
 def reference_loop(drag: DragSettings) -> DragSettings:
@@ -277,7 +287,7 @@ class DenoiseSettings(_Checked):
     paste_blur: int = 4  # the Gaussian blur (image pixels) that softens the mask's edge for paste_outside
     edit_region: Literal["mask", "moved"] = "mask"  # [extension, not in the paper] what blend_outside_mask and
     # paste_outside let change: the whole mask (the paper's editable region), or "moved": only the part of the mask
-    # within one latent cell of each dragged object (its colour footprint, dragnb.footprint, drag.copy_tolerance)
+    # within one latent cell of each dragged object (its footprint, dragnb.footprint, drag.footprint)
     # where it is and where its drag takes it; the rest of the mask is kept as the outside is (what a drag passes
     # over or ends beside stays). Only when every drag is at least moved_beyond long; otherwise the whole mask
     moved_beyond: float = 0.2  # edit_region "moved": the shortest drag (fraction of the image's shorter side) it

@@ -57,6 +57,8 @@ class DenoiseResult:
     key: str = ""
     region: np.ndarray | None = None  # set by the session: the image pixels (H, W) bool its blend let change, which
     # its paste uses too (the mask, or denoise.edit_region's moved region); None = everywhere
+    kept: np.ndarray | None = None  # drag.image_copy "keep", every pair moved in the image: that image (H, W, 3)
+    # uint8 at the input's size is the edit, and ``image`` its model-size copy (nothing was denoised)
 
 
 @torch.no_grad()

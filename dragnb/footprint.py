@@ -7,6 +7,11 @@ user lets change, so while the region reaches the editable region's edge (or the
 leaked into what lies around the object, and the tolerance is halved (down to :data:`MIN_TOLERANCE`). It is an
 estimate made for objects of one main colour, such as the embedded model's shapes: on a photograph it finds the
 part of the object that shares the handle's colour.
+
+A striped, dotted or outlined object's colour region is often one stripe or its rim. The *figure* footprint
+(:func:`figure_footprint`, ``drag.footprint = "figure"``) adds the pixels connected to the handle whose colour is
+unlike every colour on the editable region's edge (the ground the object stands on; :data:`UNLIKE_GROUND`), holes
+filled: the whole object, and with it whatever touches it in another colour unlike the ground.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import numpy as np
 
 MIN_TOLERANCE = 10.0  # the tolerance is not halved below this (RGB distance, 0-255)
 LATENT_COVER = 0.25  # on the latent grid, a footprint holds every cell it covers this fraction of or more
+UNLIKE_GROUND = 60.0  # figure footprint: a pixel farther than this (RGB distance) from every ground colour is figure
+GROUND_SAMPLES = 400  # figure footprint: at most this many pixels of the editable region's edge stand for the ground
 
 
 def connected(region: np.ndarray, seeds: list[tuple[int, int]]) -> np.ndarray:
@@ -67,6 +74,27 @@ def colour_footprint(image: np.ndarray, point: tuple[float, float], editable: np
         if not (found & border).any() or tolerance <= MIN_TOLERANCE:
             return found
         tolerance = max(tolerance / 2, MIN_TOLERANCE)
+
+
+def figure_footprint(image: np.ndarray, point: tuple[float, float], editable: np.ndarray | None,
+                     tolerance: float, unlike: float = UNLIKE_GROUND) -> np.ndarray:
+    """(H, W) bool: :func:`colour_footprint` together with the pixels connected to ``point`` whose colour lies
+    farther than ``unlike`` from every colour on the edge of ``editable`` (the image's border without one), inside
+    it, holes filled: the object whole, its stripes, dots and outline included, when the ground around it differs
+    from it."""
+    img = np.asarray(image, dtype=np.float32)
+    h, w = img.shape[:2]
+    allowed = np.ones((h, w), bool) if editable is None else np.asarray(editable, bool)
+    r, c = int(np.clip(round(point[1]), 0, h - 1)), int(np.clip(round(point[0]), 0, w - 1))
+    ground = img[edge(allowed)]
+    if len(ground) > GROUND_SAMPLES:
+        ground = ground[np.linspace(0, len(ground) - 1, GROUND_SAMPLES).astype(int)]
+    nearest = np.full((h, w), np.inf, np.float32)
+    for colour in ground:  # the distance to the nearest ground colour, one colour at a time (memory stays H x W)
+        np.minimum(nearest, np.linalg.norm(img - colour, axis=-1), out=nearest)
+    figure = (nearest > unlike) & allowed
+    figure[r, c] = True
+    return colour_footprint(image, point, editable, tolerance) | fill_enclosed(connected(figure, [(r, c)]))
 
 
 def shifted(region: np.ndarray, dx: int, dy: int) -> np.ndarray:

@@ -34,9 +34,10 @@ from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
 from . import family
 from .drag import COMPLETE, DragParts, DragResult, drag
+from .drag.copy import MovedStart, copy_in_image
 from .edit import EditResult
 from .errors import InputError, Interrupted, SessionBusy, SettingError
-from .footprint import LATENT_COVER, colour_footprint, moved_region
+from .footprint import LATENT_COVER, colour_footprint, figure_footprint, moved_region
 from .generate import GeneratedImage
 from .keys import KeptLora, denoise_fields, digest, stage_keys
 from .images import (from_model_tensor, load_mask, mask_to_latent, model_size, paste_outside, resize_array,
@@ -321,6 +322,8 @@ class DragSession:
         latent_size = tuple(zt.shape[-2:])
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 
+        copying = self.settings.drag.method == "optimise" and self.settings.drag.start == "copy"
+        moved = self._moved_start(handles, targets) if copying and self.settings.drag.image_copy != "off" else None
         with self._fused():
             if self.settings.drag.method == "optimise":
                 result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
@@ -328,7 +331,8 @@ class DragSession:
                               callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                               keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
                               schedule_steps=self.settings.inversion.num_steps,
-                              footprints=self._footprints(latent_size) if self.settings.drag.start == "copy" else None)
+                              footprints=self._footprints(latent_size) if copying else None,
+                              moved=moved)
             else:  # one of the drag family (dragnb/family)
                 inversion = None if self.generated is not None else self.run_inversion()
                 result = family.run(self.settings, self.model, zt, t, self._text(), handles, targets, mask,
@@ -336,6 +340,8 @@ class DragSession:
                                     callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                                     keep_latents=keep_latents, keep_features=keep_features, progress=self.progress)
         result.key = key
+        if moved is not None:  # the image drag.image_copy inverted, for the views and for "keep"
+            result.extras["start_image"], result.extras["every_pair_moved"] = moved.image, bool(moved.moved.all())
         if result.stop_reason in COMPLETE:  # partial results are returned, not cached
             self._remember("drag", key, result)
         return Produced(result, "computed")
@@ -344,19 +350,52 @@ class DragSession:
         """(N, h, w) bool: for ``drag.start = "copy"``, the object under each handle dragging at least
         ``drag.copy_beyond`` of the shorter side (:func:`dragnb.footprint.colour_footprint`, inside the mask), on the
         latent grid where it covers ``LATENT_COVER`` of a cell or more; empty for the shorter drags, which the loop
-        moves alone."""
+        moves alone, and, with ``drag.image_copy``, for those of ``drag.image_beyond`` or more, moved in the image
+        (:meth:`_moved_start`)."""
         beyond = self.settings.drag.copy_beyond * min(self.image_size)
+        image_beyond = (np.inf if self.settings.drag.image_copy == "off"
+                        else self.settings.drag.image_beyond * min(self.image_size))
         out = np.zeros((len(self.points), *latent_size), bool)
         for i, (a, length) in enumerate(zip(self.points.handles, self.points.lengths())):
-            if length >= beyond:
-                out[i] = mask_to_latent(self._object(a), latent_size, "area")[0, 0].numpy() >= LATENT_COVER
+            if length >= beyond and length < image_beyond:  # the longer ones are moved in the image
+                editable = None if self.mask is None else self.mask > 0
+                found = colour_footprint(self.source, tuple(a), editable, self.settings.drag.copy_tolerance)
+                out[i] = mask_to_latent(found, latent_size, "area")[0, 0].numpy() >= LATENT_COVER
         return out
+
+    def _moved_start(self, handles: torch.Tensor, targets: torch.Tensor) -> MovedStart | None:
+        """``drag.image_copy``: the source with the object under each handle dragging at least that fraction of
+        the shorter side moved by its drag in whole pixels (:func:`dragnb.drag.copy.copy_in_image`), encoded and
+        inverted as the source is (the session's LoRA, its inversion settings); ``handles`` and ``targets`` (N, 2)
+        on the supervision grid. None when no pair is that long."""
+        beyond = self.settings.drag.image_beyond * min(self.image_size)
+        moves = np.rint(self.points.targets - self.points.handles).astype(int)  # (dx, dy) whole pixels
+        footprints = np.zeros((len(self.points), *self.image_size), bool)
+        for i, (a, length) in enumerate(zip(self.points.handles, self.points.lengths())):
+            if length >= beyond and moves[i].any():
+                footprints[i] = self._object(a)
+        moving = footprints.any(axis=(1, 2))
+        if not moving.any():
+            return None
+        image = copy_in_image(self.source, footprints, moves * moving[:, None],
+                              None if self.mask is None else self.mask > 0)
+        with vae_memory(self.model.pipe.vae, self.settings.compute):
+            z0 = encode_image(self.model, to_model_tensor(image, self.model_size))
+        text = encode_prompt(self.model, self.prompt, self.settings.inversion.guidance_scale)
+        with self._fused():
+            inverted = invert(self.model, z0, text, self.settings.inversion, progress=self.progress)
+        if inverted.interrupted:
+            raise Interrupted("drag", {})
+        pairs = torch.from_numpy(moving).to(handles.device)
+        return MovedStart(inverted.zt, torch.where(pairs[:, None], targets, handles), pairs, image)
 
     def _object(self, handle) -> np.ndarray:
         """(H, W) bool: the object under ``handle`` (x, y) in the source, inside the mask
-        (:func:`dragnb.footprint.colour_footprint`, ``drag.copy_tolerance``)."""
+        (:mod:`dragnb.footprint`: its colour region, ``drag.copy_tolerance``, or with ``drag.footprint = "figure"``
+        the whole figure)."""
         editable = None if self.mask is None else self.mask > 0
-        return colour_footprint(self.source, tuple(handle), editable, self.settings.drag.copy_tolerance)
+        find = figure_footprint if self.settings.drag.footprint == "figure" else colour_footprint
+        return find(self.source, tuple(handle), editable, self.settings.drag.copy_tolerance)
 
     def _edit_region(self, latent_size: tuple[int, int]) -> np.ndarray | None:
         """(H, W) bool, None = everywhere: what the denoising's blend and the paste let change. The mask, or with
@@ -381,6 +420,8 @@ class DragSession:
         if key in self._cache["denoise"]:
             self._remember("denoise", key, self._cache["denoise"][key])
             return Produced(self._cache["denoise"][key], "memory")
+        if self.settings.drag.image_copy == "keep" and dragged.extras.get("every_pair_moved"):
+            return Produced(self._kept(dragged, key), "computed")  # [extension] the moved image is the edit (§3.6)
         self.run_lora()
         device = self.model.device
         original = dragged.original_latent.to(device)  # the unedited branch at the drag's timestep
@@ -397,6 +438,18 @@ class DragSession:
         if not result.interrupted:
             self._remember("denoise", key, result)
         return Produced(result, "computed")
+
+    def _kept(self, dragged: DragResult, key: str) -> DenoiseResult:
+        """``drag.image_copy = "keep"`` with every pair moved in the image: that image is the edit, nothing is
+        denoised; its region is what the move changed."""
+        image = dragged.extras["start_image"]
+        tensor = to_model_tensor(image, self.model_size)
+        with vae_memory(self.model.pipe.vae, self.settings.compute):
+            z0 = encode_image(self.model, tensor)
+        result = DenoiseResult(image=tensor.cpu(), latent=z0.cpu(), reference_image=None, controlled_layers=[],
+                               key=key, region=np.any(image != self.source, axis=-1), kept=image)
+        self._remember("denoise", key, result)
+        return result
 
     def _denoise_key(self, dragged: DragResult) -> str:
         return digest(dragged.key, dragged.stop_reason, len(dragged.history), denoise_fields(self.settings.denoise))
@@ -443,7 +496,9 @@ class DragSession:
         cached = {stage: origin[stage] in ("memory", "disk") for stage in STAGES}
         den = results["denoise"]
         image = resize_array(from_model_tensor(den.image), self.image_size)
-        if self.settings.denoise.paste_outside and den.region is not None:  # the user's own pixels where nothing
+        if den.kept is not None:  # drag.image_copy "keep": the moved image, the user's own pixels everywhere else
+            image = den.kept
+        elif self.settings.denoise.paste_outside and den.region is not None:  # the user's own pixels where nothing
             image = paste_outside(self.source, image, den.region, self.settings.denoise.paste_blur)  # may change
         result = EditResult(image=image, source=self.source, points=self.points, mask=self.mask, prompt=self.prompt,
                             model=self.model.name, settings=self.settings, lora=results["lora"],

@@ -1,6 +1,7 @@
 """drag.start = "copy" (docs/method.md §3.6): the object's footprint in the image, its copy by whole latent cells
-with the place it left filled, and the loop that starts from it; off, the paper's loop bit for bit. And
-denoise.edit_region = "moved" (§6): only the dragged objects' places may change."""
+with the place it left filled, and the loop that starts from it; off, the paper's loop bit for bit. drag.start =
+"image": the object moved in the image by whole pixels and that image inverted. And denoise.edit_region = "moved"
+(§6): only the dragged objects' places may change."""
 
 import dataclasses
 
@@ -11,8 +12,8 @@ import torch
 from test_variants import FAST, _inputs  # the small drag the variants' tests run
 
 from dragnb.drag import drag
-from dragnb.drag.copy import cell_moves, copy_start
-from dragnb.footprint import colour_footprint, dilated, fill_enclosed, moved_region, shifted
+from dragnb.drag.copy import MovedStart, cell_moves, copy_in_image, copy_start
+from dragnb.footprint import colour_footprint, dilated, figure_footprint, fill_enclosed, moved_region, shifted
 from dragnb.session import DragSession
 
 
@@ -35,6 +36,43 @@ def test_the_footprint_is_the_object_under_the_handle_with_its_holes():
     ring = np.zeros((9, 9), bool)
     ring[2:7, 2:7], ring[3:6, 3:6] = True, False
     assert fill_enclosed(ring)[2:7, 2:7].all() and fill_enclosed(ring).sum() == 25
+
+
+def test_the_figure_footprint_takes_in_the_stripes_and_outline_the_colour_region_misses():
+    img = np.full((32, 32, 3), (40, 40, 160), np.uint8)  # a blue ground
+    img[4:16, 4:16] = (20, 20, 20)  # a black outline ...
+    img[5:15, 5:15] = (220, 40, 40)  # ... around a red square ...
+    img[5:15, 7:9] = img[5:15, 11:13] = (250, 250, 250)  # ... with white stripes
+    img[4:16, 16:22] = (230, 230, 40)  # a yellow square touching it on the right
+    box = np.zeros((32, 32), bool)
+    box[2:30, 2:30] = True
+    colour = colour_footprint(img, (6.0, 6.0), box, 60.0)
+    assert colour[5:15, 5:7].all() and not colour[5:15, 7:9].any()  # one red stripe, not the white one
+    figure = figure_footprint(img, (6.0, 6.0), box, 60.0)
+    assert figure[4:16, 4:16].all()  # the whole square, its stripes and outline
+    assert figure[4:16, 16:22].all()  # and what touches it unlike the ground: a figure, not an object
+    assert not figure[20:30, :].any() and not figure[:, 23:].any()  # not the ground
+    assert (figure == colour_footprint(img, (6.0, 6.0), box, 60.0) | figure).all()  # the colour region is in it
+
+
+def test_the_copy_in_the_image_moves_the_object_by_whole_pixels_and_fills_where_it_was():
+    img = np.full((24, 24, 3), 100, np.uint8)
+    img[:, 12:] = 160  # a two-tone ground
+    img[4:8, 2:6] = (250, 0, 0)  # the object
+    img[14:20, 14:20] = (0, 0, 250)  # a shape the moved one ends on
+    before = img.copy()
+    footprint = np.zeros((1, 24, 24), bool)
+    footprint[0, 4:8, 2:6] = True
+    out = copy_in_image(img, footprint, np.array([[13, 11]]), None)  # (dx, dy)
+    assert np.array_equal(img, before)  # the input is left alone
+    assert (out[15:19, 15:19] == (250, 0, 0)).all()  # the object 13 right, 11 down, over the blue shape
+    assert (out[3:9, 1:7] == 100).all()  # where it was (and its rim): the ground around it
+    assert (out[14, 14:20] == (0, 0, 250)).all() and (out[0:2] == before[0:2]).all()  # the rest untouched
+    editable = np.ones((24, 24), bool)
+    editable[14:20, 14:20] = False  # the mask leaves the blue shape out: the object goes behind it
+    behind = copy_in_image(img, footprint, np.array([[13, 11]]), editable)
+    assert (behind[14:20, 14:20] == (0, 0, 250)).all() and not (behind == (250, 0, 0)).all(-1).any()  # hidden
+    assert np.array_equal(copy_in_image(img, np.zeros((1, 24, 24), bool), np.array([[13, 11]]), None), img)
 
 
 def test_copy_moves_the_footprint_by_whole_cells_and_fills_where_it_was():
@@ -118,3 +156,39 @@ def test_the_moved_edit_region_keeps_what_the_drag_leaves_alone_inside_the_mask(
     square = np.s_[47:59, 47:59]
     assert not np.array_equal(edits["mask"][square], image[square])  # the whole mask is regenerated
     assert np.array_equal(edits["moved"][square], image[square])  # only the disc's places are
+
+
+def test_the_longest_drags_start_from_the_inverted_image_with_their_object_moved(tiny_model, blob_image):
+    settings = dataclasses.replace(FAST, drag=dataclasses.replace(FAST.drag, start="copy", copy_beyond=0.0,
+                                                                  image_copy="denoise", image_beyond=0.2))
+    session = DragSession(tiny_model, blob_image, "a red disc", settings)
+    session.set_points([(24, 24, 50, 24), (50, 50, 53, 50)])  # the red disc 26 px right; a short drag on the gray
+    edit = session.run()
+    moved = edit.drag.extras["start_image"]
+    disc = blob_image[24, 24]
+    assert (moved[24, 50] == disc).all() and not (moved[24, 24] == disc).all()  # the disc moved, its place filled
+    assert np.array_equal(moved[40:], blob_image[40:])  # the short drag's object is not moved in the image
+    assert edit.drag.initial_handles.tolist() == [[12.0, 12.0], [25.0, 25.0]]  # the user's handles, for the views
+    assert edit.drag.handles.tolist() == [[12.0, 25.0], [25.0, 25.0]]  # the loop starts at the disc's target,
+    assert edit.drag.stop_reason == "reached" and not edit.drag.history  # the other within stop_distance: done
+    assert session._footprints((16, 16))[0].sum() == 0  # the disc is not copied again by latent cells
+    assert edit.denoise.kept is None  # "denoise": the moved image's z_t is denoised
+    session.settings = dataclasses.replace(settings, drag=dataclasses.replace(settings.drag, image_copy="keep"))
+    assert session.run().denoise.kept is None  # "keep" with a pair left to the loop: denoised all the same
+    session.set_points([(24, 24, 50, 24)])
+    kept = session.run()  # "keep", every pair moved in the image: that image is the edit
+    assert kept.denoise.kept is not None and np.array_equal(kept.image, kept.drag.extras["start_image"])
+    assert (kept.image[24, 50] == disc).all() and np.array_equal(kept.image[40:], blob_image[40:])
+    zt, t, text = _inputs(tiny_model)
+    h, g = torch.tensor([[8.0, 8.0]]), torch.tensor([[8.0, 20.0]])
+    start = MovedStart(zt + 1.0, g.clone(), torch.tensor([True]), blob_image)
+    every = drag(tiny_model, zt, t, text, h, g, None, settings.drag, schedule_steps=20,
+                 footprints=np.zeros((1, 16, 16), bool), moved=start)
+    assert every.stop_reason == "reached" and not every.history  # every pair moved: nothing to drag,
+    assert torch.equal(every.latent, zt + 1.0) and torch.equal(every.original_latent, zt + 1.0)  # the moved image
+    # is both the start and the unedited branch the denoising reads
+    some = MovedStart(zt + 1.0, torch.tensor([[8.0, 20.0], [4.0, 4.0]]), torch.tensor([True, False]), blob_image)
+    two = drag(tiny_model, zt, t, text, torch.tensor([[8.0, 8.0], [4.0, 4.0]]), torch.tensor([[8.0, 20.0], [4.0, 9.0]]),
+               None, settings.drag, schedule_steps=20, footprints=np.zeros((2, 16, 16), bool), moved=some)
+    assert two.history and torch.equal(two.history[0].handles[0], torch.tensor([8.0, 20.0]))  # the loop drags the
+    assert torch.equal(two.original_latent, zt)  # other pair from the moved start; the unedited branch is the source's

@@ -9,13 +9,31 @@ in z_t by the whole latent cells nearest its drag, the place it leaves first fil
 drags what remains (less than a cell), or holds it there. The unedited branch, F_0 and the handles the tracker and
 the motion term compare with stay those of the unedited z_t.
 
-Pure functions on latents.
+With ``drag.image_copy``, the pairs dragging ``drag.image_beyond`` or more are moved in the image instead, by
+whole image pixels (:func:`copy_in_image`), and the session inverts that image (:class:`MovedStart`): the loop
+starts from its z_t with each such handle at its target.
+
+Pure functions on latents and images.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+
+from ..footprint import dilated
+
+
+@dataclass
+class MovedStart:
+    """``drag.image_copy``: where the loop starts, made by the session (:func:`copy_in_image`, then inverted)."""
+
+    latent: torch.Tensor  # z_t (1, C, h, w) of ``image``, at the drag's timestep
+    handles: torch.Tensor  # (N, 2) (row, col) on the supervision grid: a moved pair's target, the others' handle
+    moved: torch.Tensor  # (N,) bool: the pairs moved in the image
+    image: np.ndarray  # (H, W, 3) uint8, the input with the objects moved
 
 
 def fill_holes(z: torch.Tensor, holes: np.ndarray) -> torch.Tensor:
@@ -58,4 +76,28 @@ def copy_start(z: torch.Tensor, footprints: np.ndarray, moves: np.ndarray) -> to
         to_rows, to_cols = rows + dr, cols + dc
         inside = (to_rows >= 0) & (to_rows < h) & (to_cols >= 0) & (to_cols < w)
         out[:, :, to_rows[inside], to_cols[inside]] = z[:, :, rows[inside], cols[inside]].to(out.dtype)
+    return out
+
+
+def copy_in_image(image: np.ndarray, footprints: np.ndarray, moves: np.ndarray,
+                  editable: np.ndarray | None) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 with each object (``footprints`` (N, H, W) bool) moved by its ``moves`` (N, 2)
+    (dx, dy) whole pixels: the places they leave, grown by one pixel (an object's soft rim), first filled from
+    around them (:func:`fill_holes`), then each object's own pixels drawn at its moved place (later pairs over
+    earlier) wherever ``editable`` (H, W) bool allows (None: everywhere), so what the mask leaves out stays in
+    front. A new array."""
+    image = np.asarray(image, np.uint8)
+    h, w = image.shape[:2]
+    holes = dilated(np.any(footprints, 0), 1)
+    if editable is not None:
+        holes &= np.asarray(editable, bool)
+    pixels = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
+    out = np.clip(np.rint(fill_holes(pixels, holes)[0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
+    for footprint, (dx, dy) in zip(footprints, moves):
+        rows, cols = np.nonzero(footprint)
+        to_rows, to_cols = rows + dy, cols + dx
+        keep = (to_rows >= 0) & (to_rows < h) & (to_cols >= 0) & (to_cols < w)
+        if editable is not None:
+            keep[keep] = np.asarray(editable, bool)[to_rows[keep], to_cols[keep]]
+        out[to_rows[keep], to_cols[keep]] = image[rows[keep], cols[keep]]
     return out

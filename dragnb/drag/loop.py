@@ -30,7 +30,7 @@ from ..inversion import decode_latent
 from ..models import Model, encode_prompt, held_dtype, run_unet
 from ..motion import mask_loss
 from .choice import make_parts
-from .copy import cell_moves, copy_start
+from .copy import MovedStart, cell_moves, copy_start
 from .forward import Forward
 from .parts import DragParts
 
@@ -82,7 +82,7 @@ class DragResult:
     key: str = ""
     method: str = "optimise"  # drag.method that made it (dragnb.family for the others)
     extras: dict[str, Any] = field(default_factory=dict)  # what a family method computed once, for the views
-    # (fastdrag: "field", "holes", "editable"; regiondrag: "regions")
+    # (fastdrag: "field", "holes", "editable"; regiondrag: "regions"; drag.image_copy: "start_image")
     guide: Guide | None = None  # what the method asks of the denoising (None: nothing, as the paper's drag)
 
     @property
@@ -99,7 +99,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
          keep_features: bool = False, progress: bool = False,
          schedule_steps: int = InversionSettings().num_steps, prompt: str | None = None,
          compute: ComputeSettings = ComputeSettings(), parts: DragParts | None = None,
-         footprints: np.ndarray | None = None) -> DragResult:
+         footprints: np.ndarray | None = None, moved: MovedStart | None = None) -> DragResult:
     """Optimise ``zt`` (1, 4, h, w) at timestep ``t`` to move ``handles`` to ``targets`` ((N, 2) (row, col)).
 
     ``text``: (1, 77, D), or [uncond, cond] (2, 77, D) for a generated image with guidance (features of both
@@ -110,6 +110,8 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     loss scaling (:mod:`dragnb.compute`). ``parts``: a researcher's own parts; the rest are those the settings
     name. ``footprints``: (N, h, w) bool on the latent grid, each pair's object, which ``settings.start == "copy"``
     moves before the loop (an empty one stays; :class:`~dragnb.session.DragSession` finds them in the image).
+    ``moved``: the z_t and handles the loop starts from when ``settings.start == "copy"`` moves some pairs in the
+    image (``settings.image_copy``; the session makes it), before the others' copy by latent cells.
     Inputs are not modified.
     """
     start, device = time.perf_counter(), zt.device
@@ -122,8 +124,10 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     made = make_parts(settings, parts, model.pipe.tokenizer, prompt)
     timesteps, optimised, tracker, supervision = made.timesteps, made.optimised, made.tracker, made.supervision
     start_latent, first_handles = zt, handles
-    if settings.start == "copy":  # [extension] each long drag's object moved by whole cells first (§3.6)
-        start_latent, handles = copied_start(zt, footprints, handles, targets, look.size)
+    if settings.start == "copy":  # [extension] each drag's object moved first: the longest in the image, §3.6
+        if moved is not None:  # (the session made that start), the others by whole latent cells
+            start_latent, handles = image_start(moved, handles, settings.round_points)
+        start_latent, handles = copied_start(start_latent, footprints, handles, targets, look.size)
     reference = timesteps.start(look, zt.detach().clone(), t, text, first_handles.clone())  # F_0, x_{t-1}^0, h^0
     z = optimised.start(start_latent, text)  # ẑ_t^0 = z_t, and the optimiser over it
     made.begin(reference)  # the tracker's f_i and the supervision's sources from F_0
@@ -134,10 +138,13 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     result = DragResult(latent=last_good, initial_handles=first_handles.clone().cpu(), handles=handles,
                         targets=targets.cpu(), feature_size=look.size, stop_reason="max_steps",
                         mask_used=mask is not None, initial_features=reference.features.detach())
-    bar = tqdm(total=settings.max_steps, desc="drag", disable=not progress, leave=False)
+    steps, moved_all = settings.max_steps, moved is not None and bool(moved.moved.all())
+    if moved_all:  # [extension] every object moved in the image (§3.6): nothing to drag
+        steps, result.stop_reason = 0, "reached"
+    bar = tqdm(total=steps, desc="drag", disable=not progress, leave=False)
     with checkpointing(model.pipe.unet, compute.gradient_checkpointing):  # less memory, the same gradients
         try:
-            for k in range(settings.max_steps):
+            for k in range(steps):
                 # 0. the timestep: t throughout, unless the timesteps part walks both branches one step down here
                 if timesteps.finished(k):
                     break
@@ -195,7 +202,8 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
             result.stop_reason = "interrupted"
         finally:
             bar.close()
-    result.latent, result.t, result.original_latent = last_good, reference.t, reference.latent.detach()
+    unedited = moved.latent if moved_all else reference.latent  # the denoising reads the moved image as its
+    result.latent, result.t, result.original_latent = last_good, reference.t, unedited.detach()  # unedited branch
     result.text, result.timesteps = optimised.text.detach(), list(timesteps.walked)
     result.handles = handles.detach().cpu()
     result.seconds = time.perf_counter() - start
@@ -217,6 +225,15 @@ def copied_start(zt: torch.Tensor, footprints: np.ndarray | None, handles: torch
     moves = cell_moves(handles, targets, scale) * footprints.any(axis=(1, 2))[:, None]  # an empty footprint stays
     shifted = torch.as_tensor(moves / np.asarray(scale), dtype=handles.dtype, device=handles.device)
     return copy_start(zt.detach(), footprints, moves), handles + shifted
+
+
+def image_start(moved: MovedStart, handles: torch.Tensor, round_points: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``drag.image_copy``: the inverted z_t of the image with the objects moved, and the handles where their
+    content now is (docs/method.md §3.6)."""
+    if moved.handles.shape != handles.shape:
+        raise ValueError(f"moved.handles must be {tuple(handles.shape)}, got {tuple(moved.handles.shape)}")
+    start = moved.handles.to(handles.device, handles.dtype)
+    return moved.latent.detach().to(handles.device), start.round() if round_points else start
 
 
 @torch.no_grad()
