@@ -35,6 +35,10 @@ class DragPoints:
         """(N,) float: each pair's drag, |g_i - h_i|, in image pixels."""
         return np.linalg.norm(np.asarray(self.targets, float) - np.asarray(self.handles, float), axis=1)
 
+    def pixel_moves(self) -> np.ndarray:
+        """(N, 2) int: each pair's drag (dx, dy) rounded to whole image pixels."""
+        return np.rint(np.asarray(self.targets, float) - np.asarray(self.handles, float)).astype(int)
+
     def as_list(self) -> list[list[float]]:
         """Alternating handle, target [x, y] pairs, the DragBench ``points`` layout."""
         out: list[list[float]] = []

@@ -323,7 +323,7 @@ class DragSession:
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 
         copying = self.settings.drag.method == "optimise" and self.settings.drag.start == "copy"
-        moved = self._moved_start(handles, targets) if copying and self.settings.drag.image_copy != "off" else None
+        moved = self._moved_start() if copying and self.settings.drag.image_copy != "off" else None
         with self._fused():
             if self.settings.drag.method == "optimise":
                 result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
@@ -340,8 +340,8 @@ class DragSession:
                                     callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                                     keep_latents=keep_latents, keep_features=keep_features, progress=self.progress)
         result.key = key
-        if moved is not None:  # the image drag.image_copy inverted, for the views and for "keep"
-            result.extras["start_image"], result.extras["every_pair_moved"] = moved.image, bool(moved.moved.all())
+        if moved is not None:  # what drag.image_copy moved and inverted, for the views and for "keep"
+            result.extras["moved_start"] = moved
         if result.stop_reason in COMPLETE:  # partial results are returned, not cached
             self._remember("drag", key, result)
         return Produced(result, "computed")
@@ -357,19 +357,17 @@ class DragSession:
                         else self.settings.drag.image_beyond * min(self.image_size))
         out = np.zeros((len(self.points), *latent_size), bool)
         for i, (a, length) in enumerate(zip(self.points.handles, self.points.lengths())):
-            if length >= beyond and length < image_beyond:  # the longer ones are moved in the image
-                editable = None if self.mask is None else self.mask > 0
-                found = colour_footprint(self.source, tuple(a), editable, self.settings.drag.copy_tolerance)
+            if beyond <= length < image_beyond:  # the longer ones are moved in the image
+                found = self._object(a, "colour")  # a figure would take in a shape it touches and copy it along
                 out[i] = mask_to_latent(found, latent_size, "area")[0, 0].numpy() >= LATENT_COVER
         return out
 
-    def _moved_start(self, handles: torch.Tensor, targets: torch.Tensor) -> MovedStart | None:
+    def _moved_start(self) -> MovedStart | None:
         """``drag.image_copy``: the source with the object under each handle dragging at least that fraction of
         the shorter side moved by its drag in whole pixels (:func:`dragnb.drag.copy.copy_in_image`), encoded and
-        inverted as the source is (the session's LoRA, its inversion settings); ``handles`` and ``targets`` (N, 2)
-        on the supervision grid. None when no pair is that long."""
+        inverted as the source is (the session's LoRA, its inversion settings). None when no pair is that long."""
         beyond = self.settings.drag.image_beyond * min(self.image_size)
-        moves = np.rint(self.points.targets - self.points.handles).astype(int)  # (dx, dy) whole pixels
+        moves = self.points.pixel_moves()
         footprints = np.zeros((len(self.points), *self.image_size), bool)
         for i, (a, length) in enumerate(zip(self.points.handles, self.points.lengths())):
             if length >= beyond and moves[i].any():
@@ -386,15 +384,14 @@ class DragSession:
             inverted = invert(self.model, z0, text, self.settings.inversion, progress=self.progress)
         if inverted.interrupted:
             raise Interrupted("drag", {})
-        pairs = torch.from_numpy(moving).to(handles.device)
-        return MovedStart(inverted.zt, torch.where(pairs[:, None], targets, handles), pairs, image)
+        return MovedStart(inverted.zt, z0, torch.from_numpy(moving), image)
 
-    def _object(self, handle) -> np.ndarray:
+    def _object(self, handle, kind: str | None = None) -> np.ndarray:
         """(H, W) bool: the object under ``handle`` (x, y) in the source, inside the mask
-        (:mod:`dragnb.footprint`: its colour region, ``drag.copy_tolerance``, or with ``drag.footprint = "figure"``
-        the whole figure)."""
+        (:mod:`dragnb.footprint`: its colour region, ``drag.copy_tolerance``, or the whole figure), found as
+        ``kind`` says ("colour" or "figure"; None: ``drag.footprint``)."""
         editable = None if self.mask is None else self.mask > 0
-        find = figure_footprint if self.settings.drag.footprint == "figure" else colour_footprint
+        find = figure_footprint if (kind or self.settings.drag.footprint) == "figure" else colour_footprint
         return find(self.source, tuple(handle), editable, self.settings.drag.copy_tolerance)
 
     def _edit_region(self, latent_size: tuple[int, int]) -> np.ndarray | None:
@@ -406,8 +403,7 @@ class DragSession:
                 or self.points.lengths().min() < self.settings.denoise.moved_beyond * min(self.image_size)):
             return self.mask
         margin = int(np.ceil(max(n / m for n, m in zip(self.image_size, latent_size))))
-        moves = np.rint(self.points.targets - self.points.handles).astype(int)  # (dx, dy) whole pixels
-        region = moved_region([self._object(a) for a in self.points.handles], moves, margin)
+        region = moved_region([self._object(a) for a in self.points.handles], self.points.pixel_moves(), margin)
         return region if self.mask is None else region & self.mask
 
     def run_denoise(self, dragged: DragResult | None = None, callbacks: Sequence[Callback] = ()) -> DenoiseResult:
@@ -420,8 +416,9 @@ class DragSession:
         if key in self._cache["denoise"]:
             self._remember("denoise", key, self._cache["denoise"][key])
             return Produced(self._cache["denoise"][key], "memory")
-        if self.settings.drag.image_copy == "keep" and dragged.extras.get("every_pair_moved"):
-            return Produced(self._kept(dragged, key), "computed")  # [extension] the moved image is the edit (§3.6)
+        moved = dragged.extras.get("moved_start")
+        if self.settings.drag.image_copy == "keep" and moved is not None and bool(moved.moved.all()):
+            return Produced(self._kept(moved, key), "computed")  # [extension] the moved image is the edit (§3.6)
         self.run_lora()
         device = self.model.device
         original = dragged.original_latent.to(device)  # the unedited branch at the drag's timestep
@@ -439,15 +436,12 @@ class DragSession:
             self._remember("denoise", key, result)
         return Produced(result, "computed")
 
-    def _kept(self, dragged: DragResult, key: str) -> DenoiseResult:
+    def _kept(self, moved: MovedStart, key: str) -> DenoiseResult:
         """``drag.image_copy = "keep"`` with every pair moved in the image: that image is the edit, nothing is
         denoised; its region is what the move changed."""
-        image = dragged.extras["start_image"]
-        tensor = to_model_tensor(image, self.model_size)
-        with vae_memory(self.model.pipe.vae, self.settings.compute):
-            z0 = encode_image(self.model, tensor)
-        result = DenoiseResult(image=tensor.cpu(), latent=z0.cpu(), reference_image=None, controlled_layers=[],
-                               key=key, region=np.any(image != self.source, axis=-1), kept=image)
+        result = DenoiseResult(image=to_model_tensor(moved.image, self.model_size), latent=moved.encoded.cpu(),
+                               reference_image=None, controlled_layers=[], key=key,
+                               region=np.any(moved.image != self.source, axis=-1), kept=moved.image)
         self._remember("denoise", key, result)
         return result
 

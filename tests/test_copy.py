@@ -164,7 +164,7 @@ def test_the_longest_drags_start_from_the_inverted_image_with_their_object_moved
     session = DragSession(tiny_model, blob_image, "a red disc", settings)
     session.set_points([(24, 24, 50, 24), (50, 50, 53, 50)])  # the red disc 26 px right; a short drag on the gray
     edit = session.run()
-    moved = edit.drag.extras["start_image"]
+    moved = edit.drag.extras["moved_start"].image
     disc = blob_image[24, 24]
     assert (moved[24, 50] == disc).all() and not (moved[24, 24] == disc).all()  # the disc moved, its place filled
     assert np.array_equal(moved[40:], blob_image[40:])  # the short drag's object is not moved in the image
@@ -177,17 +177,17 @@ def test_the_longest_drags_start_from_the_inverted_image_with_their_object_moved
     assert session.run().denoise.kept is None  # "keep" with a pair left to the loop: denoised all the same
     session.set_points([(24, 24, 50, 24)])
     kept = session.run()  # "keep", every pair moved in the image: that image is the edit
-    assert kept.denoise.kept is not None and np.array_equal(kept.image, kept.drag.extras["start_image"])
+    assert kept.denoise.kept is not None and np.array_equal(kept.image, kept.drag.extras["moved_start"].image)
     assert (kept.image[24, 50] == disc).all() and np.array_equal(kept.image[40:], blob_image[40:])
     zt, t, text = _inputs(tiny_model)
     h, g = torch.tensor([[8.0, 8.0]]), torch.tensor([[8.0, 20.0]])
-    start = MovedStart(zt + 1.0, g.clone(), torch.tensor([True]), blob_image)
+    start = MovedStart(zt + 1.0, zt, torch.tensor([True]), blob_image)
     every = drag(tiny_model, zt, t, text, h, g, None, settings.drag, schedule_steps=20,
                  footprints=np.zeros((1, 16, 16), bool), moved=start)
     assert every.stop_reason == "reached" and not every.history  # every pair moved: nothing to drag,
     assert torch.equal(every.latent, zt + 1.0) and torch.equal(every.original_latent, zt + 1.0)  # the moved image
     # is both the start and the unedited branch the denoising reads
-    some = MovedStart(zt + 1.0, torch.tensor([[8.0, 20.0], [4.0, 4.0]]), torch.tensor([True, False]), blob_image)
+    some = MovedStart(zt + 1.0, zt, torch.tensor([True, False]), blob_image)
     two = drag(tiny_model, zt, t, text, torch.tensor([[8.0, 8.0], [4.0, 4.0]]), torch.tensor([[8.0, 20.0], [4.0, 9.0]]),
                None, settings.drag, schedule_steps=20, footprints=np.zeros((2, 16, 16), bool), moved=some)
     assert two.history and torch.equal(two.history[0].handles[0], torch.tensor([8.0, 20.0]))  # the loop drags the

@@ -31,8 +31,8 @@ class MovedStart:
     """``drag.image_copy``: where the loop starts, made by the session (:func:`copy_in_image`, then inverted)."""
 
     latent: torch.Tensor  # z_t (1, C, h, w) of ``image``, at the drag's timestep
-    handles: torch.Tensor  # (N, 2) (row, col) on the supervision grid: a moved pair's target, the others' handle
-    moved: torch.Tensor  # (N,) bool: the pairs moved in the image
+    encoded: torch.Tensor  # z_0 (1, C, h, w) of ``image``, the VAE's encoding the inversion started from
+    moved: torch.Tensor  # (N,) bool: the pairs moved in the image (their handles start at their targets)
     image: np.ndarray  # (H, W, 3) uint8, the input with the objects moved
 
 
@@ -64,17 +64,21 @@ def cell_moves(handles: torch.Tensor, targets: torch.Tensor, scale: tuple[float,
     return np.rint(moves).astype(int)
 
 
-def copy_start(z: torch.Tensor, footprints: np.ndarray, moves: np.ndarray) -> torch.Tensor:
+def copy_start(z: torch.Tensor, footprints: np.ndarray, moves: np.ndarray, holes: np.ndarray | None = None,
+               allowed: np.ndarray | None = None) -> torch.Tensor:
     """``z`` (1, C, h, w) with each footprint's cells (``footprints`` (N, h, w) bool, one per pair; an empty one is
-    not copied) moved by its pair's ``moves`` (N, 2) whole cells: every footprint is first filled from around it
-    (:func:`fill_holes`), then each receives ``z``'s own values at its moved place (later pairs over earlier ones;
-    what would leave the grid is dropped). A new tensor."""
+    not copied) moved by its pair's ``moves`` (N, 2) whole cells (rows, cols): ``holes`` (h, w) bool (default: every
+    footprint) are first filled from around them (:func:`fill_holes`), then each footprint receives ``z``'s own
+    values at its moved place (later pairs over earlier ones; what would leave the grid, or land outside ``allowed``
+    (h, w) bool when given, is dropped). A new tensor."""
     h, w = z.shape[-2:]
-    out = fill_holes(z, footprints.any(0))
+    out = fill_holes(z, footprints.any(0) if holes is None else holes)
     for footprint, (dr, dc) in zip(footprints, moves):
         rows, cols = np.nonzero(footprint)
         to_rows, to_cols = rows + dr, cols + dc
         inside = (to_rows >= 0) & (to_rows < h) & (to_cols >= 0) & (to_cols < w)
+        if allowed is not None:
+            inside[inside] = allowed[to_rows[inside], to_cols[inside]]
         out[:, :, to_rows[inside], to_cols[inside]] = z[:, :, rows[inside], cols[inside]].to(out.dtype)
     return out
 
@@ -82,22 +86,12 @@ def copy_start(z: torch.Tensor, footprints: np.ndarray, moves: np.ndarray) -> to
 def copy_in_image(image: np.ndarray, footprints: np.ndarray, moves: np.ndarray,
                   editable: np.ndarray | None) -> np.ndarray:
     """``image`` (H, W, 3) uint8 with each object (``footprints`` (N, H, W) bool) moved by its ``moves`` (N, 2)
-    (dx, dy) whole pixels: the places they leave, grown by one pixel (an object's soft rim), first filled from
-    around them (:func:`fill_holes`), then each object's own pixels drawn at its moved place (later pairs over
-    earlier) wherever ``editable`` (H, W) bool allows (None: everywhere), so what the mask leaves out stays in
-    front. A new array."""
-    image = np.asarray(image, np.uint8)
-    h, w = image.shape[:2]
+    (dx, dy) whole pixels: :func:`copy_start` on the pixels, the places the objects leave grown by one pixel (an
+    object's soft rim) before they are filled, and each object drawn only where ``editable`` (H, W) bool allows
+    (None: everywhere), so what the mask leaves out stays in front. A new array."""
     holes = dilated(np.any(footprints, 0), 1)
-    if editable is not None:
-        holes &= np.asarray(editable, bool)
-    pixels = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
-    out = np.clip(np.rint(fill_holes(pixels, holes)[0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
-    for footprint, (dx, dy) in zip(footprints, moves):
-        rows, cols = np.nonzero(footprint)
-        to_rows, to_cols = rows + dy, cols + dx
-        keep = (to_rows >= 0) & (to_rows < h) & (to_cols >= 0) & (to_cols < w)
-        if editable is not None:
-            keep[keep] = np.asarray(editable, bool)[to_rows[keep], to_cols[keep]]
-        out[to_rows[keep], to_cols[keep]] = image[rows[keep], cols[keep]]
-    return out
+    allowed = None if editable is None else np.asarray(editable, bool)
+    pixels = torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)[None]
+    out = copy_start(pixels, footprints, np.asarray(moves)[:, ::-1], holes if allowed is None else holes & allowed,
+                     allowed)
+    return np.clip(np.rint(out[0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)

@@ -82,7 +82,8 @@ class DragResult:
     key: str = ""
     method: str = "optimise"  # drag.method that made it (dragnb.family for the others)
     extras: dict[str, Any] = field(default_factory=dict)  # what a family method computed once, for the views
-    # (fastdrag: "field", "holes", "editable"; regiondrag: "regions"; drag.image_copy: "start_image")
+    # (fastdrag: "field", "holes", "editable"; regiondrag: "regions"; drag.image_copy: "moved_start",
+    # the MovedStart the loop started from)
     guide: Guide | None = None  # what the method asks of the denoising (None: nothing, as the paper's drag)
 
     @property
@@ -126,7 +127,7 @@ def drag(model: Model, zt: torch.Tensor, t: int, text: torch.Tensor, handles: to
     start_latent, first_handles = zt, handles
     if settings.start == "copy":  # [extension] each drag's object moved first: the longest in the image, §3.6
         if moved is not None:  # (the session made that start), the others by whole latent cells
-            start_latent, handles = image_start(moved, handles, settings.round_points)
+            start_latent, handles = image_start(moved, handles, targets)
         start_latent, handles = copied_start(start_latent, footprints, handles, targets, look.size)
     reference = timesteps.start(look, zt.detach().clone(), t, text, first_handles.clone())  # F_0, x_{t-1}^0, h^0
     z = optimised.start(start_latent, text)  # ẑ_t^0 = z_t, and the optimiser over it
@@ -227,13 +228,13 @@ def copied_start(zt: torch.Tensor, footprints: np.ndarray | None, handles: torch
     return copy_start(zt.detach(), footprints, moves), handles + shifted
 
 
-def image_start(moved: MovedStart, handles: torch.Tensor, round_points: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def image_start(moved: MovedStart, handles: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``drag.image_copy``: the inverted z_t of the image with the objects moved, and the handles where their
-    content now is (docs/method.md §3.6)."""
-    if moved.handles.shape != handles.shape:
-        raise ValueError(f"moved.handles must be {tuple(handles.shape)}, got {tuple(moved.handles.shape)}")
-    start = moved.handles.to(handles.device, handles.dtype)
-    return moved.latent.detach().to(handles.device), start.round() if round_points else start
+    content now is: a moved pair's target, the others' own handle (docs/method.md §3.6)."""
+    if moved.moved.shape != (len(handles),):
+        raise ValueError(f"moved.moved must be ({len(handles)},), one per pair, got {tuple(moved.moved.shape)}")
+    pairs = moved.moved.to(handles.device)[:, None]
+    return moved.latent.detach().to(handles.device), torch.where(pairs, targets, handles)
 
 
 @torch.no_grad()
