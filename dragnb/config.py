@@ -145,7 +145,9 @@ class DragSettings(_Checked):
              "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0),
              "steps_per_timestep": _at_least(1), "hold_steps": _at_least(0), "line_search_distance": _POSITIVE,
              "line_search_loss": _POSITIVE, "text_lr": _POSITIVE, "text_lam": _at_least(0),
-             "copy_beyond": _at_least(0), "image_beyond": _at_least(0), "copy_tolerance": _at_least(0)}
+             "copy_beyond": _at_least(0), "image_beyond": _at_least(0), "copy_tolerance": _at_least(0),
+             "repaint_strength": ("must be in (0, 1]", lambda v: 0 < v <= 1), "repaint_steps": _at_least(1),
+             "repaint_jump": _at_least(1), "repaint_resample": _at_least(1)}
 
     feature_blocks: tuple[int, ...] = (-2,)  # UNet up-block indices whose outputs are F; -2 = up_blocks[2] on SD 1.5
     feature_scale: float = 0.5  # F is resized to this fraction of the model image: H/2 x W/2
@@ -184,6 +186,16 @@ class DragSettings(_Checked):
     # loop has nothing to drag, and "denoise" denoises the moved image's z_t (its own unedited branch), while
     # "keep" takes the moved image itself as the edit, denoising nothing (§3.6)
     image_beyond: float = 0.2  # image_copy: the shortest drag moved in the image (fraction of the shorter side)
+    image_fill: Literal["bilateral", "repaint"] = "bilateral"  # image_copy: the place each object leaves is
+    # filled from around it (FastDrag's bilateral fill, as the latent copy), or then "repaint": painted anew by the
+    # model without the LoRA (RePaint, Lugmayr et al. 2022), which can complete a shape the object covered (§3.6)
+    repaint_strength: float = 0.3  # "repaint": start from the image noised to this fraction of the schedule (1:
+    # from noise, RePaint's own start)
+    repaint_steps: int = 25  # "repaint": denoising steps over the whole schedule (those above the start are skipped)
+    repaint_resample: int = 1  # "repaint": RePaint's resampling: each stretch of repaint_jump steps is denoised
+    # this many times in all, noised back up in between (1: none)
+    repaint_jump: int = 5  # "repaint": the length of those stretches, steps
+    repaint_seed: int = 0  # "repaint": of its noise
     copy_tolerance: float = 150.0  # "copy": the object is the region around the handle within this RGB distance
     # (0-255) of its colour, inside the mask, holes filled, halved while it reaches the mask's edge (dragnb.footprint)
     footprint: Literal["colour", "figure"] = "colour"  # how the object is found for the copy in the image and for

@@ -181,6 +181,19 @@ def apply_lora(model: Model, lora: LoraResult | None) -> None:
 
 
 @contextmanager
+def without_lora(unet) -> Iterator[None]:
+    """The base UNet for the block: every adapter turned off (peft's ``disable_adapters``), on again on exit."""
+    if not getattr(unet, "peft_config", None):
+        yield
+        return
+    unet.disable_adapters()
+    try:
+        yield
+    finally:
+        unet.enable_adapters()
+
+
+@contextmanager
 def fused_lora(unet, on: bool = True) -> Iterator[int]:
     """The active LoRA folded into the weights for the block: W' = W + ΔW (peft's ``get_delta_weight``, i.e. the
     adapter scale times B·A) in a plain ``nn.Linear`` that stands in for each adapted layer; the adapted layers

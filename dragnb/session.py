@@ -34,7 +34,8 @@ from .config import Settings, check_for_model
 from .denoise import DenoiseResult, denoise
 from . import family
 from .drag import COMPLETE, DragParts, DragResult, drag
-from .drag.copy import MovedStart, copy_in_image
+from .drag.copy import MovedStart, copy_in_image, vacated
+from .drag.repaint import repaint
 from .edit import EditResult
 from .errors import InputError, Interrupted, SessionBusy, SettingError
 from .footprint import LATENT_COVER, colour_footprint, figure_footprint, moved_region
@@ -42,8 +43,8 @@ from .generate import GeneratedImage
 from .keys import KeptLora, denoise_fields, digest, stage_keys
 from .images import (from_model_tensor, load_mask, mask_to_latent, model_size, paste_outside, resize_array,
                      to_model_tensor, to_rgb_array)
-from .inversion import InversionResult, encode_image, invert
-from .lora import LoraResult, adaptable_modules, apply_lora, fused_lora, train_lora
+from .inversion import InversionResult, decode_latent, encode_image, invert
+from .lora import LoraResult, adaptable_modules, apply_lora, fused_lora, train_lora, without_lora
 from .models import Model, encode_prompt, held_dtype
 from .points import DragPoints, feature_grid, held_on_grid, image_to_grid, make_points
 from .rounds import History, Round
@@ -375,8 +376,11 @@ class DragSession:
         moving = footprints.any(axis=(1, 2))
         if not moving.any():
             return None
-        image = copy_in_image(self.source, footprints, moves * moving[:, None],
-                              None if self.mask is None else self.mask > 0)
+        moves = moves * moving[:, None]
+        editable = None if self.mask is None else self.mask > 0
+        image = copy_in_image(self.source, footprints, moves, editable)
+        if self.settings.drag.image_fill == "repaint":
+            image = self._repainted(image, vacated(footprints, moves, editable))
         with vae_memory(self.model.pipe.vae, self.settings.compute):
             z0 = encode_image(self.model, to_model_tensor(image, self.model_size))
         text = encode_prompt(self.model, self.prompt, self.settings.inversion.guidance_scale)
@@ -385,6 +389,25 @@ class DragSession:
         if inverted.interrupted:
             raise Interrupted("drag", {})
         return MovedStart(inverted.zt, z0, torch.from_numpy(moving), image)
+
+    def _repainted(self, image: np.ndarray, region: np.ndarray) -> np.ndarray:
+        """``drag.image_fill = "repaint"``: ``image`` (H, W, 3) uint8 with the pixels of ``region`` (H, W) bool
+        painted anew by the model without the LoRA (:func:`dragnb.drag.repaint.repaint`, on every latent cell
+        ``region`` touches), the rest its own pixels. A new array."""
+        with vae_memory(self.model.pipe.vae, self.settings.compute):
+            z0 = encode_image(self.model, to_model_tensor(image, self.model_size))
+        known = (mask_to_latent(region, tuple(z0.shape[-2:]), "area") <= 0).float()
+        try:
+            with without_lora(self.model.pipe.unet):
+                z = repaint(self.model, z0, known, encode_prompt(self.model, self.prompt), self.settings.drag,
+                            progress=self.progress)
+        except KeyboardInterrupt:
+            raise Interrupted("drag", {}) from None
+        with vae_memory(self.model.pipe.vae, self.settings.compute):
+            painted = resize_array(from_model_tensor(decode_latent(self.model, z)), self.image_size)
+        out = image.copy()
+        out[region] = painted[region]
+        return out
 
     def _object(self, handle, kind: str | None = None) -> np.ndarray:
         """(H, W) bool: the object under ``handle`` (x, y) in the source, inside the mask

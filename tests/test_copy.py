@@ -1,6 +1,7 @@
 """drag.start = "copy" (docs/method.md §3.6): the object's footprint in the image, its copy by whole latent cells
-with the place it left filled, and the loop that starts from it; off, the paper's loop bit for bit. drag.start =
-"image": the object moved in the image by whole pixels and that image inverted. And denoise.edit_region = "moved"
+with the place it left filled, and the loop that starts from it; off, the paper's loop bit for bit. drag.image_copy:
+the object moved in the image by whole pixels and that image inverted, the place it left filled from around it or
+painted anew by the model (drag.image_fill "repaint"). And denoise.edit_region = "moved"
 (§6): only the dragged objects' places may change."""
 
 import dataclasses
@@ -12,8 +13,10 @@ import torch
 from test_variants import FAST, _inputs  # the small drag the variants' tests run
 
 from dragnb.drag import drag
-from dragnb.drag.copy import MovedStart, cell_moves, copy_in_image, copy_start
+from dragnb.drag.copy import MovedStart, cell_moves, copy_in_image, copy_start, vacated
+from dragnb.drag.repaint import repaint
 from dragnb.footprint import colour_footprint, dilated, figure_footprint, fill_enclosed, moved_region, shifted
+from dragnb.lora import apply_lora, remove_lora, without_lora
 from dragnb.session import DragSession
 
 
@@ -192,3 +195,60 @@ def test_the_longest_drags_start_from_the_inverted_image_with_their_object_moved
                None, settings.drag, schedule_steps=20, footprints=np.zeros((2, 16, 16), bool), moved=some)
     assert two.history and torch.equal(two.history[0].handles[0], torch.tensor([8.0, 20.0]))  # the loop drags the
     assert torch.equal(two.original_latent, zt)  # other pair from the moved start; the unedited branch is the source's
+
+
+def test_the_vacated_place_is_where_the_objects_were_grown_by_a_pixel_less_where_they_land():
+    footprints = np.zeros((2, 20, 20), bool)
+    footprints[0, 2:5, 2:5] = True
+    footprints[1, 10:13, 10:13] = True
+    left = vacated(footprints, np.array([[2, 0], [0, 0]]), None)  # the first 2 px right; the second stays
+    assert left[1:6, 1:4].all() and not left[2:5, 4:7].any()  # its place and rim, less where it lands
+    assert not left[10:13, 10:13].any() and left[9, 9:14].all()  # an object that stays covers its place ...
+    editable = np.ones((20, 20), bool)
+    editable[:, :3] = False
+    assert not vacated(footprints, np.array([[2, 0], [0, 0]]), editable)[:, :3].any()  # ... only inside the mask
+
+
+def test_repainting_keeps_the_known_cells_and_paints_the_others(tiny_model):
+    _, _, text = _inputs(tiny_model)
+    z0 = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    quick = dataclasses.replace(FAST.drag, repaint_steps=4, repaint_jump=2, repaint_resample=2)
+    known = torch.ones(1, 1, 16, 16)
+    assert torch.allclose(repaint(tiny_model, z0, known, text, quick), z0, atol=1e-4)  # nothing to paint
+    known[:, :, 4:9, 4:9] = 0.0
+    painted = repaint(tiny_model, z0, known, text, quick)
+    assert torch.allclose(painted[:, :, 10:], z0[:, :, 10:], atol=1e-4)  # the known cells as they were
+    assert (painted[:, :, 4:9, 4:9] - z0[:, :, 4:9, 4:9]).abs().mean() > 0.1 and painted.isfinite().all()
+    assert torch.equal(painted, repaint(tiny_model, z0, known, text, quick))  # seeded: the same twice
+    other = repaint(tiny_model, z0, known, text, dataclasses.replace(quick, repaint_seed=1))
+    assert not torch.equal(painted, other)
+
+
+def test_without_lora_runs_the_base_unet_and_puts_the_adapter_back(tiny_model, blob_image):
+    settings = dataclasses.replace(FAST, lora=dataclasses.replace(FAST.lora, steps=2, lr=0.05))
+    session = DragSession(tiny_model, blob_image, "a red disc", settings)
+    session.run_lora()
+    zt, t, text = _inputs(tiny_model)  # takes the LoRA off: put it back
+    apply_lora(tiny_model, session.run_lora())
+    unet = tiny_model.pipe.unet
+    adapted = unet(zt, t, encoder_hidden_states=text).sample
+    with without_lora(unet):
+        bare = unet(zt, t, encoder_hidden_states=text).sample
+    assert torch.equal(unet(zt, t, encoder_hidden_states=text).sample, adapted)  # on again
+    remove_lora(tiny_model.pipe)
+    assert torch.equal(unet(zt, t, encoder_hidden_states=text).sample, bare) and not torch.equal(bare, adapted)
+
+
+def test_the_repaint_fill_paints_only_the_place_the_object_left(tiny_model, blob_image):
+    quick = dataclasses.replace(FAST.drag, start="copy", image_copy="keep", repaint_steps=4, repaint_jump=2,
+                                repaint_resample=2)
+    images = {}
+    for fill in ("bilateral", "repaint"):
+        session = DragSession(tiny_model, blob_image, "a red disc",
+                              dataclasses.replace(FAST, drag=dataclasses.replace(quick, image_fill=fill)))
+        session.set_points([(24, 24, 50, 24)])  # the red disc 26 px right
+        images[fill] = session.run().image
+    region = vacated(np.stack([session._object((24, 24))]), np.array([[26, 0]]), None)
+    assert region[24, 24] and not region[24, 50]
+    assert np.array_equal(images["repaint"][~region], images["bilateral"][~region])  # the rest, the disc moved
+    assert not np.array_equal(images["repaint"][region], images["bilateral"][region])  # its place painted anew

@@ -10,8 +10,9 @@ drags what remains (less than a cell), or holds it there. The unedited branch, F
 the motion term compare with stay those of the unedited z_t.
 
 With ``drag.image_copy``, the pairs dragging ``drag.image_beyond`` or more are moved in the image instead, by
-whole image pixels (:func:`copy_in_image`), and the session inverts that image (:class:`MovedStart`): the loop
-starts from its z_t with each such handle at its target.
+whole image pixels (:func:`copy_in_image`), the place each leaves filled from around it or, with
+``drag.image_fill = "repaint"``, painted anew by the model (:mod:`.repaint`, on :func:`vacated`), and the session
+inverts that image (:class:`MovedStart`): the loop starts from its z_t with each such handle at its target.
 
 Pure functions on latents and images.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..footprint import dilated
+from ..footprint import dilated, shifted
 
 
 @dataclass
@@ -80,6 +81,18 @@ def copy_start(z: torch.Tensor, footprints: np.ndarray, moves: np.ndarray, holes
         if allowed is not None:
             inside[inside] = allowed[to_rows[inside], to_cols[inside]]
         out[:, :, to_rows[inside], to_cols[inside]] = z[:, :, rows[inside], cols[inside]].to(out.dtype)
+    return out
+
+
+def vacated(footprints: np.ndarray, moves: np.ndarray, editable: np.ndarray | None) -> np.ndarray:
+    """(H, W) bool: where :func:`copy_in_image` fills and draws no object: the places the objects
+    (``footprints`` (N, H, W) bool) leave, grown by one pixel, inside ``editable`` (None: everywhere), less where
+    each lands after its ``moves`` (N, 2) (dx, dy) pixels."""
+    out = dilated(np.any(footprints, 0), 1)
+    if editable is not None:
+        out &= np.asarray(editable, bool)
+    for footprint, (dx, dy) in zip(footprints, moves):
+        out &= ~shifted(footprint, int(dx), int(dy))
     return out
 
 
