@@ -381,8 +381,7 @@ class DragSession:
         image = copy_in_image(self.source, footprints, moves, editable)
         if self.settings.drag.image_fill == "repaint":
             image = self._repainted(image, vacated(footprints, moves, editable))
-        with vae_memory(self.model.pipe.vae, self.settings.compute):
-            z0 = encode_image(self.model, to_model_tensor(image, self.model_size))
+        z0 = self._encoded(image)
         text = encode_prompt(self.model, self.prompt, self.settings.inversion.guidance_scale)
         with self._fused():
             inverted = invert(self.model, z0, text, self.settings.inversion, progress=self.progress)
@@ -394,8 +393,7 @@ class DragSession:
         """``drag.image_fill = "repaint"``: ``image`` (H, W, 3) uint8 with the pixels of ``region`` (H, W) bool
         painted anew by the model without the LoRA (:func:`dragnb.drag.repaint.repaint`, on every latent cell
         ``region`` touches), the rest its own pixels. A new array."""
-        with vae_memory(self.model.pipe.vae, self.settings.compute):
-            z0 = encode_image(self.model, to_model_tensor(image, self.model_size))
+        z0 = self._encoded(image)
         known = (mask_to_latent(region, tuple(z0.shape[-2:]), "area") <= 0).float()
         try:
             with without_lora(self.model.pipe.unet):
@@ -408,6 +406,12 @@ class DragSession:
         out = image.copy()
         out[region] = painted[region]
         return out
+
+    def _encoded(self, image: np.ndarray) -> torch.Tensor:
+        """z_0 of ``image`` (H, W, 3) uint8, brought to the model's size (the VAE under ``compute``'s memory
+        settings)."""
+        with vae_memory(self.model.pipe.vae, self.settings.compute):
+            return encode_image(self.model, to_model_tensor(image, self.model_size))
 
     def _object(self, handle, kind: str | None = None) -> np.ndarray:
         """(H, W) bool: the object under ``handle`` (x, y) in the source, inside the mask

@@ -84,13 +84,17 @@ def copy_start(z: torch.Tensor, footprints: np.ndarray, moves: np.ndarray, holes
     return out
 
 
-def vacated(footprints: np.ndarray, moves: np.ndarray, editable: np.ndarray | None) -> np.ndarray:
-    """(H, W) bool: where :func:`copy_in_image` fills and draws no object: the places the objects
-    (``footprints`` (N, H, W) bool) leave, grown by one pixel, inside ``editable`` (None: everywhere), less where
-    each lands after its ``moves`` (N, 2) (dx, dy) pixels."""
+def _left(footprints: np.ndarray, editable: np.ndarray | None) -> np.ndarray:
+    """(H, W) bool: the places the objects (``footprints`` (N, H, W) bool) leave, grown by one pixel (an object's
+    soft rim), inside ``editable`` (None: everywhere): what :func:`copy_in_image` fills."""
     out = dilated(np.any(footprints, 0), 1)
-    if editable is not None:
-        out &= np.asarray(editable, bool)
+    return out if editable is None else out & np.asarray(editable, bool)
+
+
+def vacated(footprints: np.ndarray, moves: np.ndarray, editable: np.ndarray | None) -> np.ndarray:
+    """(H, W) bool: where :func:`copy_in_image` fills and draws no object: the places the objects leave
+    (:func:`_left`) less where each lands after its ``moves`` (N, 2) (dx, dy) pixels."""
+    out = _left(footprints, editable)
     for footprint, (dx, dy) in zip(footprints, moves):
         out &= ~shifted(footprint, int(dx), int(dy))
     return out
@@ -102,9 +106,7 @@ def copy_in_image(image: np.ndarray, footprints: np.ndarray, moves: np.ndarray,
     (dx, dy) whole pixels: :func:`copy_start` on the pixels, the places the objects leave grown by one pixel (an
     object's soft rim) before they are filled, and each object drawn only where ``editable`` (H, W) bool allows
     (None: everywhere), so what the mask leaves out stays in front. A new array."""
-    holes = dilated(np.any(footprints, 0), 1)
     allowed = None if editable is None else np.asarray(editable, bool)
     pixels = torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)[None]
-    out = copy_start(pixels, footprints, np.asarray(moves)[:, ::-1], holes if allowed is None else holes & allowed,
-                     allowed)
+    out = copy_start(pixels, footprints, np.asarray(moves)[:, ::-1], _left(footprints, allowed), allowed)
     return np.clip(np.rint(out[0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
