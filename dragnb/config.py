@@ -145,7 +145,8 @@ class DragSettings(_Checked):
              "lam": _at_least(0), "lr": _POSITIVE, "max_steps": _at_least(0), "stop_distance": _at_least(0),
              "steps_per_timestep": _at_least(1), "hold_steps": _at_least(0), "line_search_distance": _POSITIVE,
              "line_search_loss": _POSITIVE, "text_lr": _POSITIVE, "text_lam": _at_least(0),
-             "copy_beyond": _at_least(0), "image_beyond": _at_least(0), "copy_tolerance": _at_least(0),
+             "copy_beyond": _at_least(0), "image_beyond": _at_least(0), "image_whole_beyond": _at_least(0),
+             "copy_tolerance": _at_least(0),
              "repaint_strength": ("must be in (0, 1]", lambda v: 0 < v <= 1), "repaint_steps": _at_least(1),
              "repaint_jump": _at_least(1), "repaint_resample": _at_least(1)}
 
@@ -186,6 +187,9 @@ class DragSettings(_Checked):
     # loop has nothing to drag, and "denoise" denoises the moved image's z_t (its own unedited branch), while
     # "keep" takes the moved image itself as the edit, denoising nothing (§3.6)
     image_beyond: float = 0.2  # image_copy: the shortest drag moved in the image (fraction of the shorter side)
+    image_whole_beyond: float = 0.2  # image_copy: a shorter drag at least this long is moved in the image too when
+    # its object lies wholly inside the mask (a move; an object the mask cuts is deformed by the loop; §3.6); at
+    # image_beyond or more it changes nothing
     image_fill: Literal["bilateral", "repaint"] = "bilateral"  # image_copy: the place each object leaves is
     # filled from around it (FastDrag's bilateral fill, as the latent copy), or then "repaint": painted anew by the
     # model without the LoRA (RePaint, Lugmayr et al. 2022), which can complete a shape the object covered (§3.6)

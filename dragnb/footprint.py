@@ -9,12 +9,15 @@ estimate made for objects of one main colour, such as the embedded model's shape
 part of the object that shares the handle's colour.
 
 A striped, dotted or outlined object's colour region is often one stripe or its rim. The *figure* footprint
-(:func:`figure_footprint`, ``drag.footprint = "figure"``) adds the pixels connected to the handle whose colour is
+(:func:`figure_footprint`, ``drag.footprint = "figure"``) adds the pixels connected to that region whose colour is
 unlike every colour on the editable region's edge (the ground the object stands on; :data:`UNLIKE_GROUND`), holes
-filled: the whole object, and with it whatever touches it in another colour unlike the ground.
+filled: the whole object, and with it whatever touches it in another colour unlike the ground. Found in the whole
+image, it tells whether the mask holds the object whole (:func:`lies_inside`): a move, not a deformation.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
@@ -78,10 +81,10 @@ def colour_footprint(image: np.ndarray, point: tuple[float, float], editable: np
 
 def figure_footprint(image: np.ndarray, point: tuple[float, float], editable: np.ndarray | None,
                      tolerance: float, unlike: float = UNLIKE_GROUND) -> np.ndarray:
-    """(H, W) bool: :func:`colour_footprint` together with the pixels connected to ``point`` whose colour lies
-    farther than ``unlike`` from every colour on the edge of ``editable`` (the image's border without one), inside
-    it, holes filled: the object whole, its stripes, dots and outline included, when the ground around it differs
-    from it."""
+    """(H, W) bool: :func:`colour_footprint` together with the pixels connected to it whose colour lies farther
+    than ``unlike`` from every colour on the edge of ``editable`` (the image's border without one), inside it, holes
+    filled: the object whole, its stripes, dots and outline included, when the ground around it differs from it (an
+    object whose own colour is also the ground's still reaches its outline through its colour region)."""
     img = np.asarray(image, dtype=np.float32)
     h, w = img.shape[:2]
     allowed = np.ones((h, w), bool) if editable is None else np.asarray(editable, bool)
@@ -92,9 +95,22 @@ def figure_footprint(image: np.ndarray, point: tuple[float, float], editable: np
     nearest = np.full((h, w), np.inf, np.float32)
     for colour in ground:  # the distance to the nearest ground colour, one colour at a time (memory stays H x W)
         np.minimum(nearest, np.linalg.norm(img - colour, axis=-1), out=nearest)
-    figure = (nearest > unlike) & allowed
-    figure[r, c] = True
-    return colour_footprint(image, point, editable, tolerance) | fill_enclosed(connected(figure, [(r, c)]))
+    figure = ((nearest > unlike) & allowed) | colour_footprint(image, point, editable, tolerance)
+    return fill_enclosed(connected(figure, [(r, c)]))
+
+
+def lies_inside(image: np.ndarray, point: tuple[float, float], editable: np.ndarray | None, tolerance: float,
+                find: Callable[..., np.ndarray] = figure_footprint) -> bool:
+    """Whether the object under ``point`` (x, y) in ``image`` (H, W, 3) uint8 lies wholly inside ``editable``
+    (H, W) bool (None: everywhere): its footprint (``find``: :func:`figure_footprint` or :func:`colour_footprint`)
+    found in the whole image (the ground: the colours on the image's border) has no pixel outside it. An object the
+    mask cuts (a side the user means to pull) does not; as a figure, nor does one touching a shape the mask cuts."""
+    if editable is None:
+        return True
+    return not (find(image, point, None, tolerance) & ~np.asarray(editable, bool)).any()
+
+
+FOOTPRINTS = {"colour": colour_footprint, "figure": figure_footprint}  # drag.footprint
 
 
 def shifted(region: np.ndarray, dx: int, dy: int) -> np.ndarray:

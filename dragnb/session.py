@@ -38,7 +38,7 @@ from .drag.copy import MovedStart, copy_in_image, vacated
 from .drag.repaint import repaint
 from .edit import EditResult
 from .errors import InputError, Interrupted, SessionBusy, SettingError
-from .footprint import LATENT_COVER, colour_footprint, figure_footprint, moved_region
+from .footprint import FOOTPRINTS, LATENT_COVER, lies_inside, moved_region
 from .generate import GeneratedImage
 from .keys import KeptLora, denoise_fields, digest, stage_keys
 from .images import (from_model_tensor, load_mask, mask_to_latent, model_size, paste_outside, resize_array,
@@ -351,27 +351,41 @@ class DragSession:
         """(N, h, w) bool: for ``drag.start = "copy"``, the object under each handle dragging at least
         ``drag.copy_beyond`` of the shorter side (:func:`dragnb.footprint.colour_footprint`, inside the mask), on the
         latent grid where it covers ``LATENT_COVER`` of a cell or more; empty for the shorter drags, which the loop
-        moves alone, and, with ``drag.image_copy``, for those of ``drag.image_beyond`` or more, moved in the image
-        (:meth:`_moved_start`)."""
+        moves alone, and for those ``drag.image_copy`` moves in the image (:meth:`_in_image`, :meth:`_moved_start`)."""
         beyond = self.settings.drag.copy_beyond * min(self.image_size)
-        image_beyond = (np.inf if self.settings.drag.image_copy == "off"
-                        else self.settings.drag.image_beyond * min(self.image_size))
+        in_image = self._in_image()
         out = np.zeros((len(self.points), *latent_size), bool)
         for i, (a, length) in enumerate(zip(self.points.handles, self.points.lengths())):
-            if beyond <= length < image_beyond:  # the longer ones are moved in the image
+            if beyond <= length and not in_image[i]:
                 found = self._object(a, "colour")  # a figure would take in a shape it touches and copy it along
                 out[i] = mask_to_latent(found, latent_size, "area")[0, 0].numpy() >= LATENT_COVER
         return out
 
+    def _in_image(self) -> np.ndarray:
+        """(N,) bool: the pairs ``drag.image_copy`` moves in the image: those dragging at least ``drag.image_beyond``
+        of the shorter side, and those dragging at least ``drag.image_whole_beyond`` whose object lies wholly inside
+        the mask (:func:`dragnb.footprint.lies_inside`: a move of the whole object; one the mask cuts is a
+        deformation, left to the loop). None of them with ``image_copy`` off."""
+        drag_settings, side = self.settings.drag, min(self.image_size)
+        lengths = self.points.lengths()
+        if drag_settings.image_copy == "off":
+            return np.zeros(len(lengths), bool)
+        out = lengths >= drag_settings.image_beyond * side
+        editable = None if self.mask is None else self.mask > 0
+        for i, (a, length) in enumerate(zip(self.points.handles, lengths)):
+            if not out[i] and length >= drag_settings.image_whole_beyond * side:
+                out[i] = lies_inside(self.source, tuple(a), editable, drag_settings.copy_tolerance,
+                                     FOOTPRINTS[drag_settings.footprint])
+        return out
+
     def _moved_start(self) -> MovedStart | None:
-        """``drag.image_copy``: the source with the object under each handle dragging at least that fraction of
-        the shorter side moved by its drag in whole pixels (:func:`dragnb.drag.copy.copy_in_image`), encoded and
-        inverted as the source is (the session's LoRA, its inversion settings). None when no pair is that long."""
-        beyond = self.settings.drag.image_beyond * min(self.image_size)
+        """``drag.image_copy``: the source with the object under each handle of the pairs :meth:`_in_image`
+        names moved by its drag in whole pixels (:func:`dragnb.drag.copy.copy_in_image`), encoded and inverted as
+        the source is (the session's LoRA, its inversion settings). None when it names none."""
         moves = self.points.pixel_moves()
         footprints = np.zeros((len(self.points), *self.image_size), bool)
-        for i, (a, length) in enumerate(zip(self.points.handles, self.points.lengths())):
-            if length >= beyond and moves[i].any():
+        for i, (a, in_image) in enumerate(zip(self.points.handles, self._in_image())):
+            if in_image and moves[i].any():
                 footprints[i] = self._object(a)
         moving = footprints.any(axis=(1, 2))
         if not moving.any():
@@ -418,7 +432,7 @@ class DragSession:
         (:mod:`dragnb.footprint`: its colour region, ``drag.copy_tolerance``, or the whole figure), found as
         ``kind`` says ("colour" or "figure"; None: ``drag.footprint``)."""
         editable = None if self.mask is None else self.mask > 0
-        find = figure_footprint if (kind or self.settings.drag.footprint) == "figure" else colour_footprint
+        find = FOOTPRINTS[kind or self.settings.drag.footprint]
         return find(self.source, tuple(handle), editable, self.settings.drag.copy_tolerance)
 
     def _edit_region(self, latent_size: tuple[int, int]) -> np.ndarray | None:

@@ -14,7 +14,8 @@ landed or not, and the figure's title says how many were run and how many landed
 
 - ``gallery.png``: each kept case as source (mask outlined, handle red → target blue) | result;
 - ``drag.gif``: x̂_0 over the drag's iterations (dragnb.drag.predicted_frames, dragnb.ui.plots.drag_animation)
-  for the kept case whose handles travel farthest;
+  for the kept case whose handles travel farthest among those the loop dragged (each result's title says whether
+  the loop moved it or ``drag.image_copy`` moved its object in the image, docs/method.md §3.6);
 - with ``--benchmark occlusion``: ``occlusion.png`` (no GIF), the cases kept by ``--want``.
 
 About ten minutes on a busy 2-core CPU (8 cases at the first run); not part of the test suite.
@@ -74,7 +75,7 @@ def main() -> None:
         kind = score.situation if occlusion else score.kind
         print(f"{folder.name} {kind} {score.pairs}p: err {score.error_px:.2f}px area x{score.area_ratio:.2f} "
               f"psnr_out {score.psnr_outside:.1f} {'OK' if score.kept_success else '--'} "
-              f"({result.drag.stop_reason}, {len(result.drag.history)} steps)", flush=True)
+              f"({result.drag.stop_reason}; {how(result)})", flush=True)
         if score.kept_success:
             landed += 1
             if wanted.get(kind):  # the first that land of each kind, in the benchmark's order
@@ -92,13 +93,29 @@ def main() -> None:
     if occlusion:
         return
 
-    folder, session, result, score = max(kept, key=lambda k: travel(k[2]))
+    looped = [k for k in kept if k[2].drag.history]  # the GIF shows the loop at work
+    if not looped:
+        print("no drag.gif: every case shown was moved in the image (drag.image_copy), none by the loop")
+        return
+    folder, session, result, score = max(looped, key=lambda k: travel(k[2]))
     frames = predicted_frames(session.model, result.drag, result.prompt)
     frames = frames[:-1][::max(1, len(frames) // 24)] + [frames[-1]] * 5  # about 24 frames, the last held
     animation = drag_animation(frames, result, interval=150)
     animation.save(out / "drag.gif", writer=PillowWriter(fps=6), dpi=72)  # under 1 MB
     print(f"wrote {out / 'drag.gif'} ({(out / 'drag.gif').stat().st_size // 1024} KB; {folder.name}, "
           f"{len(result.drag.history)} iterations)")
+
+
+def how(result) -> str:
+    """Who moved an edit's objects: the image copy (``drag.image_copy``, docs/method.md §3.6), the loop, or both."""
+    moved = result.drag.extras.get("moved_start")
+    in_image = 0 if moved is None else int(moved.moved.sum())
+    loop = f"the loop, {len(result.drag.history)} iterations"
+    if in_image == 0:
+        return loop
+    pairs = len(result.points.handles)
+    image = "moved in the image" if in_image == pairs else f"{in_image} of {pairs} pairs moved in the image"
+    return image if not result.drag.history else f"{image}, {loop}"
 
 
 def travel(result) -> float:
@@ -116,7 +133,7 @@ def gallery(kept, tried: int, landed: int, model_name: str, benchmark: str = "te
         draw_edit(src, res, result)
         what = score.situation or score.kind
         src.set_title(f"{folder.name}: {what}, {score.pairs} pair{'s' * (score.pairs > 1)}", fontsize=9)
-        res.set_title(f"result: {score.error_px:.1f} px from the answer,\n{score.psnr_outside:.0f} dB outside the "
+        res.set_title(f"{how(result)}: {score.error_px:.1f} px off,\n{score.psnr_outside:.0f} dB outside the "
                       f"mask, ghost {score.ghost:.0%}", fontsize=9)
     for ax in axes[len(kept) // 2:].ravel()[(len(kept) % 2) * 2:]:
         ax.set_visible(False)

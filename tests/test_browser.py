@@ -30,7 +30,7 @@ from notebook_support import model_for_tests, read_notebook
 # Screenshots go to artifacts/ (ignored); DRAGNB_SCREENSHOTS=docs/images refreshes the README's own.
 FOR_DOCS = "DRAGNB_SCREENSHOTS" in os.environ
 DOCS_IMAGES = Path(os.environ.get("DRAGNB_SCREENSHOTS", Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"))
-CASE = 36  # the notebook's case of the textured scene benchmark: a square moved up, which the model lands
+CASE = 2  # the notebook's case of the textured scene benchmark: a ball's side pulled out, which the model's loop lands
 BRUSH = 6  # brush diameter (image pixels) for filling the case's mask box with strokes
 # The model's own defaults (LoRA 20 steps, up to 120 drag iterations): a real edit for the README's screenshots.
 SETTINGS: dict = {}

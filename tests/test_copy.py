@@ -15,7 +15,8 @@ from test_variants import FAST, _inputs  # the small drag the variants' tests ru
 from dragnb.drag import drag
 from dragnb.drag.copy import MovedStart, cell_moves, copy_in_image, copy_start, vacated
 from dragnb.drag.repaint import repaint
-from dragnb.footprint import colour_footprint, dilated, figure_footprint, fill_enclosed, moved_region, shifted
+from dragnb.footprint import (colour_footprint, dilated, figure_footprint, fill_enclosed, lies_inside, moved_region,
+                              shifted)
 from dragnb.lora import apply_lora, remove_lora, without_lora
 from dragnb.session import DragSession
 
@@ -56,6 +57,45 @@ def test_the_figure_footprint_takes_in_the_stripes_and_outline_the_colour_region
     assert figure[4:16, 16:22].all()  # and what touches it unlike the ground: a figure, not an object
     assert not figure[20:30, :].any() and not figure[:, 23:].any()  # not the ground
     assert (figure == colour_footprint(img, (6.0, 6.0), box, 60.0) | figure).all()  # the colour region is in it
+
+
+def test_an_object_lies_inside_the_mask_when_its_whole_footprint_does():
+    img = np.full((32, 32, 3), (40, 40, 160), np.uint8)  # a blue ground
+    img[8:16, 8:16] = (220, 40, 40)  # a red square
+    img[22:28, 4:10] = (220, 40, 40)  # another, apart
+    box = np.zeros((32, 32), bool)
+    box[4:20, 4:20] = True  # holds the first square whole
+    assert lies_inside(img, (25.0, 10.0), None, 60.0)  # no mask: everything may change
+    assert lies_inside(img, (10.0, 10.0), box, 60.0)  # the square lies inside; the one apart is no matter
+    assert lies_inside(img, (10.0, 10.0), box, 60.0, colour_footprint)
+    half = box.copy()
+    half[:, 12:] = False  # the mask cuts the square: a side to pull, not an object to move
+    assert not lies_inside(img, (10.0, 10.0), half, 60.0) and not lies_inside(img, (10.0, 10.0), half, 60.0,
+                                                                               colour_footprint)
+    img[8:16, 16:30] = (230, 230, 40)  # a yellow bar touching the square, reaching out of the box
+    assert not lies_inside(img, (10.0, 10.0), box, 60.0)  # as a figure the two are one, which the box cuts
+    assert lies_inside(img, (10.0, 10.0), box, 60.0, colour_footprint)  # the colour region is the square alone
+
+
+def test_a_shorter_drag_moves_in_the_image_when_the_mask_holds_its_object_whole(tiny_model, blob_image):
+    keep = dataclasses.replace(FAST.drag, start="copy", copy_beyond=0.0, image_copy="keep", image_beyond=0.2)
+    session = DragSession(tiny_model, blob_image, "a red disc", dataclasses.replace(FAST, drag=keep))
+    session.set_points([(24, 24, 33, 24), (50, 50, 53, 50)])  # the disc 9 px right (0.14 of the side); 3 px on gray
+    box = np.zeros((64, 64), np.uint8)
+    box[8:42, 8:52] = 255  # holds the disc whole
+    session.set_mask(box)
+    assert session._in_image().tolist() == [False, False]  # image_whole_beyond 0.2 = image_beyond: nothing more
+    whole = dataclasses.replace(keep, image_whole_beyond=0.1)
+    session.settings = dataclasses.replace(FAST, drag=whole)
+    assert session._in_image().tolist() == [True, False]  # the disc is moved in the image, the short drag is not
+    assert session._footprints((16, 16))[0].sum() == 0  # and not copied by latent cells as well
+    cut = box.copy()
+    cut[:, :24] = 0  # the mask holds the disc's right half: a side pulled, which the loop deforms
+    session.set_mask(cut)
+    assert session._in_image().tolist() == [False, False] and session._footprints((16, 16))[0].any()
+    session.settings = dataclasses.replace(FAST, drag=dataclasses.replace(whole, image_copy="off"))
+    session.set_mask(box)
+    assert session._in_image().tolist() == [False, False]  # no image copy at all
 
 
 def test_the_copy_in_the_image_moves_the_object_by_whole_pixels_and_fills_where_it_was():

@@ -17,7 +17,7 @@ from dragnb.errors import InputError
 from dragnb.points import make_points
 from dragnb.ui.runpanel import RunPanel
 from dragnb.ui.correspondence import CorrespondenceView
-from dragnb.ui.editor import DragEditor, disc, mask_runs
+from dragnb.ui.editor import DragEditor, disc, fit_to, mask_runs
 
 
 def event(editor, kind, x, y):
@@ -320,6 +320,27 @@ def test_the_panel_offers_the_scrubber_after_a_run(tiny_model, blob_image):
     panel.drag_steps.value = 2  # another drag, kept without latents: nothing to scrub, and the panel says why
     panel.run()
     assert panel.show_scrubber() is None and "keep_latents" in panel.status.value
+
+
+def test_the_panel_shows_the_image_the_image_copy_made(tiny_model, blob_image):
+    quick = settings_from_dict({**QUICK, "drag": {"max_steps": 3, "start": "copy", "image_copy": "keep"}},
+                               tiny_model.settings)
+    panel = RunPanel(tiny_model, DragEditor(blob_image, points=[(24, 24, 50, 24)]), settings=quick)
+    assert panel.moved_button.disabled  # nothing run yet
+    shown = []
+    panel.result_canvas.put_image_data = lambda data, *at: shown.append(np.asarray(data))
+    result = panel.run()
+    moved = result.drag.extras["moved_start"].image
+    assert not panel.moved_button.disabled and not np.array_equal(moved, blob_image)  # the disc moved in it
+    panel.moved_button.value = True  # the canvas shows the moved image ...
+    assert np.array_equal(shown[-1], fit_to(moved, panel.editor.display_size))
+    panel.moved_button.value = False  # ... and the result again
+    assert np.array_equal(shown[-1], fit_to(result.image, panel.editor.display_size))
+    panel.moved_button.value = True
+    panel.settings_form.variants["image_copy"].value = "off"
+    panel.run()
+    assert panel.moved_button.disabled and not panel.moved_button.value  # no image copy: nothing to show
+    assert np.array_equal(shown[-1], fit_to(panel.result.image, panel.editor.display_size))
 
 
 def test_the_panel_runs_a_drag_family_method_from_its_dropdown(tiny_model, blob_image):

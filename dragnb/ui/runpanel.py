@@ -9,7 +9,9 @@ The live view (handles moving on the editor's canvas, loss terms plotting) is th
 it draws only while the time spent drawing stays below ``live_fraction`` of the drag's elapsed time, and
 ``panel.live_stats`` records what it cost. Results are plain data: ``panel.result`` (an
 :class:`~dragnb.edit.EditResult`), ``panel.received`` (the points and mask the run used),
-``panel.history`` (per-iteration handles and loss terms).
+``panel.history`` (per-iteration handles and loss terms). When ``drag.image_copy`` moved objects in the image
+(docs/method.md §3.6), the **moved image** button shows that image, where the loop started, in place of the
+result.
 
 Stop asks the session (``session.request_stop()``, its one stop flag, which holds until the run ends); the panel
 holds none. The settings' widgets are a :class:`~dragnb.ui.settingsform.SettingsForm`
@@ -99,6 +101,10 @@ class RunPanel(widgets.VBox):
         self.scrub_button = widgets.Button(description="scrub iterations", icon="film", disabled=True,
                                            tooltip="the finished drag under one slider: x̂_0, handles, search, losses")
         self.scrub_button.on_click(lambda _: self.show_scrubber())
+        self.moved_button = widgets.ToggleButton(description="moved image", icon="clone", disabled=True,
+                                                 tooltip="drag.image_copy: the image with the objects moved (and the "
+                                                         "place they left filled), where the loop started")
+        self.moved_button.observe(lambda _: self.result is not None and self.show_result(self.result), "value")
         self.scrub_area = widgets.Output()  # where the scrubber appears
         ch, cw = editor.display_size
         self.loss_canvas = Canvas(width=360, height=200)
@@ -106,13 +112,14 @@ class RunPanel(widgets.VBox):
         for canvas, (h, w) in ((self.loss_canvas, (200, 360)), (self.result_canvas, (ch, cw))):
             canvas.layout.width, canvas.layout.height = f"{w}px", f"{h}px"
         controls = {"prompt": self.prompt, "run": self.run_button, "stop": self.stop_button, "status": self.status,
-                    "loss": self.loss_canvas, "result": self.result_canvas, "scrub": self.scrub_button}
+                    "loss": self.loss_canvas, "result": self.result_canvas, "scrub": self.scrub_button,
+                    "moved": self.moved_button}
         for name, control in controls.items():
             control.add_class(f"dragnb-{name}")
         for stage, bar in self.progress.items():
             bar.add_class(f"dragnb-progress-{stage}")
         settings_box = widgets.VBox([self.prompt, form, widgets.HBox([self.run_button, self.stop_button,
-                                                                       self.scrub_button]),
+                                                                       self.scrub_button, self.moved_button]),
                                      *self.progress.values(), self.status])
         results = widgets.HBox([self.result_canvas, self.loss_canvas])
         results.add_class("dragnb-results")
@@ -236,6 +243,9 @@ class RunPanel(widgets.VBox):
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
             self.scrub_button.disabled = self.result is None
+            self.moved_button.disabled = self.result is None or "moved_start" not in self.result.drag.extras
+            if self.moved_button.disabled:
+                self.moved_button.value = False
             self._update_rounds(busy=False)
 
     def _set_progress(self, stage: str, value: int, total: int, note: str | None = None) -> None:
@@ -413,12 +423,20 @@ class RunPanel(widgets.VBox):
         return scrubber
 
     def show_result(self, result: EditResult) -> None:
-        """The edited image with each handle's trajectory (white), final handle (red) and target (blue)."""
+        """The edited image with each handle's trajectory (white), final handle (red) and target (blue); with the
+        "moved image" button down, the image ``drag.image_copy`` made instead (the objects moved in it, the place
+        they left filled: ``DragResult.extras["moved_start"].image``), with the drags as lines."""
         c, editor = self.result_canvas, self.editor
+        moved = result.drag.extras.get("moved_start") if self.moved_button.value else None
         with drawing():
             c.clear()
-            c.put_image_data(fit_to(result.image, editor.display_size), 0, 0)
-            draw_trajectories(c, editor, result.trajectory_xy(), result.points.targets)
+            if moved is None:
+                c.put_image_data(fit_to(result.image, editor.display_size), 0, 0)
+                draw_trajectories(c, editor, result.trajectory_xy(), result.points.targets)
+            else:
+                c.put_image_data(fit_to(moved.image, editor.display_size), 0, 0)
+                draw_trajectories(c, editor, np.stack([result.points.handles, result.points.targets]),
+                                  result.points.targets)
 
 
 def draw_trajectories(layer, editor: DragEditor, path: np.ndarray, targets: np.ndarray | None = None) -> None:

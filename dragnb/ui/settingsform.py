@@ -16,7 +16,8 @@ import ipywidgets as widgets
 
 from ..config import DragSettings, Settings
 
-VARIANT_CHOICES = ("method", "supervision", "schedule", "tracking", "start", "image_copy", "image_fill")
+VARIANT_CHOICES = ("method", "supervision", "schedule", "tracking", "start", "image_copy", "image_fill",
+                   "footprint")
 # DragSettings' switches with choices: the drag family's method (dragnb/family), then the optimisation's variants
 
 
