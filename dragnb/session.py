@@ -324,7 +324,8 @@ class DragSession:
         mask = None if self.mask is None else mask_to_latent(self.mask, latent_size)
 
         copying = self.settings.drag.method == "optimise" and self.settings.drag.start == "copy"
-        moved = self._moved_start() if copying and self.settings.drag.image_copy != "off" else None
+        in_image = self._in_image() if copying else None  # the pairs moved in the image (found once: a figure each)
+        moved = self._moved_start(in_image) if copying and self.settings.drag.image_copy != "off" else None
         with self._fused():
             if self.settings.drag.method == "optimise":
                 result = drag(self.model, zt, t, self._text(), handles, targets, mask, self.settings.drag,
@@ -332,7 +333,7 @@ class DragSession:
                               callbacks=[*callbacks, self._stop_requested], guidance_scale=self.guidance_scale,
                               keep_latents=keep_latents, keep_features=keep_features, progress=self.progress,
                               schedule_steps=self.settings.inversion.num_steps,
-                              footprints=self._footprints(latent_size) if copying else None,
+                              footprints=self._footprints(latent_size, in_image) if copying else None,
                               moved=moved)
             else:  # one of the drag family (dragnb/family)
                 inversion = None if self.generated is not None else self.run_inversion()
@@ -347,13 +348,14 @@ class DragSession:
             self._remember("drag", key, result)
         return Produced(result, "computed")
 
-    def _footprints(self, latent_size: tuple[int, int]) -> np.ndarray:
+    def _footprints(self, latent_size: tuple[int, int], in_image: np.ndarray | None = None) -> np.ndarray:
         """(N, h, w) bool: for ``drag.start = "copy"``, the object under each handle dragging at least
         ``drag.copy_beyond`` of the shorter side (:func:`dragnb.footprint.colour_footprint`, inside the mask), on the
         latent grid where it covers ``LATENT_COVER`` of a cell or more; empty for the shorter drags, which the loop
-        moves alone, and for those ``drag.image_copy`` moves in the image (:meth:`_in_image`, :meth:`_moved_start`)."""
+        moves alone, and for those ``drag.image_copy`` moves in the image (``in_image``, None: :meth:`_in_image`;
+        :meth:`_moved_start`)."""
         beyond = self.settings.drag.copy_beyond * min(self.image_size)
-        in_image = self._in_image()
+        in_image = self._in_image() if in_image is None else in_image
         out = np.zeros((len(self.points), *latent_size), bool)
         for i, (a, length) in enumerate(zip(self.points.handles, self.points.lengths())):
             if beyond <= length and not in_image[i]:
@@ -378,14 +380,15 @@ class DragSession:
                                      FOOTPRINTS[drag_settings.footprint])
         return out
 
-    def _moved_start(self) -> MovedStart | None:
-        """``drag.image_copy``: the source with the object under each handle of the pairs :meth:`_in_image`
-        names moved by its drag in whole pixels (:func:`dragnb.drag.copy.copy_in_image`), encoded and inverted as
-        the source is (the session's LoRA, its inversion settings). None when it names none."""
+    def _moved_start(self, in_image: np.ndarray | None = None) -> MovedStart | None:
+        """``drag.image_copy``: the source with the object under each handle of the pairs :meth:`_in_image` names
+        (``in_image``, None: ask it) moved by its drag in whole pixels (:func:`dragnb.drag.copy.copy_in_image`),
+        encoded and inverted as the source is (the session's LoRA, its inversion settings). None when it names none."""
         moves = self.points.pixel_moves()
         footprints = np.zeros((len(self.points), *self.image_size), bool)
-        for i, (a, in_image) in enumerate(zip(self.points.handles, self._in_image())):
-            if in_image and moves[i].any():
+        in_image = self._in_image() if in_image is None else in_image
+        for i, a in enumerate(self.points.handles):
+            if in_image[i] and moves[i].any():
                 footprints[i] = self._object(a)
         moving = footprints.any(axis=(1, 2))
         if not moving.any():

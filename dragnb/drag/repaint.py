@@ -31,8 +31,9 @@ def repaint(model: Model, z0: torch.Tensor, known: torch.Tensor, text: torch.Ten
             guidance_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
     """z_0 (1, C, h, w) with the latent cells where ``known`` (1, 1, h, w) is 0 painted anew by ``model``'s UNet
     (RePaint from z0 noised to ``settings.repaint_strength`` of the schedule, ``repaint_steps``, ``repaint_jump``,
-    ``repaint_resample``, noise seeded by ``repaint_seed``); ``text`` from :func:`dragnb.models.encode_prompt` with ``guidance_scale``. The known cells
-    come back as they were up to the scheduler's rounding. A new tensor on z0's device."""
+    ``repaint_resample``, noise seeded by ``repaint_seed``); ``text`` from :func:`dragnb.models.encode_prompt`
+    with ``guidance_scale``. The known cells come back as they were up to the scheduler's rounding. A new tensor
+    on z0's device."""
     config = model.pipe.scheduler.config
     scheduler = RePaintScheduler(num_train_timesteps=config.num_train_timesteps, beta_start=config.beta_start,
                                  beta_end=config.beta_end, beta_schedule=config.beta_schedule, clip_sample=False)
